@@ -1,0 +1,1 @@
+"""Retag's ML core: training, evaluation, prediction and embeddings. Knows nothing of Django."""
