@@ -57,8 +57,9 @@ def retag_image(*, image: Image, task: Task, label: Label | None, by=None,
     if label is not None and label.task_id != task.id:
         raise RetagError(f"label {label.name!r} is not a label of task {task.name!r}")
 
-    annotation = Annotation.objects.select_for_update().select_related("label").filter(
-        image=image, task=task).first()
+    # Lock the image row: concurrent retags of one image (even its first label) queue up.
+    list(Image.objects.select_for_update().filter(pk=image.pk).values_list("pk", flat=True))
+    annotation = Annotation.objects.select_related("label").filter(image=image, task=task).first()
     seen = annotation.version if annotation else 0
     if expected_version is not None and expected_version != seen:
         raise RetagConflict(annotation, expected_version)
