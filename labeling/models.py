@@ -25,6 +25,9 @@ class Project(models.Model):
     description = models.TextField(blank=True)
     # Share of images assigned to the test split when the source gives none.
     test_ratio = models.FloatField(default=0.2)
+    # Retrain a task automatically after this many human retags since its latest run
+    # (None: never). See services.runs.maybe_auto_retrain.
+    auto_retrain_after = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -87,6 +90,9 @@ class Image(models.Model):
     status = models.CharField(max_length=10, choices=ImageStatus.choices, default=ImageStatus.OK)
     status_reason = models.TextField(blank=True)
     thumbnail_uri = models.CharField(max_length=2048, blank=True)
+    # The import source (folder, archive, manifest or S3 prefix) the image came from, so that a
+    # re-import can tell which images are gone from that source (they become status=missing).
+    source_uri = models.CharField(max_length=2048, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -180,9 +186,320 @@ class ImportJob(models.Model):
     missing = models.PositiveIntegerField(default=0)
     corrupt = models.PositiveIntegerField(default=0)
     refused = models.PositiveIntegerField(default=0)
+    # Known images whose bytes (or location) changed: re-validated, new thumbnail.
+    updated = models.PositiveIntegerField(default=0)
+    # Every problem found; ``problems`` keeps only the first ones.
+    problems_total = models.PositiveIntegerField(default=0)
     # Rows that could not be taken, each {"row": n, "uri": ..., "reason": ...} (capped).
     problems = models.JSONField(default=list, blank=True)
     message = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+
+
+# --- Mechanical Turk -------------------------------------------------------------------
+# A batch of images sent to Amazon Mechanical Turk (or exported as a CSV for the requester
+# web UI), the HITs it became, the assignments workers submitted, their answers per image
+# and the consensus per image. The work lives in labeling/services/mturk/.
+
+class MTurkBatch(models.Model):
+    class State(models.TextChoices):
+        DRAFT = "draft", "draft"
+        SENDING = "sending", "sending"
+        SENT = "sent", "sent to MTurk"
+        EXPORTED = "exported", "exported as CSV"
+        APPLIED = "applied", "applied"
+        FAILED = "failed", "failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="mturk_batches")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="mturk_batches")
+    name = models.CharField(max_length=200)
+    # How the images were chosen: {"kind": "filter", "params": {...}, "description": "..."}.
+    selection = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.DRAFT)
+    # Chosen when the batch is built; sync and apply always talk to the same environment.
+    production = models.BooleanField(default=False)
+    title = models.CharField(max_length=200)
+    description = models.CharField(max_length=1000)
+    assignments_per_image = models.PositiveIntegerField(default=3)
+    reward = models.DecimalField(max_digits=8, decimal_places=2, help_text="Dollars per assignment.")
+    images_per_hit = models.PositiveIntegerField(default=1)
+    lifetime_seconds = models.PositiveIntegerField(default=3 * 24 * 3600)
+    assignment_duration_seconds = models.PositiveIntegerField(default=600)
+    auto_approval_delay_seconds = models.PositiveIntegerField(default=3 * 24 * 3600)
+    min_approval_rate = models.PositiveIntegerField(null=True, blank=True, help_text="Percent, 0-100.")
+    qualification_type_id = models.CharField(max_length=64, blank=True,
+                                             help_text="A custom qualification (test with gold images).")
+    qualification_min_score = models.PositiveIntegerField(default=1)
+    agreement_threshold = models.FloatField(default=0.6)
+    min_seconds_per_image = models.FloatField(default=2.0, help_text="Faster assignments are rejected.")
+    reject_failed_gold = models.BooleanField(default=True)
+    hit_type_id = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True,
+                                   blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    applied_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True,
+                                   blank=True, related_name="+")
+    # What the last apply did: {"changed": n, "unchanged": n, "conflicts": [...], ...}.
+    apply_summary = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return self.name
+
+
+class MTurkItem(models.Model):
+    """One image of a batch, with the label version it was sent with and its consensus."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "waiting for answers"
+        AGREED = "agreed", "consensus"
+        INHOUSE = "inhouse", "needs in-house review"
+        APPLIED = "applied", "applied"
+        UNCHANGED = "unchanged", "confirmed (no change)"
+        CONFLICT = "conflict", "changed in-house since"
+
+    batch = models.ForeignKey(MTurkBatch, on_delete=models.CASCADE, related_name="items")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="mturk_items")
+    # Gold items have a known answer; they check workers and are never applied.
+    is_gold = models.BooleanField(default=False)
+    gold_label = models.ForeignKey(Label, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    # The annotation version and label when the batch was built (retag's expected_version).
+    expected_version = models.PositiveIntegerField(default=0)
+    label_at_build = models.ForeignKey(Label, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    # The consensus choice: a label id as text, "none" or "cant_tell"; blank when none yet.
+    consensus = models.CharField(max_length=20, blank=True)
+    consensus_label = models.ForeignKey(Label, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    answers = models.PositiveIntegerField(default=0)
+    agreement = models.FloatField(null=True, blank=True)
+    reason = models.CharField(max_length=200, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["batch_id", "id"]
+        constraints = [models.UniqueConstraint(fields=["batch", "image"], name="mturk_item_unique")]
+        indexes = [models.Index(fields=["batch", "status"], name="mturk_item_status_idx")]
+
+
+class MTurkHIT(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", "open"
+        COMPLETE = "complete", "all assignments in"
+        EXPIRED = "expired", "expired"
+        GONE = "gone", "no longer on MTurk"
+
+    batch = models.ForeignKey(MTurkBatch, on_delete=models.CASCADE, related_name="hits")
+    position = models.PositiveIntegerField()
+    # Ids of the MTurkItems shown in this HIT, in order (a gold item can be in many HITs).
+    item_ids = models.JSONField(default=list)
+    # Sent again with a retried CreateHITWithHITType, so MTurk never creates the HIT twice.
+    unique_token = models.CharField(max_length=64, unique=True)
+    hit_id = models.CharField(max_length=64, blank=True, db_index=True)
+    max_assignments = models.PositiveIntegerField(default=3)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["batch_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["batch", "position"], name="mturk_hit_position")]
+
+
+class MTurkAssignment(models.Model):
+    """One worker's submission for one HIT, and what we decided about it."""
+
+    class Decision(models.TextChoices):
+        PENDING = "pending", "pending"
+        APPROVE = "approve", "approve"
+        REJECT = "reject", "reject"
+
+    hit = models.ForeignKey(MTurkHIT, on_delete=models.CASCADE, related_name="assignments")
+    assignment_id = models.CharField(max_length=64, unique=True)
+    worker_id = models.CharField(max_length=64, db_index=True)
+    # MTurk's status: Submitted / Approved / Rejected.
+    mturk_status = models.CharField(max_length=20)
+    accept_time = models.DateTimeField(null=True, blank=True)
+    submit_time = models.DateTimeField(null=True, blank=True)
+    work_seconds = models.FloatField(null=True, blank=True)
+    decision = models.CharField(max_length=10, choices=Decision.choices, default=Decision.PENDING)
+    decision_reason = models.CharField(max_length=500, blank=True)
+    # When MTurk was told (or the decision CSV written); None means still to send.
+    decision_sent_at = models.DateTimeField(null=True, blank=True)
+    decision_error = models.TextField(blank=True)
+    raw_answer = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["hit_id", "submit_time", "id"]
+
+
+class MTurkAnswer(models.Model):
+    assignment = models.ForeignKey(MTurkAssignment, on_delete=models.CASCADE, related_name="answers")
+    item = models.ForeignKey(MTurkItem, on_delete=models.CASCADE, related_name="mturk_answers")
+    worker_id = models.CharField(max_length=64, db_index=True)
+    # A label id as text, "none" (none of these) or "cant_tell"; "" when left unanswered.
+    choice = models.CharField(max_length=20)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["assignment", "item"], name="mturk_answer_unique")]
+
+
+class MTurkWorker(models.Model):
+    """A worker we have seen; blocked ones get a CreateWorkerBlock and see no more HITs."""
+
+    worker_id = models.CharField(max_length=64, unique=True)
+    blocked = models.BooleanField(default=False)
+    blocked_at = models.DateTimeField(null=True, blank=True)
+    block_reason = models.CharField(max_length=500, blank=True)
+    first_seen = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["worker_id"]
+
+    def __str__(self):
+        return self.worker_id
+# --- end Mechanical Turk ---------------------------------------------------------------
+
+
+# --- Training runs and quality -----------------------------------------------------------
+# A run trains on a label snapshot (the training manifest), then its predictions and
+# per-class metrics are loaded here so that the quality views never read storage.
+
+class TrainingRun(models.Model):
+    """One training of a task's model on a frozen label snapshot, and what it found.
+
+    A worker holds a run through a lease (``lease``, ``worker``, ``heartbeat_at``): it is
+    taken in one locked update, renewed by heartbeats, and every write the worker makes
+    is conditional on it, so a duplicate delivery or a worker presumed dead can never
+    write over the run's current holder (services.runs explains the protocol).
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+        CANCELLED = "cancelled", "cancelled"
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual", "started by hand"
+        RETRAIN = "retrain", "retrain of an earlier run"
+        AUTO = "auto", "automatic retrain after retags"
+        DEMO = "demo", "demo"
+
+    ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+    FINAL_STATES = (State.DONE, State.FAILED, State.CANCELLED)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs")
+    # Architecture, weights URI, epochs, batch size, lr, class weighting, freeze backbone...
+    config = models.JSONField(default=dict)
+    # Lineage: the exact label snapshot, who started it, from which run, with which code.
+    manifest_uri = models.CharField(max_length=2048, blank=True)
+    manifest_sha256 = models.CharField(max_length=64, blank=True)
+    # Label ids in the order of the model's outputs (the task's order at snapshot time),
+    # and their names then (the manifest's spelling; a label renamed later keeps its id).
+    label_ids = models.JSONField(default=list)
+    label_names = models.JSONField(default=list)
+    # When the labels were read: retags after this are not in the run.
+    snapshot_at = models.DateTimeField(null=True, blank=True)
+    trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.MANUAL)
+    n_train = models.PositiveIntegerField(default=0)
+    n_test = models.PositiveIntegerField(default=0)
+    parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children",
+                               help_text="The run this one retrains (same config, newer labels).")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    code_version = models.CharField(max_length=64, blank=True)
+    output_uri = models.CharField(max_length=2048, blank=True)
+    weights_uri = models.CharField(max_length=2048, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    state_reason = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    # Live progress: epoch, epochs, step, steps, loss, images_per_s, eta_s, phase.
+    progress = models.JSONField(default=dict, blank=True)
+    # Loss curve and per-epoch history, for the live chart and the run page.
+    history = models.JSONField(default=list, blank=True)
+    # Per split: macro/micro precision, recall, F1, accuracy and the confusion matrix.
+    metrics = models.JSONField(default=dict, blank=True)
+    test_macro_f1 = models.FloatField(null=True, blank=True)
+    device = models.CharField(max_length=100, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    # The current holder's token; empty when no worker holds the run.
+    lease = models.CharField(max_length=32, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Seconds spent in each phase: snapshot, train, evaluate, load.
+    timings = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["task", "state", "created_at"], name="run_task_state_idx"),
+            # The stale-run check: running runs by heartbeat.
+            models.Index(fields=["state", "heartbeat_at"], name="run_state_heartbeat_idx"),
+        ]
+
+    def __str__(self):
+        return f"run {self.id} ({self.task.name})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE_STATES
+
+
+class Prediction(models.Model):
+    """What a run's model said about one image."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="predictions")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="predictions")
+    split = models.CharField(max_length=5, choices=Split.choices)
+    # The label the image had in the run's snapshot (not its label now). No database
+    # constraint on the two label keys: predictions are derived rows written only by the
+    # loader (label indices mapped through run.label_ids), and a million rows load much
+    # faster without two million foreign-key checks. Deleting a label still cascades (the
+    # ORM does it).
+    given_label = models.ForeignKey(Label, on_delete=models.CASCADE, null=True, related_name="+",
+                                    db_constraint=False)
+    predicted_label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    confidence = models.FloatField()
+    correct = models.BooleanField()
+    # float16 probabilities in the order of run.label_ids.
+    probs = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "image"], name="prediction_unique")]
+        indexes = [
+            # False negatives of a class: given X, predicted something else, most confident first.
+            models.Index(fields=["run", "split", "given_label", "correct", "-confidence", "id"], name="pred_fn_idx"),
+            # False positives: predicted X, given something else.
+            models.Index(fields=["run", "split", "predicted_label", "correct", "-confidence", "id"],
+                         name="pred_fp_idx"),
+        ]
+
+
+class ClassMetric(models.Model):
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="class_metrics")
+    split = models.CharField(max_length=5, choices=Split.choices)
+    label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="+")
+    precision = models.FloatField()
+    recall = models.FloatField()
+    f1 = models.FloatField()
+    support = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "split", "label"], name="class_metric_unique")]
+# --- end Training runs ----------------------------------------------------------------------

@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI files, served locally (no CDN)
     "labeling",
 ]
 
@@ -112,12 +113,14 @@ DEFAULT_TEST_RATIO = float(os.environ.get("DEFAULT_TEST_RATIO", "0.2"))
 _broker_dir = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem"):
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        # kombu keeps its exchange tables here; by default it writes them to the working directory.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 CELERY_RESULT_BACKEND = None
@@ -147,6 +150,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Image label quality: projects, tasks, labels, images, annotations, imports.",
     "VERSION": "1.0.0",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {
@@ -160,3 +166,24 @@ LOGGING = {
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so that a worker process in the tests sees the same test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+
+# --- Mechanical Turk -------------------------------------------------------------
+# The sandbox unless production is asked for explicitly.
+MTURK_PRODUCTION = env_bool("MTURK_PRODUCTION", False)
+# Images that are not on S3 are uploaded here (as thumbnails) and shown through presigned URLs.
+MTURK_IMAGE_BUCKET = os.environ.get("MTURK_IMAGE_BUCKET", "")
+
+# --- Periodic work (the worker of `make run` runs beat too) -----------------------
+CELERY_BEAT_SCHEDULE = {
+    "mturk-sync": {"task": "labeling.mturk_sync_open_batches", "schedule": 600.0},
+    "check-stale-runs": {"task": "labeling.tasks.check_stale_runs", "schedule": 60.0},
+}
+
+# --- Training runs ----------------------------------------------------------------
+# A running run beats every RUN_HEARTBEAT_S; one silent for RUN_STALE_AFTER_S lost its
+# worker and is re-queued to resume from its checkpoint, at most RUN_MAX_ATTEMPTS times.
+RUN_HEARTBEAT_S = float(os.environ.get("RUN_HEARTBEAT_S", "10"))
+RUN_STALE_AFTER_S = float(os.environ.get("RUN_STALE_AFTER_S", "120"))
+RUN_MAX_ATTEMPTS = int(os.environ.get("RUN_MAX_ATTEMPTS", "3"))
+# A run that beats but makes no progress for this long is stuck, and is marked failed.
+RUN_HANG_AFTER_S = float(os.environ.get("RUN_HANG_AFTER_S", "3600"))

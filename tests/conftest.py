@@ -156,6 +156,7 @@ def celery_worker_factory(transactional_db, tmp_path, settings):
         require_service(broker if broker != "amqp" else "rabbitmq")
         url = os.environ["TEST_REDIS_URL"] if broker == "redis" else os.environ["TEST_AMQP_URL"]
         app.conf.broker_url = url
+        _drop_connection_pools(app)
         app.conf.task_always_eager = False
         with app.connection_for_write() as conn:  # no stale messages from an earlier test
             for q in queues.split(","):
@@ -185,6 +186,21 @@ def celery_worker_factory(transactional_db, tmp_path, settings):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     app.conf.broker_url = settings.CELERY_BROKER_URL
+    _drop_connection_pools(app)
+
+
+def _drop_connection_pools(app) -> None:
+    """The app caches its broker connection pool: drop it so that ``.delay`` uses the new URL
+    (else a test on RabbitMQ after one on Redis publishes to Redis). kombu also keeps the
+    pools in a global registry; a closed one left there fails the next ``.delay`` with
+    "Acquire on closed pool"."""
+    from kombu import pools
+
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
+    pools.reset()
 
 
 def _wait_ready(proc, timeout: float = 60) -> None:

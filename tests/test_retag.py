@@ -112,3 +112,16 @@ def test_concurrent_retags_of_one_version_one_wins(make_user):
     assert sorted(outcomes) == ["conflict", "ok"]
     assert Annotation.objects.get(image=image, task=task).version == 2
     assert LabelEvent.objects.filter(image=image, source="annotator").count() == 1
+
+
+def test_human_retag_schedules_the_auto_retrain_check(annotator, monkeypatch, django_capture_on_commit_callbacks):
+    from labeling import tasks
+
+    sent = []
+    monkeypatch.setattr(tasks.auto_retrain, "delay", lambda task_id: sent.append(task_id))
+    project, task, (v, round_, square) = make_project(auto_retrain_after=2)
+    image = make_image(project, "a.jpg", task=task, label=v)  # an import: no check
+    assert sent == []
+    with django_capture_on_commit_callbacks(execute=True):
+        retag_image(image=image, task=task, label=round_, by=annotator, expected_version=1)
+    assert sent == [task.id]

@@ -83,4 +83,8 @@ def retag_image(*, image: Image, task: Task, label: Label | None, by=None,
     event = LabelEvent.objects.create(
         image=image, task=task, from_label=from_label, to_label=label, by=by,
         source=source, reference=reference)
+    if human:
+        from .runs import schedule_auto_retrain  # runs imports this module
+
+        schedule_auto_retrain(task)
     return RetagResult(annotation, event)

@@ -1,0 +1,189 @@
+"""Mechanical Turk API (admins only, reading included): batches and workers."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.http import HttpResponse
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+
+from ..models import MTurkBatch, MTurkItem, Task
+from ..services import mturk
+from ..services.mturk import client as mt
+from ..services.roles import ADMIN
+
+
+class AdminOnly:
+    read_role = ADMIN
+    write_role = ADMIN
+
+
+class BatchSerializer(serializers.ModelSerializer):
+    cost = serializers.SerializerMethodField()
+    counts = serializers.SerializerMethodField()
+
+    class Meta:
+        model = MTurkBatch
+        fields = ["id", "name", "project", "task", "selection", "state", "production", "title", "description",
+                  "assignments_per_image", "reward", "images_per_hit", "lifetime_seconds",
+                  "assignment_duration_seconds", "auto_approval_delay_seconds", "min_approval_rate",
+                  "qualification_type_id", "qualification_min_score", "agreement_threshold",
+                  "min_seconds_per_image", "reject_failed_gold", "hit_type_id", "error", "created_at", "sent_at",
+                  "synced_at", "applied_at", "apply_summary", "cost", "counts"]
+        read_only_fields = fields
+
+    def get_cost(self, batch):
+        c = mturk.batch_cost(batch)
+        return {"hits": c.hits, "assignments": c.assignments, "rewards": str(c.rewards), "fees": str(c.fees),
+                "total": str(c.total)}
+
+    def get_counts(self, batch):
+        return {s: batch.items.filter(is_gold=False, status=s).count() for s in MTurkItem.Status.values}
+
+
+class BuildSerializer(serializers.Serializer):
+    task = serializers.PrimaryKeyRelatedField(queryset=Task.objects.select_related("project"))
+    name = serializers.CharField(required=False, allow_blank=True, default="")
+    selection = serializers.ChoiceField(choices=sorted(mturk.SELECTORS), default="filter")
+    selection_params = serializers.DictField(required=False, default=dict)
+    gold_image_ids = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+    production = serializers.BooleanField(required=False, default=False)
+    assignments_per_image = serializers.IntegerField(required=False, default=3)
+    reward = serializers.DecimalField(max_digits=8, decimal_places=2, required=False, default=Decimal("0.05"))
+    images_per_hit = serializers.IntegerField(required=False, default=1)
+    lifetime_seconds = serializers.IntegerField(required=False, default=3 * 24 * 3600)
+    assignment_duration_seconds = serializers.IntegerField(required=False, default=600)
+    auto_approval_delay_seconds = serializers.IntegerField(required=False, default=3 * 24 * 3600)
+    min_approval_rate = serializers.IntegerField(required=False, allow_null=True, default=95)
+    qualification_type_id = serializers.CharField(required=False, allow_blank=True, default="")
+    qualification_min_score = serializers.IntegerField(required=False, default=1)
+    agreement_threshold = serializers.FloatField(required=False, default=0.6)
+    min_seconds_per_image = serializers.FloatField(required=False, default=2.0)
+    reject_failed_gold = serializers.BooleanField(required=False, default=True)
+
+    OPTION_FIELDS = ("assignments_per_image", "reward", "images_per_hit", "lifetime_seconds",
+                     "assignment_duration_seconds", "auto_approval_delay_seconds", "min_approval_rate",
+                     "qualification_type_id", "qualification_min_score", "agreement_threshold",
+                     "min_seconds_per_image", "reject_failed_gold")
+
+
+class BatchPagination(CursorPagination):
+    ordering = "-created_at"
+
+
+class MTurkBatchViewSet(AdminOnly, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = MTurkBatch.objects.select_related("project", "task")
+    serializer_class = BatchSerializer
+    pagination_class = BatchPagination
+
+    def get_serializer_class(self):
+        return BuildSerializer if self.action == "create" else BatchSerializer
+
+    def create(self, request, *args, **kwargs):
+        s = BuildSerializer(data=request.data)
+        s.is_valid(raise_exception=True)
+        d = s.validated_data
+        try:
+            batch = mturk.build_batch(
+                project=d["task"].project, task=d["task"], selection_kind=d["selection"],
+                selection_params=d["selection_params"], by=request.user, name=d["name"],
+                production=d["production"], gold_image_ids=d["gold_image_ids"],
+                options=mturk.BatchOptions(**{k: d[k] for k in BuildSerializer.OPTION_FIELDS}))
+        except (mturk.BatchError, mturk.SelectionError) as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(BatchSerializer(batch).data, status=status.HTTP_201_CREATED)
+
+    @action(detail=True, methods=["get"])
+    def balance(self, request, pk=None):
+        batch = self.get_object()
+        try:
+            b = mt.account_balance(mt.make_client(batch.production))
+        except Exception as exc:  # noqa: BLE001
+            return Response({"detail": mt.error_message(exc)}, status=status.HTTP_502_BAD_GATEWAY)
+        return Response({"available": str(b["available"]), "on_hold": str(b["on_hold"] or "")})
+
+    @action(detail=True, methods=["post"])
+    def send(self, request, pk=None):
+        from ..mturk_tasks import mturk_send_batch
+
+        batch = self.get_object()
+        if batch.state not in (MTurkBatch.State.DRAFT, MTurkBatch.State.FAILED):
+            return Response({"detail": f"the batch is {batch.state}"}, status=status.HTTP_409_CONFLICT)
+        mturk_send_batch.delay(batch.id)
+        return Response({"queued": True}, status=status.HTTP_202_ACCEPTED)
+
+    @action(detail=True, methods=["post"])
+    def sync(self, request, pk=None):
+        from ..mturk_tasks import mturk_sync_batch
+
+        batch = self.get_object()
+        if batch.state not in (MTurkBatch.State.SENT, MTurkBatch.State.APPLIED):
+            return Response({"detail": f"the batch is {batch.state}"}, status=status.HTTP_409_CONFLICT)
+        mturk_sync_batch.delay(batch.id)
+        return Response({"queued": True}, status=status.HTTP_202_ACCEPTED)
+
+    @action(detail=True, methods=["get"])
+    def summary(self, request, pk=None):
+        s = mturk.review_summary(self.get_object())
+        return Response({
+            "counts": s.counts,
+            "items": [{"image": r["item"].image_id, "status": r["item"].status, "consensus": r["item"].consensus,
+                       "agreement": r["item"].agreement, "answers": dict(r["tally"]), "reason": r["item"].reason}
+                      for r in s.items],
+            "workers": [{"worker_id": w.worker_id, "answers": w.answers, "agreement": w.agreement,
+                         "gold_accuracy": w.gold_accuracy, "approved": w.approved, "rejected": w.rejected}
+                        for w in s.workers],
+            "changes": [{"from": f, "to": t, "n": n} for f, t, n in s.changes],
+        })
+
+    @action(detail=True, methods=["post"])
+    def apply(self, request, pk=None):
+        if request.data.get("reviewed") not in (True, "true", "1", 1):
+            return Response({"detail": "say you reviewed the summary: {\"reviewed\": true}"},
+                            status=status.HTTP_400_BAD_REQUEST)
+        return Response(mturk.apply_batch(self.get_object(), by=request.user))
+
+    @action(detail=True, methods=["get"])
+    def export(self, request, pk=None):
+        batch = self.get_object()
+        what = request.query_params.get("what", "csv")
+        try:
+            if what == "layout":
+                return HttpResponse(mturk.layout_html(batch), content_type="text/html")
+            if what == "decisions":
+                return HttpResponse(mturk.decisions_csv(batch), content_type="text/csv")
+            return HttpResponse(mturk.export_csv(batch), content_type="text/csv")
+        except mturk.BatchError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+
+    @action(detail=True, methods=["post"])
+    def results(self, request, pk=None):
+        upload = request.FILES.get("results")
+        text = upload.read().decode("utf-8-sig") if upload else request.data.get("csv", "")
+        try:
+            r = mturk.import_results_csv(self.get_object(), text, final=bool(request.data.get("final")))
+        except mturk.BatchError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(r)
+
+
+class MTurkWorkerViewSet(AdminOnly, viewsets.ViewSet):
+    def list(self, request):
+        return Response([{"worker_id": w.worker_id, "answers": w.answers, "agreement": w.agreement,
+                          "gold_accuracy": w.gold_accuracy, "approved": w.approved, "rejected": w.rejected,
+                          "blocked": w.blocked} for w in mturk.workers_overview()])
+
+    @action(detail=True, methods=["post"])
+    def block(self, request, pk=None):
+        try:
+            w = mturk.block_worker(pk, reason=str(request.data.get("reason", "")))
+        except ValueError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response({"worker_id": w.worker_id, "blocked": w.blocked})
+
+    @action(detail=True, methods=["post"])
+    def unblock(self, request, pk=None):
+        w = mturk.unblock_worker(pk)
+        return Response({"worker_id": w.worker_id, "blocked": w.blocked})

@@ -1,0 +1,193 @@
+"""Training runs over the API (scientists and admins): list, read, start, cancel, retrain,
+poll progress, per-class metrics. Thin: services.runs does the work.
+
+    GET  /api/runs/?task=&project=&state=     newest first
+    POST /api/runs/            {"task": id, "config": {...}}   201, or 400 with "errors"
+    GET  /api/runs/{id}/                      lineage, progress, history, metrics
+    GET  /api/runs/{id}/progress/?since=N     what a live page polls (history from point N)
+    GET  /api/runs/{id}/class-metrics/        precision, recall, F1, support per split and label
+    POST /api/runs/{id}/cancel/               200, or 409 when it already finished
+    POST /api/runs/{id}/retrain/              201: same config, current labels, parent = this run
+    GET  /api/runs/default-config/?task=id    the config a start form shows first
+"""
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+
+from ..models import ClassMetric, Task, TrainingRun
+from ..services import runs as run_service
+from ..services.roles import SCIENTIST
+
+
+class RunPagination(CursorPagination):
+    ordering = "-id"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class RunListSerializer(serializers.ModelSerializer):
+    task_name = serializers.CharField(source="task.name", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = TrainingRun
+        fields = ["id", "project", "task", "task_name", "state", "state_reason", "trigger", "parent", "created_by",
+                  "created_at", "started_at", "finished_at", "config", "n_train", "n_test", "test_macro_f1",
+                  "progress", "attempts", "device"]
+        read_only_fields = fields
+
+
+class RunSerializer(RunListSerializer):
+    class Meta(RunListSerializer.Meta):
+        fields = RunListSerializer.Meta.fields + [
+            "cancel_requested", "snapshot_at", "manifest_uri", "manifest_sha256", "label_ids", "label_names",
+            "code_version", "worker", "heartbeat_at", "output_uri", "weights_uri", "history", "metrics", "timings"]
+        read_only_fields = fields
+
+
+@extend_schema_field(OpenApiTypes.OBJECT)
+class ConfigField(serializers.JSONField):
+    pass
+
+
+class RunCreateSerializer(serializers.Serializer):
+    task = serializers.PrimaryKeyRelatedField(queryset=Task.objects.all())
+    config = ConfigField(required=False, default=dict,
+                         help_text="arch, weights, epochs, batch_size, lr, class_weights (inverse/none), "
+                                   "freeze_backbone, image_size, small_input, ... (defaults filled in)")
+
+
+class RunErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    errors = serializers.DictField(child=serializers.CharField(), required=False)
+
+
+class ProgressSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    state = serializers.CharField()
+    state_reason = serializers.CharField()
+    progress = serializers.DictField()
+    history = serializers.ListField(child=serializers.DictField(), help_text="Points from ``since`` on.")
+    history_len = serializers.IntegerField(help_text="Pass it as ``since`` next time.")
+    heartbeat_at = serializers.DateTimeField(allow_null=True)
+    attempts = serializers.IntegerField()
+    test_macro_f1 = serializers.FloatField(allow_null=True)
+    finished = serializers.BooleanField()
+
+
+class ClassMetricSerializer(serializers.ModelSerializer):
+    label_name = serializers.CharField(source="label.name", read_only=True)
+
+    class Meta:
+        model = ClassMetric
+        fields = ["split", "label", "label_name", "precision", "recall", "f1", "support"]
+        read_only_fields = fields
+
+
+def config_error(e: run_service.RunConfigError) -> Response:
+    return Response({"detail": str(e), "errors": e.errors}, status=status.HTTP_400_BAD_REQUEST)
+
+
+@extend_schema(parameters=[
+    OpenApiParameter("task", OpenApiTypes.INT, description="only runs of this task"),
+    OpenApiParameter("project", OpenApiTypes.INT, description="only runs of this project"),
+    OpenApiParameter("state", OpenApiTypes.STR, enum=TrainingRun.State.values),
+])
+class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Training runs: reading and starting them needs the scientist role."""
+
+    read_role = SCIENTIST
+    write_role = SCIENTIST
+    pagination_class = RunPagination
+    filter_backends = []  # the three filters below, read by hand (documented above)
+
+    def get_queryset(self):
+        qs = TrainingRun.objects.select_related("task", "created_by")
+        if self.action != "list":
+            return qs
+        params = self.request.query_params
+        for name in ("task", "project"):
+            if params.get(name, "").isdigit():
+                qs = qs.filter(**{f"{name}_id": int(params[name])})
+        if params.get("state"):
+            qs = qs.filter(state=params["state"])
+        return qs
+
+    def get_serializer_class(self):
+        return RunListSerializer if self.action == "list" else RunSerializer
+
+    @extend_schema(request=RunCreateSerializer,
+                   responses={201: RunSerializer, 400: OpenApiResponse(RunErrorSerializer)})
+    def create(self, request):
+        """Start a run: snapshot the task's labels and queue the training (gpu queue)."""
+        body = RunCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            run = run_service.start_training_run(task=body.validated_data["task"],
+                                                 config=body.validated_data["config"], by=request.user)
+        except run_service.RunConfigError as e:
+            return config_error(e)
+        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: RunSerializer, 409: RunErrorSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel: a queued run at once, a running one at its next training step."""
+        try:
+            run = run_service.cancel_run(self.get_object(), by=request.user)
+        except run_service.RunStateError as e:
+            return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
+        return Response(RunSerializer(run).data)
+
+    @extend_schema(request=None, responses={201: RunSerializer, 400: RunErrorSerializer})
+    @action(detail=True, methods=["post"])
+    def retrain(self, request, pk=None):
+        """A new run with this run's config on the current labels (parent = this run)."""
+        try:
+            run = run_service.retrain(self.get_object(), by=request.user)
+        except run_service.RunConfigError as e:
+            return config_error(e)
+        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(parameters=[OpenApiParameter("since", OpenApiTypes.INT,
+                                                description="history points already seen")],
+                   responses={200: ProgressSerializer})
+    @action(detail=True, methods=["get"])
+    def progress(self, request, pk=None):
+        """What a live progress page polls: state, latest progress, history from ``since`` on."""
+        run = self.get_object()
+        since = request.query_params.get("since", "0")
+        since = int(since) if since.isdigit() else 0
+        history = run.history or []
+        return Response({"id": run.id, "state": run.state, "state_reason": run.state_reason,
+                         "progress": run.progress, "history": history[since:], "history_len": len(history),
+                         "heartbeat_at": run.heartbeat_at, "attempts": run.attempts,
+                         "test_macro_f1": run.test_macro_f1, "finished": run.state in TrainingRun.FINAL_STATES})
+
+    @extend_schema(responses={200: ClassMetricSerializer(many=True)})
+    @action(detail=True, methods=["get"], url_path="class-metrics", pagination_class=None)
+    def class_metrics(self, request, pk=None):
+        """Per split and label (in the run's label order)."""
+        run = self.get_object()
+        order = {label_id: i for i, label_id in enumerate(run.label_ids)}
+        rows = sorted(ClassMetric.objects.filter(run=run).select_related("label"),
+                      key=lambda m: (m.split, order.get(m.label_id, len(order))))
+        return Response(ClassMetricSerializer(rows, many=True).data)
+
+    @extend_schema(parameters=[OpenApiParameter("task", OpenApiTypes.INT, required=True)],
+                   responses={200: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["get"], url_path="default-config", pagination_class=None)
+    def default_config(self, request):
+        """The config a start-run form shows first for a task."""
+        task_id = request.query_params.get("task", "")
+        task = get_object_or_404(Task, pk=int(task_id)) if task_id.isdigit() else None
+        if task is None:
+            return Response({"detail": "pass ?task=<id>"}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(run_service.default_config(task))

@@ -1,0 +1,280 @@
+"""Reading a project the way the pages show it: counts, the filtered grid, an image's
+facets and history, its neighbours within a filter.
+
+The grid pages by key (``id > after``), never by OFFSET: the next page of a
+million-image project costs what the first one costs, given the indexes on
+Image (project, status, split, id) and Annotation (task, label, image).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from django.db.models import Count
+
+from ..models import Annotation, Image, ImageStatus, Label, LabelEvent, Project, Split, Task
+
+PAGE_SIZE = 96
+UNLABELLED = "none"
+
+
+@dataclass
+class ProjectSummary:
+    project: Project
+    ok: int = 0
+    corrupt: int = 0
+    missing: int = 0
+    tasks: int = 0
+
+    @property
+    def images(self) -> int:
+        return self.ok + self.corrupt + self.missing
+
+
+def project_summaries(projects=None) -> list[ProjectSummary]:
+    """Every project with its image counts by status and its number of tasks (two queries)."""
+    projects = list(projects if projects is not None else Project.objects.all())
+    by_id = {p.id: ProjectSummary(p) for p in projects}
+    rows = (Image.objects.filter(project__in=by_id).values("project_id", "status")
+            .annotate(n=Count("id")).order_by())
+    for row in rows:
+        setattr(by_id[row["project_id"]], row["status"], row["n"])
+    for row in Task.objects.filter(project__in=by_id).values("project_id").annotate(n=Count("id")).order_by():
+        by_id[row["project_id"]].tasks = row["n"]
+    return list(by_id.values())
+
+
+def project_summary(project: Project) -> ProjectSummary:
+    return project_summaries([project])[0]
+
+
+# --- the grid ----------------------------------------------------------------------
+
+@dataclass
+class GridFilter:
+    """What the grid shows: one project, optionally narrowed by task/label, split, status.
+
+    Built from a page's GET parameters by :func:`parse_filter`; ``querystring()`` gives
+    them back so the image page can walk the same selection.
+    """
+
+    project: Project
+    task: Task | None = None
+    label: Label | None = None
+    unlabelled: bool = False
+    split: str = ""
+    status: str = ""
+
+    def images(self):
+        qs = Image.objects.filter(project=self.project)
+        if self.split:
+            qs = qs.filter(split=self.split)
+        if self.status:
+            qs = qs.filter(status=self.status)
+        if self.label is not None:
+            qs = qs.filter(annotations__task=self.label.task_id, annotations__label=self.label)
+        elif self.unlabelled and self.task is not None:
+            labelled = Annotation.objects.filter(task=self.task, label__isnull=False).values("image_id")
+            qs = qs.exclude(id__in=labelled)
+        return qs
+
+    def params(self) -> dict[str, str]:
+        out = {}
+        if self.task is not None:
+            out["task"] = str(self.task.id)
+        if self.label is not None:
+            out["label"] = str(self.label.id)
+        elif self.unlabelled:
+            out["label"] = UNLABELLED
+        if self.split:
+            out["split"] = self.split
+        if self.status:
+            out["status"] = self.status
+        return out
+
+    def querystring(self, **changes) -> str:
+        """The filter as GET parameters, with ``changes`` applied (a None value drops one)."""
+        params = {**self.params(), **{k: str(v) for k, v in changes.items() if v is not None}}
+        for k, v in changes.items():
+            if v is None:
+                params.pop(k, None)
+        return urlencode(params)
+
+
+def int_or_none(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_filter(project: Project, params) -> GridFilter:
+    """A filter from GET parameters; unknown or foreign ids are ignored, not trusted.
+
+    Without a ``task`` parameter the project's first task is chosen, so the grid always
+    has a facet to count and filter by.
+    """
+    tasks = list(project.tasks.all())
+    task_id = int_or_none(params.get("task"))
+    task = next((t for t in tasks if t.id == task_id), tasks[0] if tasks else None)
+    f = GridFilter(project=project, task=task)
+    raw_label = params.get("label", "")
+    if task is not None and raw_label == UNLABELLED:
+        f.unlabelled = True
+    elif task is not None and (label_id := int_or_none(raw_label)) is not None:
+        f.label = Label.objects.filter(task=task, id=label_id).first()
+    if params.get("split") in Split.values:
+        f.split = params["split"]
+    if params.get("status") in ImageStatus.values:
+        f.status = params["status"]
+    return f
+
+
+@dataclass
+class GridCell:
+    image: Image
+    labels: list[tuple[Task, Label | None]] = field(default_factory=list)
+
+    def label_for(self, task: Task | None) -> Label | None:
+        return next((lb for t, lb in self.labels if task is not None and t.id == task.id), None)
+
+
+@dataclass
+class GridPage:
+    cells: list[GridCell]
+    next_after: int | None  # the ``after`` of the next page; None on the last page
+    prev_before: int | None  # the ``before`` of the previous page; None on the first page
+
+
+def grid_page(f: GridFilter, *, after: int | None = None, before: int | None = None,
+              size: int = PAGE_SIZE) -> GridPage:
+    """One page of the filter's images in id order, by key: ``after`` (forward) or
+    ``before`` (backward) an image id. One query for the images (size + 1 rows to know
+    whether there is more), one for their current labels."""
+    qs = f.images()
+    if before is not None:
+        rows = list(qs.filter(id__lt=before).order_by("-id")[:size + 1])
+        more_before = len(rows) > size
+        rows = rows[:size][::-1]
+        next_after = rows[-1].id if rows else None
+        prev_before = rows[0].id if rows and more_before else None
+    else:
+        if after is not None:
+            qs = qs.filter(id__gt=after)
+        rows = list(qs.order_by("id")[:size + 1])
+        more_after = len(rows) > size
+        rows = rows[:size]
+        next_after = rows[-1].id if rows and more_after else None
+        prev_before = rows[0].id if rows and after is not None else None
+    return GridPage(cells=_with_labels(f.project, rows), next_after=next_after, prev_before=prev_before)
+
+
+def _with_labels(project: Project, images: list[Image]) -> list[GridCell]:
+    tasks = list(project.tasks.all())
+    current = {}
+    for a in Annotation.objects.filter(image__in=[i.id for i in images]).select_related("label"):
+        current[(a.image_id, a.task_id)] = a.label
+    return [GridCell(image=i, labels=[(t, current.get((i.id, t.id))) for t in tasks]) for i in images]
+
+
+@dataclass
+class LabelCount:
+    label: Label | None  # None: no label yet
+    count: int
+
+
+@dataclass
+class LabelCounts:
+    rows: list[LabelCount]  # the task's labels in order, then the "no label" row
+    total: int  # images of the split/status, whatever their label
+    shown: int  # images the whole filter selects (label included)
+
+
+def label_counts(f: GridFilter) -> LabelCounts:
+    """The filter task's labels in their custom order, each with how many images of the
+    current split/status carry it, plus an "unlabelled" row; and the totals."""
+    if f.task is None:
+        total = f.images().count()
+        return LabelCounts([], total, total)
+    total = GridFilter(project=f.project, task=f.task, split=f.split, status=f.status).images().count()
+    notes = Annotation.objects.filter(task=f.task, label__isnull=False)
+    if f.split:
+        notes = notes.filter(image__split=f.split)
+    if f.status:
+        notes = notes.filter(image__status=f.status)
+    counts = dict(notes.values_list("label_id").annotate(n=Count("id")).order_by())
+    rows = [LabelCount(lb, counts.get(lb.id, 0)) for lb in f.task.labels.order_by("position", "id")]
+    rows.append(LabelCount(None, total - sum(counts.values())))
+    if f.label is not None:
+        shown = counts.get(f.label.id, 0)
+    elif f.unlabelled:
+        shown = rows[-1].count
+    else:
+        shown = total
+    return LabelCounts(rows, total, shown)
+
+
+# --- one image -----------------------------------------------------------------------
+
+@dataclass
+class Facet:
+    task: Task
+    labels: list[Label]  # in the task's order; key 1 picks labels[0]
+    current: Label | None
+    version: int  # 0: no annotation yet
+    verified: bool
+
+
+def facets(image: Image) -> list[Facet]:
+    """Each task of the image's project with its ordered labels and the image's current label."""
+    tasks = list(image.project.tasks.prefetch_related("labels"))
+    notes = {a.task_id: a for a in Annotation.objects.filter(image=image).select_related("label")}
+    out = []
+    for t in tasks:
+        a = notes.get(t.id)
+        labels = sorted(t.labels.all(), key=lambda lb: (lb.position, lb.id))
+        out.append(Facet(task=t, labels=labels, current=a.label if a else None,
+                         version=a.version if a else 0, verified=bool(a and a.verified)))
+    return out
+
+
+def history(image: Image, limit: int = 500) -> list[LabelEvent]:
+    """The image's label events, newest first, with who/from/to ready to show."""
+    return list(LabelEvent.objects.filter(image=image)
+                .select_related("task", "from_label", "to_label", "by")
+                .order_by("-created_at", "-id")[:limit])
+
+
+def event_row(e: LabelEvent) -> dict:
+    """A history row as plain data (for the JSON the image page reads after a retag)."""
+    return {
+        "id": e.id,
+        "task": e.task.name,
+        "from": e.from_label.name if e.from_label_id else None,
+        "to": e.to_label.name if e.to_label_id else None,
+        "by": e.by.get_username() if e.by_id else None,
+        "source": e.get_source_display(),
+        "source_key": e.source,
+        "reference": e.reference,
+        "when": e.created_at.isoformat(),
+    }
+
+
+def neighbours(f: GridFilter, image: Image) -> tuple[int | None, int | None]:
+    """(previous id, next id) of ``image`` within the filter, in grid order."""
+    qs = f.images()
+    prev_id = qs.filter(id__lt=image.id).order_by("-id").values_list("id", flat=True).first()
+    next_id = qs.filter(id__gt=image.id).order_by("id").values_list("id", flat=True).first()
+    return prev_id, next_id
+
+
+def problem_images(project: Project, status: str, *, after: int | None = None,
+                   size: int = 200) -> tuple[list[Image], int | None]:
+    """Corrupt or missing images of a project, by key (``after`` an id); and the next ``after``."""
+    qs = Image.objects.filter(project=project, status=status)
+    if after is not None:
+        qs = qs.filter(id__gt=after)
+    rows = list(qs.order_by("id").only("id", "key", "uri", "split", "status", "status_reason",
+                                       "updated_at")[:size + 1])
+    return rows[:size], (rows[size - 1].id if len(rows) > size else None)
+

@@ -1,0 +1,82 @@
+"""Training manifests: a frozen snapshot of a task's labels for one training run.
+
+mlcore reads a ``uri,label,split`` CSV and knows nothing of the database, so a run
+trains on exactly the labels of the moment it started, even while annotators keep
+retagging. The file name carries the CSV's sha256, and a JSON sidecar holds the
+ordered label list (the model's output order), counts and the checksum. Corrupt and
+missing images are left out: they cannot be decoded, or are gone.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass
+
+from django.utils import timezone
+
+from mlcore import storage
+
+from ..models import Annotation, Image, ImageStatus, Task
+from .labels import ordered_labels
+from .projects import project_storage_uri
+
+
+@dataclass
+class TrainingManifest:
+    uri: str           # the CSV
+    sidecar_uri: str   # JSON: labels in order, counts, sha256
+    labels_uri: str    # JSON list of the labels in order (mlcore's --labels file)
+    sha256: str
+    rows: int
+    labels: list[str]
+    counts: dict
+
+
+def training_rows(task: Task) -> list[tuple[str, str, str]]:
+    """(uri, label, split) of every usable labelled image, in a stable order (by key)."""
+    return list(Annotation.objects.filter(
+        task=task, label__isnull=False, image__project_id=task.project_id, image__status=ImageStatus.OK,
+    ).order_by("image__key", "image_id").values_list("image__uri", "label__name", "image__split"))
+
+
+def build_training_manifest(task: Task) -> TrainingManifest:
+    """Write the CSV, its sidecar and its label list to the project's storage."""
+    rows = training_rows(task)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["uri", "label", "split"])
+    writer.writerows(rows)
+    data = out.getvalue().encode("utf-8")
+    sha = storage.sha256(data)
+    stamp = timezone.now().strftime("%Y%m%dT%H%M%S%fZ")
+    uri = project_storage_uri(task.project, "manifests", f"{task.id}-{stamp}-{sha[:12]}.csv")
+    labels = [lb.name for lb in ordered_labels(task)]
+    counts = _counts(task, rows, labels)
+    storage.write_bytes(uri, data, "text/csv")
+    sidecar = {"csv": uri, "sha256": sha, "task": task.name, "task_id": task.id,
+               "project": task.project.slug, "created_at": timezone.now().isoformat(),
+               "labels": labels, "counts": counts}
+    sidecar_uri, labels_uri = uri[:-4] + ".json", uri[:-4] + ".labels.json"
+    storage.write_bytes(sidecar_uri, json.dumps(sidecar, indent=1).encode(), "application/json")
+    storage.write_bytes(labels_uri, json.dumps(labels).encode(), "application/json")
+    return TrainingManifest(uri, sidecar_uri, labels_uri, sha, len(rows), labels, counts)
+
+
+def write_training_manifest(task: Task) -> str:
+    """The URI of a fresh training manifest for ``task`` (see :func:`build_training_manifest`)."""
+    return build_training_manifest(task).uri
+
+
+def _counts(task: Task, rows, labels: list[str]) -> dict:
+    """Rows per split and per label and split, and what was left out and why."""
+    by_label = {name: {"train": 0, "test": 0} for name in labels}
+    for _, label, split in rows:
+        by_label[label][split] += 1
+    excluded = Counter(Image.objects.filter(project_id=task.project_id).exclude(
+        status=ImageStatus.OK).values_list("status", flat=True))
+    return {"rows": len(rows), "train": sum(v["train"] for v in by_label.values()),
+            "test": sum(v["test"] for v in by_label.values()), "by_label": by_label,
+            "excluded": {"corrupt": excluded.get(ImageStatus.CORRUPT, 0),
+                         "missing": excluded.get(ImageStatus.MISSING, 0)}}

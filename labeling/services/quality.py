@@ -1,0 +1,506 @@
+"""Reading training runs the way the quality pages and their API show them.
+
+Everything here reads what a finished run left in the database (services.runs loads
+it): the run's ``metrics`` JSON (per split: macro/micro averages and the confusion
+matrix in the order of ``run.label_ids``), its ClassMetric rows (run x split x label)
+and its Prediction rows (run x image).
+
+Costs, at a million predictions per run:
+- the dashboard, the confusion matrix and the F1-over-runs series read the metrics
+  JSON and ClassMetric only: O(classes) (x runs), never a scan of predictions;
+- a false-negative / false-positive / confusion-cell grid is a keyset page over the
+  prediction indexes (``pred_fn_idx`` / ``pred_fp_idx``: run, split, label, correct,
+  -confidence, id), so page 5,000 costs what page 1 costs: no OFFSET, no COUNT (the
+  number of rows comes from the confusion matrix).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from django.db.models import Q
+from django.utils import timezone
+
+from ..models import Annotation, ClassMetric, Image, Label, Prediction, Split, Task, TrainingRun
+
+SPLITS = (Split.TEST, Split.TRAIN)  # test first: it is what a run is judged by
+METRIC_KEYS = ("precision", "recall", "f1")
+PAGE_SIZE = 60
+TOP_PROBS = 5
+SERIES_RUNS = 50  # the F1-over-runs chart shows at most the latest 50 finished runs
+
+# The kinds of prediction grid: false negatives of a class (given X, predicted other),
+# false positives (predicted X, given other), and one confusion cell (given X, predicted Y).
+FN, FP, CELL = "fn", "fp", "cell"
+GRID_KINDS = (FN, FP, CELL)
+
+
+class QualityError(ValueError):
+    """A request the quality views cannot answer (unknown split, label of another run...)."""
+
+
+# --- runs --------------------------------------------------------------------------------
+
+def run_labels(run: TrainingRun) -> list[Label]:
+    """The run's labels in the order of its model outputs (``run.label_ids``).
+
+    A run without ``label_ids`` (not snapshotted yet) falls back to the task's order.
+    """
+    if not run.label_ids:
+        return list(Label.objects.filter(task_id=run.task_id).order_by("position", "id"))
+    found = Label.objects.in_bulk(run.label_ids)
+    return [found[i] for i in run.label_ids if i in found]
+
+
+def previous_finished_run(run: TrainingRun) -> TrainingRun | None:
+    """The latest finished run of the same task started before ``run``: what the
+    dashboard compares against (did the retags since then help?)."""
+    return (TrainingRun.objects.filter(task_id=run.task_id, state=TrainingRun.State.DONE)
+            .filter(Q(created_at__lt=run.created_at) | Q(created_at=run.created_at, id__lt=run.id))
+            .exclude(id=run.id).order_by("-created_at", "-id").first())
+
+
+def duration_s(run: TrainingRun) -> float | None:
+    """Seconds from start to finish (to now while it runs); None before it starts."""
+    if run.started_at is None:
+        return None
+    end = run.finished_at or timezone.now()
+    return max(0.0, (end - run.started_at).total_seconds())
+
+
+def run_summary(run: TrainingRun) -> dict:
+    """One run as a row of the run list (and the API's run objects)."""
+    return {
+        "id": run.id,
+        "task": run.task_id,
+        "state": run.state,
+        "state_reason": run.state_reason,
+        "test_macro_f1": run.test_macro_f1,
+        "created_by": run.created_by.get_username() if run.created_by_id else None,
+        "created_at": run.created_at.isoformat() if run.created_at else None,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "duration_s": duration_s(run),
+        "n_train": run.n_train,
+        "n_test": run.n_test,
+        "snapshot_size": run.n_train + run.n_test,
+        "device": run.device,
+        "parent": run.parent_id,
+        "config": run.config,
+    }
+
+
+def task_runs(task: Task, limit: int = 200) -> list[TrainingRun]:
+    """The task's runs, newest first, with who started them."""
+    return list(TrainingRun.objects.filter(task=task).select_related("created_by")
+                .order_by("-created_at", "-id")[:limit])
+
+
+FINISHED_STATES = (TrainingRun.State.DONE, TrainingRun.State.FAILED, TrainingRun.State.CANCELLED)
+
+
+def run_status(run: TrainingRun) -> dict:
+    """What the live progress page polls: state, progress, the loss curve, the reason of
+    a failure. Small: the history is per epoch / sampled steps, not every step."""
+    progress = dict(run.progress or {})
+    return {
+        "id": run.id,
+        "state": run.state,
+        "state_reason": run.state_reason,
+        "finished": run.state in FINISHED_STATES,
+        "cancel_requested": run.cancel_requested,
+        "progress": progress,
+        "loss_curve": loss_curve(run.history),
+        # The latest training sample: epoch, step, loss and speed stay on the page during
+        # evaluation and after the run ends, when ``progress`` holds only the phase.
+        "last_train": next((row for row in reversed(run.history if isinstance(run.history, list) else [])
+                            if isinstance(row, dict) and row.get("phase") == "train"), None),
+        "history": run.history if isinstance(run.history, list) else [],
+        "device": run.device,
+        "test_macro_f1": run.test_macro_f1,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "duration_s": duration_s(run),
+        "heartbeat_at": run.heartbeat_at.isoformat() if run.heartbeat_at else None,
+    }
+
+
+def loss_curve(history) -> dict:
+    """The loss chart's points on an epoch axis, from the run's history:
+    ``{"train": [{"x", "loss"}], "val": [{"x", "loss"}]}``.
+
+    Training loss comes from the progress samples (``{"kind": "progress", "phase": "train",
+    "epoch", "step", "steps", "loss"}``; step k of epoch e lies at e - 1 + k/steps),
+    validation loss from the per-epoch rows (``{"kind": "epoch", "epoch", "val_loss"}``).
+    """
+    train, val = [], []
+    for row in history if isinstance(history, list) else []:
+        if not isinstance(row, dict):
+            continue
+        kind = row.get("kind", "progress")
+        epoch, step, steps = row.get("epoch"), row.get("step"), row.get("steps")
+        if kind == "progress" and row.get("loss") is not None and epoch and step is not None and steps:
+            train.append({"x": round((epoch - 1) + step / steps, 4), "loss": float(row["loss"])})
+        elif kind == "epoch" and row.get("val_loss") is not None and epoch:
+            val.append({"x": float(epoch), "loss": float(row["val_loss"])})
+    return {"train": train, "val": val}
+
+
+# --- the dashboard: per-class metrics with deltas -----------------------------------------
+
+def split_metrics(run: TrainingRun, split: str) -> dict:
+    """The run's metrics JSON for one split ({} when it has none)."""
+    metrics = run.metrics or {}
+    doc = metrics.get(split)
+    if doc is None and isinstance(metrics.get("splits"), dict):
+        doc = metrics["splits"].get(split)
+    return doc if isinstance(doc, dict) else {}
+
+
+def _delta(now: dict | None, before: dict | None, keys=METRIC_KEYS) -> dict | None:
+    if not now or not before:
+        return None
+    return {k: (now[k] - before[k]) if now.get(k) is not None and before.get(k) is not None else None
+            for k in keys}
+
+
+def _averages(doc: dict) -> dict:
+    out = {}
+    for kind in ("macro", "micro"):
+        avg = doc.get(kind) or {}
+        out[kind] = {k: avg.get(k) for k in METRIC_KEYS} if avg else None
+    out["accuracy"] = doc.get("accuracy")
+    out["support"] = doc.get("support")
+    return out
+
+
+def class_metrics(run: TrainingRun, previous: TrainingRun | None = None) -> dict:
+    """Per split: each class's precision, recall, F1 and support in the run's label order,
+    with the change against ``previous`` (same label); macro/micro averages and accuracy
+    with their changes. Two queries (the two runs' ClassMetric rows), whatever the size."""
+    labels = run_labels(run)
+    rows = {(m.split, m.label_id): m for m in ClassMetric.objects.filter(run=run)}
+    before = {}
+    if previous is not None:
+        before = {(m.split, m.label_id): m for m in ClassMetric.objects.filter(run=previous)}
+    out = {}
+    for split in SPLITS:
+        classes = []
+        for lb in labels:
+            m = rows.get((split, lb.id))
+            if m is None:
+                continue
+            now = {"precision": m.precision, "recall": m.recall, "f1": m.f1, "support": m.support}
+            b = before.get((split, lb.id))
+            prev = {"precision": b.precision, "recall": b.recall, "f1": b.f1, "support": b.support} if b else None
+            delta = _delta(now, prev)
+            if delta is not None:
+                delta["support"] = now["support"] - prev["support"]
+            classes.append({"label": lb.id, "name": lb.name, **now, "delta": delta})
+        doc = split_metrics(run, split)
+        avg = _averages(doc)
+        prev_avg = _averages(split_metrics(previous, split)) if previous is not None else {}
+        out[split] = {
+            "classes": classes,
+            "macro": avg["macro"],
+            "micro": avg["micro"],
+            "accuracy": avg["accuracy"],
+            "support": avg["support"] if avg["support"] is not None else sum(c["support"] for c in classes),
+            "macro_delta": _delta(avg["macro"], prev_avg.get("macro")),
+            "micro_delta": _delta(avg["micro"], prev_avg.get("micro")),
+            "accuracy_delta": (avg["accuracy"] - prev_avg["accuracy"]
+                               if avg["accuracy"] is not None and prev_avg.get("accuracy") is not None else None),
+        }
+    return out
+
+
+def dashboard(run: TrainingRun) -> dict:
+    """Everything the run dashboard shows: the per-class table of both splits, the run it
+    is compared with, and how many retags of this task happened between the two runs."""
+    previous = previous_finished_run(run)
+    retags = None
+    if previous is not None:
+        from .runs import retags_between
+
+        retags = retags_between(previous, run)
+    return {
+        "run": run_summary(run),
+        "previous": run_summary(previous) if previous is not None else None,
+        "retags_since_previous": retags,
+        "labels": [{"id": lb.id, "name": lb.name} for lb in run_labels(run)],
+        "splits": class_metrics(run, previous),
+    }
+
+
+# --- the confusion matrix ------------------------------------------------------------------
+
+def check_split(split: str | None, default: str = Split.TEST) -> str:
+    split = split or default
+    if split not in Split.values:
+        raise QualityError(f"unknown split {split!r}; use one of {', '.join(Split.values)}")
+    return split
+
+
+def confusion(run: TrainingRun, split: str = Split.TEST) -> dict:
+    """The confusion matrix of a split: rows are the given label, columns the predicted
+    one, both in the run's label order; with row totals and row shares (recall on the
+    diagonal), for the heat map. Read from the run's metrics JSON: O(classes^2)."""
+    split = check_split(split)
+    labels = run_labels(run)
+    doc = split_metrics(run, split)
+    matrix = doc.get("confusion") or []
+    n = len(run.label_ids) if run.label_ids else len(labels)
+    if len(matrix) != n or any(len(row) != n for row in matrix):
+        matrix = [[0] * n for _ in range(n)]
+    by_id = {lb.id: lb for lb in labels}
+    ids = run.label_ids or [lb.id for lb in labels]
+    keep = [i for i, label_id in enumerate(ids) if label_id in by_id]  # labels deleted since are dropped
+    matrix = [[int(matrix[i][j]) for j in keep] for i in keep]
+    row_totals = [sum(row) for row in matrix]
+    col_totals = [sum(matrix[i][j] for i in range(len(keep))) for j in range(len(keep))]
+    shares = [[(c / row_totals[i]) if row_totals[i] else 0.0 for c in row] for i, row in enumerate(matrix)]
+    return {
+        "run": run.id,
+        "split": split,
+        "labels": [{"id": by_id[ids[i]].id, "name": by_id[ids[i]].name} for i in keep],
+        "matrix": matrix,
+        "row_totals": row_totals,
+        "col_totals": col_totals,
+        "shares": shares,
+        "total": sum(row_totals),
+        "correct": sum(matrix[i][i] for i in range(len(keep))),
+    }
+
+
+# --- false negatives / false positives / a confusion cell: keyset pages -----------------------
+
+@dataclass(frozen=True)
+class Cursor:
+    """A position in a grid ordered by confidence (high first), then id."""
+
+    confidence: float
+    id: int
+
+    def __str__(self) -> str:
+        return f"{self.confidence!r}_{self.id}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Cursor | None":
+        if not text:
+            return None
+        try:
+            conf, _, pk = str(text).rpartition("_")
+            return cls(float(conf), int(pk))
+        except ValueError:
+            raise QualityError(f"bad cursor {text!r}") from None
+
+    @classmethod
+    def of(cls, prediction) -> "Cursor":
+        return cls(prediction.confidence, prediction.id)
+
+
+@dataclass(frozen=True)
+class GridQuery:
+    """Which predictions a grid shows: ``kind`` fn (given ``label``, predicted other), fp
+    (predicted ``label``, given other) or cell (given ``label``, predicted ``predicted``)."""
+
+    run: TrainingRun
+    kind: str
+    label: Label
+    split: str = Split.TEST
+    predicted: Label | None = None
+
+    def predictions(self):
+        qs = Prediction.objects.filter(run=self.run, split=self.split)
+        if self.kind == FN:
+            return qs.filter(given_label=self.label, correct=False)
+        if self.kind == FP:
+            return qs.filter(predicted_label=self.label, correct=False)
+        same = self.predicted.id == self.label.id
+        qs = qs.filter(given_label=self.label, correct=same)
+        return qs if same else qs.filter(predicted_label=self.predicted)
+
+    def count(self) -> int:
+        """How many rows the grid has, from the confusion matrix (no COUNT over predictions)."""
+        cm = confusion(self.run, self.split)
+        index = {lb["id"]: i for i, lb in enumerate(cm["labels"])}
+        i = index.get(self.label.id)
+        if i is None:
+            return 0
+        if self.kind == FN:
+            return cm["row_totals"][i] - cm["matrix"][i][i]
+        if self.kind == FP:
+            return cm["col_totals"][i] - cm["matrix"][i][i]
+        j = index.get(self.predicted.id)
+        return 0 if j is None else cm["matrix"][i][j]
+
+    def params(self) -> dict:
+        out = {"kind": self.kind, "label": str(self.label.id), "split": self.split}
+        if self.kind == CELL:
+            out = {"kind": CELL, "given": str(self.label.id), "predicted": str(self.predicted.id),
+                   "split": self.split}
+        return out
+
+    def title(self) -> str:
+        if self.kind == FN:
+            return f"False negatives of {self.label.name}"
+        if self.kind == FP:
+            return f"False positives of {self.label.name}"
+        return f"Given {self.label.name}, predicted {self.predicted.name}"
+
+
+def grid_query(run: TrainingRun, *, kind: str, label_id, predicted_id=None, split: str | None = None) -> GridQuery:
+    """A GridQuery from request parameters; labels must be labels of the run."""
+    if kind not in GRID_KINDS:
+        raise QualityError(f"unknown grid kind {kind!r}; use one of {', '.join(GRID_KINDS)}")
+    split = check_split(split)
+    labels = {lb.id: lb for lb in run_labels(run)}
+
+    def label_of(value, what):
+        try:
+            return labels[int(value)]
+        except (TypeError, ValueError, KeyError):
+            raise QualityError(f"{what} must be the id of one of the run's labels") from None
+
+    label = label_of(label_id, "given" if kind == CELL else "label")
+    predicted = label_of(predicted_id, "predicted") if kind == CELL else None
+    return GridQuery(run=run, kind=kind, label=label, split=split, predicted=predicted)
+
+
+@dataclass
+class GridPage:
+    items: list[dict]
+    next: str | None  # cursor for the page after (None on the last page)
+    prev: str | None  # cursor for the page before (None on the first page)
+    count: int
+
+
+def grid_page(q: GridQuery, *, after: str | None = None, before: str | None = None,
+              size: int | None = None, with_current: bool = True) -> GridPage:
+    """One page of ``q``, most confident first, by keyset.
+
+    ``after``/``before`` are cursors (``"<confidence>_<id>"``). The condition
+    ``confidence <= c AND (confidence < c OR id > i)`` lets PostgreSQL start the index
+    range scan at ``c`` (the first part is an index condition on -confidence), so a deep
+    page reads ``size`` + a few rows, never the rows before it.
+    """
+    size = max(1, min(int(size or PAGE_SIZE), 500))
+    qs = q.predictions()
+    a, b = Cursor.parse(after), Cursor.parse(before)
+    if b is not None:
+        rows = list(qs.filter(confidence__gte=b.confidence)
+                    .filter(Q(confidence__gt=b.confidence) | Q(id__lt=b.id))
+                    .order_by("confidence", "-id")[:size + 1])
+        more_before = len(rows) > size
+        rows = rows[:size][::-1]
+        nxt = str(Cursor.of(rows[-1])) if rows else None
+        prev = str(Cursor.of(rows[0])) if rows and more_before else None
+    else:
+        if a is not None:
+            qs = qs.filter(confidence__lte=a.confidence).filter(Q(confidence__lt=a.confidence) | Q(id__gt=a.id))
+        rows = list(qs.order_by("-confidence", "id")[:size + 1])
+        more_after = len(rows) > size
+        rows = rows[:size]
+        nxt = str(Cursor.of(rows[-1])) if rows and more_after else None
+        prev = str(Cursor.of(rows[0])) if rows and a is not None else None
+    return GridPage(items=_grid_items(q, rows, with_current), next=nxt, prev=prev, count=q.count())
+
+
+def _grid_items(q: GridQuery, rows: list[Prediction], with_current: bool) -> list[dict]:
+    names = {lb.id: lb.name for lb in run_labels(q.run)}
+    images = Image.objects.in_bulk([p.image_id for p in rows])
+    current = {}
+    if with_current and rows:
+        current = {a.image_id: a for a in Annotation.objects.filter(
+            task_id=q.run.task_id, image_id__in=[p.image_id for p in rows])}
+    out = []
+    for p in rows:
+        im = images.get(p.image_id)
+        a = current.get(p.image_id)
+        item = {
+            "prediction": p.id,
+            "cursor": str(Cursor.of(p)),
+            "image": p.image_id,
+            "key": im.key if im else "",
+            "status": im.status if im else "",
+            "checksum": im.checksum if im else "",
+            "split": p.split,
+            "given_label": p.given_label_id,
+            "given_name": names.get(p.given_label_id),
+            "predicted_label": p.predicted_label_id,
+            "predicted_name": names.get(p.predicted_label_id),
+            "confidence": p.confidence,
+        }
+        if with_current:
+            item["current_label"] = a.label_id if a else None
+            item["current_name"] = (names.get(a.label_id) or (a.label.name if a.label_id else None)) if a else None
+            item["version"] = a.version if a else 0
+        out.append(item)
+    return out
+
+
+# --- F1 over runs ------------------------------------------------------------------------------
+
+def f1_series(task: Task, split: str = Split.TEST, limit: int = SERIES_RUNS) -> dict:
+    """F1 of every class of ``task`` over its finished runs (oldest first), and macro-F1.
+
+    One query for the runs, one for their ClassMetric rows. A class a run did not know
+    (added later) has ``None`` for that run.
+    """
+    split = check_split(split)
+    runs = list(TrainingRun.objects.filter(task=task, state=TrainingRun.State.DONE)
+                .order_by("-created_at", "-id")[:limit])[::-1]
+    values = {(m["run_id"], m["label_id"]): m["f1"] for m in ClassMetric.objects.filter(
+        run__in=[r.id for r in runs], split=split).values("run_id", "label_id", "f1")}
+    labels = list(Label.objects.filter(task=task).order_by("position", "id"))
+    return {
+        "task": task.id,
+        "split": split,
+        "runs": [{"id": r.id, "created_at": r.created_at.isoformat(), "parent": r.parent_id,
+                  "macro_f1": (split_metrics(r, split).get("macro") or {}).get("f1")} for r in runs],
+        "labels": [{"id": lb.id, "name": lb.name, "f1": [values.get((r.id, lb.id)) for r in runs]}
+                   for lb in labels],
+    }
+
+
+# --- one image: what the latest run of every task said -------------------------------------------
+
+def decode_probs(data) -> np.ndarray:
+    """The float16 probability bytes of a Prediction as a float32 vector."""
+    return np.frombuffer(bytes(data or b""), dtype=np.float16).astype(np.float32)
+
+
+def image_predictions(image: Image, top: int = TOP_PROBS) -> list[dict]:
+    """For each task of the image's project: the latest finished run and what it predicted
+    for the image (predicted label, confidence, the label it was given then, the top
+    probabilities). Tasks without a finished run, or whose run did not see the image, say so.
+    """
+    from .runs import latest_finished_run
+
+    out = []
+    tasks = list(Task.objects.filter(project_id=image.project_id).order_by("name", "id"))
+    current = {a.task_id: a.label_id for a in Annotation.objects.filter(image=image)}
+    for task in tasks:
+        run = latest_finished_run(task)
+        entry = {"task": task.id, "task_name": task.name, "run": run.id if run else None, "prediction": None}
+        if run is not None:
+            p = Prediction.objects.filter(run=run, image=image).first()
+            if p is not None:
+                names = {lb.id: lb.name for lb in run_labels(run)}
+                probs = decode_probs(p.probs)
+                order = np.argsort(-probs, kind="stable")[:top]
+                entry["prediction"] = {
+                    "split": p.split,
+                    "predicted_label": p.predicted_label_id,
+                    "predicted_name": names.get(p.predicted_label_id),
+                    "given_label": p.given_label_id,
+                    "given_name": names.get(p.given_label_id),
+                    "current_label": current.get(task.id),
+                    "confidence": p.confidence,
+                    "correct": p.correct,
+                    "top": [{"label": run.label_ids[i], "name": names.get(run.label_ids[i]),
+                             "prob": round(float(probs[i]), 4)}
+                            for i in order if i < len(run.label_ids)],
+                }
+        out.append(entry)
+    return out

@@ -1,0 +1,128 @@
+"""Where imports may read from.
+
+An import reads URIs that users wrote (a source, manifest rows). Without a fence a
+manifest row could read ``/etc/passwd``, escape a folder with ``..`` or a symlink, or
+make the worker fetch ``http://169.254.169.254/`` (cloud credentials). So every URI an
+import touches is first resolved to its canonical form and must lie inside one of the
+allowed roots: the :class:`~labeling.models.StorageRoot` rows an admin added, plus
+``settings.IMPORT_ROOTS``.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlparse
+
+from django.conf import settings
+
+from ..models import StorageRoot
+
+ALLOWED_SCHEMES = ("file", "s3")
+
+
+class SourceRefused(ValueError):
+    """The URI lies outside every allowed root (or is not a URI we read at all)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Root:
+    """A canonical root: a resolved local folder, or an S3 bucket and key prefix."""
+
+    scheme: str  # "file" or "s3"
+    bucket: str  # "" for file roots
+    path: str    # resolved folder (file) or key prefix ending in "/" or "" (s3)
+
+    @property
+    def uri(self) -> str:
+        if self.scheme == "s3":
+            return f"s3://{self.bucket}/{self.path}"
+        return "file://" + quote(self.path.rstrip("/") + "/")
+
+    def contains(self, scheme: str, bucket: str, path: str) -> bool:
+        if scheme != self.scheme or bucket != self.bucket:
+            return False
+        if scheme == "s3":
+            return path.startswith(self.path)
+        return path == self.path or path.startswith(self.path.rstrip("/") + "/")
+
+
+def _parse(uri: str) -> tuple[str, str, str]:
+    """(scheme, bucket, path) with ``..``, symlinks (local) and duplicate slashes resolved.
+
+    Raises :class:`SourceRefused` for schemes other than file/s3 and for S3 keys that
+    try to climb with ``..`` (S3 keys are literal, so a ``..`` there is never innocent).
+    """
+    uri = (uri or "").strip()
+    if not uri:
+        raise SourceRefused("empty URI")
+    if "://" not in uri:
+        return "file", "", os.path.realpath(uri)
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        raise SourceRefused(f"scheme {scheme or '?'}:// is not allowed: imports read only file:// and s3:// URIs")
+    if scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise SourceRefused(f"file URI with a host ({parsed.netloc!r}) is not allowed")
+        return "file", "", os.path.realpath(unquote(parsed.path) or "/")
+    if not parsed.netloc:
+        raise SourceRefused(f"S3 URI without a bucket: {uri!r}")
+    key = parsed.path.lstrip("/")
+    if ".." in key.split("/"):
+        raise SourceRefused(f"S3 key {key!r} contains '..'")
+    return "s3", parsed.netloc, key
+
+
+def canonical(uri: str) -> str:
+    """The one spelling of a URI that roots and image sources are compared in."""
+    scheme, bucket, path = _parse(uri)
+    if scheme == "s3":
+        return f"s3://{bucket}/{path}"
+    return "file://" + quote(path)
+
+
+def _root(uri: str) -> Root:
+    scheme, bucket, path = _parse(uri)
+    if scheme == "s3":
+        path = posixpath.normpath(path) + "/" if path.strip("/") else ""
+        return Root("s3", bucket, path.lstrip("/"))
+    return Root("file", "", path)
+
+
+def allowed_roots() -> list[Root]:
+    """StorageRoot rows plus settings.IMPORT_ROOTS, canonical (roots that cannot be parsed are skipped)."""
+    roots = []
+    for uri in [*StorageRoot.objects.values_list("uri", flat=True), *settings.IMPORT_ROOTS]:
+        try:
+            roots.append(_root(uri))
+        except SourceRefused:
+            continue
+    return roots
+
+
+def check_allowed(uri: str, roots: list[Root] | None = None) -> str:
+    """The canonical URI of ``uri`` when it lies inside an allowed root, else :class:`SourceRefused`.
+
+    Pass ``roots`` (from :func:`allowed_roots`) when checking many URIs, to read them once.
+    """
+    scheme, bucket, path = _parse(uri)
+    roots = allowed_roots() if roots is None else roots
+    if not any(r.contains(scheme, bucket, path) for r in roots):
+        where = f"s3://{bucket}/{path}" if scheme == "s3" else path
+        if not roots:
+            raise SourceRefused(f"{where} is outside every allowed storage root (none is configured)")
+        raise SourceRefused(f"{where} is outside every allowed storage root "
+                            f"({', '.join(r.uri for r in roots)})")
+    return canonical(uri)
+
+
+def add_root(uri: str, note: str = "") -> StorageRoot:
+    """Allow imports from ``uri`` (an admin's decision, e.g. ``import_dataset --allow-root``)."""
+    root = _root(uri)
+    obj, _ = StorageRoot.objects.get_or_create(uri=root.uri, defaults={"note": note})
+    return obj

@@ -1,0 +1,127 @@
+"""The image page, its bytes (original and thumbnail) and the keyboard retag endpoint."""
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.views.decorators.http import require_GET, require_POST
+
+from ..models import Image, ImageStatus, Label, Task
+from ..services import browse
+from ..services.retag import RetagConflict, RetagError, retag_image
+from .common import browse_required, page
+
+log = logging.getLogger(__name__)
+
+# Originals are served only as these types; anything else is a download, never a page.
+IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "image/tiff"}
+
+
+@browse_required
+def image_detail(request, image_id):
+    image = get_object_or_404(Image.objects.select_related("project"), id=image_id)
+    f = browse.parse_filter(image.project, request.GET)
+    prev_id, next_id = browse.neighbours(f, image)
+    return page(request, "labeling/image.html", {
+        "image": image,
+        "project": image.project,
+        "f": f,
+        "qs": f.querystring(),
+        "facets": browse.facets(image),
+        "history": browse.history(image),
+        "prev_id": prev_id,
+        "next_id": next_id,
+    }, project=image.project)
+
+
+@require_GET
+@browse_required
+def image_original(request, image_id):
+    """The original bytes, read through storage (file:// or s3://)."""
+    from mlcore import storage
+
+    image = get_object_or_404(Image, id=image_id)
+    if image.status != ImageStatus.OK:
+        raise Http404(f"image is {image.status}: {image.status_reason}")
+    try:
+        data = storage.read_bytes(image.uri)
+    except Exception as e:  # noqa: BLE001 - OSError locally, botocore's errors on S3
+        log.warning("original of image %s unreadable: %s", image.id, e)
+        raise Http404("the original cannot be read from storage") from None
+    content_type = mimetypes.guess_type(image.key)[0] or "application/octet-stream"
+    response = HttpResponse(data, content_type=content_type if content_type in IMAGE_TYPES
+                            else "application/octet-stream")
+    if content_type not in IMAGE_TYPES:
+        response["Content-Disposition"] = "attachment"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@require_GET
+@browse_required
+def image_thumbnail(request, image_id):
+    from ..services.thumbnails import thumbnail_bytes
+
+    image = get_object_or_404(Image, id=image_id)
+    if image.status != ImageStatus.OK:
+        raise Http404(f"image is {image.status}")
+    try:
+        data = thumbnail_bytes(image)
+    except Exception as e:  # noqa: BLE001 - a thumbnail that cannot be made is a 404, logged
+        log.warning("thumbnail of image %s failed: %s", image.id, e)
+        raise Http404("no thumbnail") from None
+    response = HttpResponse(data, content_type="image/jpeg")
+    # The URL carries the checksum, so a changed original gets a new URL.
+    response["Cache-Control"] = "private, max-age=86400"
+    return response
+
+
+def _facet_json(image: Image, task: Task) -> dict:
+    facet = next(fc for fc in browse.facets(image) if fc.task.id == task.id)
+    return {
+        "task": task.id,
+        "label": facet.current.id if facet.current else None,
+        "label_name": facet.current.name if facet.current else None,
+        "version": facet.version,
+        "verified": facet.verified,
+    }
+
+
+@require_POST
+@browse_required
+def image_retag(request, image_id):
+    """Set one label, as the keyboard on the image page asks: JSON in, JSON out.
+
+    ``{"task": id, "label": id, "expected_version": n}`` -> 200 with the facet and the
+    fresh history; 409 (nothing written) when the version seen is no longer current.
+    """
+    image = get_object_or_404(Image, id=image_id)
+    try:
+        body = json.loads(request.body or b"{}")
+        task = Task.objects.get(id=int(body["task"]), project_id=image.project_id)
+        label = None if body.get("label") is None else Label.objects.get(id=int(body["label"]), task=task)
+        expected = int(body["expected_version"])
+    except (ValueError, KeyError, TypeError, Task.DoesNotExist, Label.DoesNotExist):
+        return JsonResponse({"error": "bad_request",
+                             "message": "send task, label (of that task) and expected_version"}, status=400)
+    try:
+        result = retag_image(image=image, task=task, label=label, by=request.user, expected_version=expected)
+    except RetagConflict:
+        return JsonResponse({
+            "error": "conflict",
+            "message": "Someone else changed this label since you opened the page. Nothing was overwritten.",
+            "facet": _facet_json(image, task),
+            "history": [browse.event_row(e) for e in browse.history(image)],
+        }, status=409)
+    except RetagError as e:
+        return JsonResponse({"error": "bad_request", "message": str(e)}, status=400)
+    return JsonResponse({
+        "ok": True,
+        "changed": result.event is not None,
+        "facet": _facet_json(image, task),
+        "history": [browse.event_row(e) for e in browse.history(image)],
+    })

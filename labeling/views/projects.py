@@ -1,0 +1,52 @@
+"""Project pages: the home list, the filtered grid, the corrupt/missing list."""
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+
+from ..models import ImageStatus, Project, Split
+from ..services import browse
+from .common import browse_required, page
+
+
+@browse_required
+def home(request):
+    return page(request, "labeling/home.html", {"summaries": browse.project_summaries()})
+
+
+@browse_required
+def project_grid(request, slug):
+    project = get_object_or_404(Project, slug=slug)
+    f = browse.parse_filter(project, request.GET)
+    grid = browse.grid_page(f, after=browse.int_or_none(request.GET.get("after")),
+                            before=browse.int_or_none(request.GET.get("before")))
+    counts = browse.label_counts(f)
+    label_links = [(row, f.querystring(label=row.label.id if row.label else browse.UNLABELLED))
+                   for row in counts.rows]
+    return page(request, "labeling/grid.html", {
+        "project": project,
+        "f": f,
+        "tasks": list(project.tasks.all()),
+        "grid": grid,
+        "counts": counts,
+        "label_links": label_links,
+        "qs": f.querystring(),
+        "all_labels_qs": f.querystring(label=None),
+        "splits": Split.choices,
+        "statuses": ImageStatus.choices,
+        "summary": browse.project_summary(project),
+    }, project=project)
+
+
+@browse_required
+def project_problems(request, slug):
+    project = get_object_or_404(Project, slug=slug)
+    corrupt, corrupt_next = browse.problem_images(
+        project, ImageStatus.CORRUPT, after=browse.int_or_none(request.GET.get("corrupt_after")))
+    missing, missing_next = browse.problem_images(
+        project, ImageStatus.MISSING, after=browse.int_or_none(request.GET.get("missing_after")))
+    return page(request, "labeling/problems.html", {
+        "project": project,
+        "summary": browse.project_summary(project),
+        "corrupt": corrupt, "corrupt_next": corrupt_next,
+        "missing": missing, "missing_next": missing_next,
+    }, project=project)

@@ -1,0 +1,243 @@
+"""Metrics and per-image predictions.
+
+:func:`infer` runs a model once over a dataset and returns, per good image, the
+L2-normalised features and each task's probabilities: predictions, metrics and
+embeddings all come from that single pass.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .data import EpochBatches, collate
+
+
+# --------------------------------------------------------------------------- metrics
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``cm[i, j]``: images of given class i predicted as j."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return cm
+
+
+def _prf(tp, fp, fn):
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return float(p), float(r), float(f)
+
+
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict:
+    """Per-class precision/recall/F1/support, macro and micro averages, accuracy, confusion.
+
+    Macro averages run over the classes that occur in ``y_true`` or ``y_pred`` (as
+    scikit-learn does); a class with neither contributes nothing.
+    """
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    cm = confusion_matrix(y_true, y_pred, len(labels))
+    tp = np.diag(cm)
+    per_class, present = {}, []
+    for i, name in enumerate(labels):
+        p, r, f = _prf(tp[i], cm[:, i].sum() - tp[i], cm[i, :].sum() - tp[i])
+        per_class[name] = {"precision": p, "recall": r, "f1": f, "support": int(cm[i, :].sum())}
+        if cm[i, :].sum() or cm[:, i].sum():
+            present.append((p, r, f))
+    macro = np.mean(present, axis=0) if present else np.zeros(3)
+    n = int(cm.sum())
+    micro = _prf(int(tp.sum()), n - int(tp.sum()), n - int(tp.sum()))
+    return {
+        "support": n,
+        "accuracy": float(tp.sum() / n) if n else 0.0,
+        "macro": {"precision": float(macro[0]), "recall": float(macro[1]), "f1": float(macro[2])},
+        "micro": {"precision": micro[0], "recall": micro[1], "f1": micro[2]},
+        "per_class": per_class,
+        "labels": list(labels),
+        "confusion": cm.tolist(),
+    }
+
+
+# --------------------------------------------------------------------------- inference
+
+def autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.amp.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def infer(model, dataset, indices: Sequence[int], *, device: torch.device, batch_size: int = 128,
+          workers: int = 0, amp: bool = False, channels_last: bool = False,
+          progress: Callable[[dict], None] | None = None, phase: str = "eval",
+          epoch: int = 0, epochs: int = 0) -> dict:
+    """One pass in eval mode. Returns ``index`` (good rows), ``features`` (L2-normalised,
+    float32), ``probs`` {task: float32 [n, C]}, ``loss_terms`` {task: per-image CE or None}
+    and ``skipped`` [(index, reason)]."""
+    was_training = model.training
+    model.eval()
+    sampler = EpochBatches(indices, batch_size, shuffle=False)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+                        pin_memory=device.type == "cuda")
+    idx, feats, probs, skipped = [], [], {}, []
+    t0, seen, steps = time.perf_counter(), 0, len(sampler)
+    for step, batch in enumerate(loader):
+        skipped += batch["skipped"]
+        if "image" not in batch:
+            continue
+        x = batch["image"].to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            f, logits = model(x)
+        feats.append(F.normalize(f.float(), dim=1).cpu())
+        for t, lg in logits.items():
+            probs.setdefault(t, []).append(lg.float().softmax(1).cpu())
+        idx.append(batch["index"])
+        seen += len(x)
+        if progress:
+            dt = time.perf_counter() - t0
+            progress({"phase": phase, "epoch": epoch, "epochs": epochs, "step": step + 1, "steps": steps,
+                      "loss": None, "images_per_s": seen / dt if dt else 0.0,
+                      "eta_s": dt / (step + 1) * (steps - step - 1)})
+    model.train(was_training)
+    dim = getattr(model, "feature_dim", 0)
+    return {
+        "index": torch.cat(idx).numpy() if idx else np.zeros(0, dtype=np.int64),
+        "features": torch.cat(feats).numpy() if feats else np.zeros((0, dim), dtype=np.float32),
+        "probs": {t: torch.cat(p).numpy() for t, p in probs.items()}
+        or {t: np.zeros((0, h.out_features), np.float32) for t, h in model.heads.items()},
+        "skipped": skipped,
+        "images_per_s": seen / (time.perf_counter() - t0 + 1e-9),
+    }
+
+
+def split_metrics(result: dict, targets: np.ndarray, splits: Sequence[str],
+                  tasks: dict[str, list[str]]) -> dict:
+    """``{split: {task: classification_metrics}}`` over the good, labelled rows of ``result``."""
+    idx = result["index"]
+    row_split = np.asarray(splits)[idx] if len(idx) else np.zeros(0, dtype=str)
+    out: dict = {}
+    for split in sorted(set(row_split.tolist())):
+        for j, (t, labels) in enumerate(tasks.items()):
+            y = targets[idx, j]
+            keep = (row_split == split) & (y >= 0)
+            pred = result["probs"][t].argmax(1)
+            out.setdefault(split, {})[t] = classification_metrics(y[keep], pred[keep], labels)
+    return out
+
+
+def prediction_arrays(result: dict, uris: Sequence[str], splits: Sequence[str], targets: np.ndarray,
+                      tasks: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """The arrays of ``predictions.npz``: plain names for one task, ``<task>.<name>`` for several."""
+    idx = result["index"]
+    arrays = {"uri": np.asarray([uris[i] for i in idx], dtype=str),
+              "split": np.asarray([splits[i] for i in idx], dtype=str)}
+    single = len(tasks) == 1
+    for j, (t, labels) in enumerate(tasks.items()):
+        pre = "" if single else f"{t}."
+        prob = result["probs"][t].astype(np.float32)
+        pred = prob.argmax(1) if len(prob) else np.zeros(0, dtype=np.int64)
+        label = targets[idx, j] if len(idx) else np.zeros(0, dtype=np.int64)
+        arrays[pre + "label"] = label.astype(np.int64)
+        arrays[pre + "pred"] = pred.astype(np.int64)
+        arrays[pre + "confidence"] = prob.max(1) if len(prob) else np.zeros(0, np.float32)
+        arrays[pre + "correct"] = (pred == label) & (label >= 0)
+        arrays[pre + "prob"] = prob
+        arrays[pre + "labels"] = np.asarray(labels, dtype=str)
+    if not single:
+        arrays["tasks"] = np.asarray(list(tasks), dtype=str)
+    return arrays
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def load_npz(data: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+# --------------------------------------------------------------------------- runs: test and predict
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def list_images(path_or_uri: str) -> list[str]:
+    """One image URI, or every image file under a folder / S3 prefix (sorted)."""
+    from . import storage
+
+    uri = storage.to_uri(path_or_uri)
+    if not storage.is_s3(uri) and storage.local_path(uri).is_file():
+        return [uri]
+    if storage.is_s3(uri) and uri.lower().endswith(IMAGE_SUFFIXES):
+        return [uri]
+    return [f.uri for f in storage.list_files(uri) if f.uri.lower().endswith(IMAGE_SUFFIXES)]
+
+
+def test_run(run_uri: str, manifest_uri: str | None = None, output_uri: str | None = None, *,
+             device: str = "auto", batch_size: int = 64, progress=None) -> dict:
+    """Score a trained run on a manifest (default: the one it trained on); writes ``metrics.json``,
+    ``predictions.npz`` and ``embeddings.npz`` under ``output_uri`` (default: the run)."""
+    from . import storage
+    from .data import ImageDataset, eval_transform, prefetch, read_manifest
+    from .models import load_run
+    from .train import default_workers, resolve_device, write_json, _metrics_doc
+
+    dev = resolve_device(device)
+    model, run = load_run(run_uri, dev)
+    manifest = read_manifest(manifest_uri or run["manifest"]["uri"], run["tasks"])
+    failures = prefetch(manifest.uris)
+    keep = [i for i, u in enumerate(manifest.uris) if u not in failures]
+    ds = ImageDataset(manifest.uris, manifest.targets, eval_transform(run["config"]["image_size"]))
+    res = infer(model, ds, keep, device=dev, batch_size=batch_size, workers=default_workers(dev),
+                amp=dev.type == "cuda", channels_last=dev.type == "cuda", progress=progress)
+    metrics = _metrics_doc(split_metrics(res, manifest.targets, manifest.splits, manifest.tasks), manifest.tasks)
+    out = output_uri or run_uri
+    write_json(storage.join(out, "metrics.json"), metrics)
+    storage.write_bytes(storage.join(out, "predictions.npz"), npz_bytes(
+        prediction_arrays(res, manifest.uris, manifest.splits, manifest.targets, manifest.tasks)))
+    storage.write_bytes(storage.join(out, "embeddings.npz"), npz_bytes(
+        {"uri": np.asarray([manifest.uris[i] for i in res["index"]], dtype=str),
+         "emb": res["features"].astype(np.float16)}))
+    skipped = {manifest.uris[i]: r for i, r in res["skipped"]} | failures
+    return {"metrics": metrics, "skipped": skipped}
+
+
+def predict(run_uri: str, path_or_uri: str, topk: int = 5, *, device: str = "auto",
+            batch_size: int = 64) -> list[dict]:
+    """Top-k labels with probabilities for one image or every image in a folder/prefix.
+
+    Each item: ``{"uri", "top": [[label, prob], ...]}`` (single task) or
+    ``{"uri", "tasks": {task: [[label, prob], ...]}}``; unreadable images get ``"error"``.
+    """
+    from .embed import embed_uris
+    from .models import load_run
+    from .train import resolve_device
+
+    dev = resolve_device(device)
+    model, run = load_run(run_uri, dev)
+    uris = list_images(path_or_uri)
+    res = embed_uris(model, uris, run["config"]["image_size"], device=dev, batch_size=batch_size)
+    by_uri = {u: i for i, u in enumerate(res["uri"].tolist())}
+    items = []
+    for u in uris:
+        if u not in by_uri:
+            items.append({"uri": u, "error": res["skipped"].get(u, "unreadable")})
+            continue
+        tops = {}
+        for t, labels in run["tasks"].items():
+            p = res["probs"][t][by_uri[u]]
+            order = np.argsort(-p)[:topk]
+            tops[t] = [[labels[k], round(float(p[k]), 6)] for k in order]
+        items.append({"uri": u, "top": next(iter(tops.values()))} if len(tops) == 1 else {"uri": u, "tasks": tops})
+    return items

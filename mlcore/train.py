@@ -1,0 +1,460 @@
+"""Training: one readable loop (:func:`fit`) and the manifest-to-results run (:func:`train`).
+
+``train(config)`` reads the manifest, trains, then predicts, scores and embeds every
+image of the manifest in one pass and writes, under ``config.output_uri``:
+``model.pt`` (state_dict), ``run.json``, ``metrics.json``, ``predictions.npz``,
+``embeddings.npz`` and ``checkpoints/last.pt``.
+
+Resuming continues from ``checkpoints/last.pt`` with the result of an uninterrupted
+run: the data order is a function of (seed, epoch) and each image's augmentation is
+seeded by (seed, epoch, index), so a restart mid-epoch replays exactly what remains.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from . import storage
+from .data import (EpochBatches, ImageDataset, collate, eval_transform, holdout, prefetch, read_manifest,
+                   train_transform)
+from .evaluate import (autocast, classification_metrics, infer, npz_bytes, prediction_arrays,
+                       split_metrics)
+from .models import build_model, set_backbone_trainable
+
+Progress = Callable[[dict], None]
+
+
+class Cancelled(Exception):
+    """``should_stop()`` returned true; the latest state is in ``checkpoints/last.pt``."""
+
+
+@dataclass
+class TrainConfig:
+    manifest_uri: str = ""
+    output_uri: str = ""
+    labels: list | dict | None = None       # label order (task -> list for multi-facet)
+    arch: str = "resnet18"                   # resnet18/34/50/101, mobilenet_v2
+    weights: str | None = None               # None, a torchvision weights name (cached), or a state_dict path/URI
+    freeze_backbone: bool = False            # train only the head(s); features fixed (BN in eval mode)
+    small_input: bool = False                # 3x3 stride-1 stem for small (28-64 px) images
+    maxpool: bool = True                     # keep ResNet's stem max-pool
+    image_size: int = 224
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "sgd"                   # sgd (momentum, nesterov) or adamw
+    lr: float | None = None                  # default: sgd 0.1 * batch/256, adamw 1e-3
+    momentum: float = 0.9
+    weight_decay: float | None = None        # default: sgd 1e-4, adamw 0.05
+    warmup_epochs: float = 1.0               # linear warm-up, then cosine to zero
+    label_smoothing: float = 0.0
+    class_weights: str = "inverse"           # inverse (frequency) or none
+    val_fraction: float = 0.0                # hold out this much of train when there is no val split
+    patience: int | None = None              # early stopping on validation macro-F1
+    checkpoint_every: int = 0                # also checkpoint every N steps (0: epoch ends only)
+    resume: bool = False
+    seed: int = 0
+    device: str = "auto"                     # auto, cpu, cuda, cuda:1 ...
+    amp: bool | None = None                  # bf16 autocast; default on for CUDA only
+    channels_last: bool | None = None        # default on for CUDA only
+    compile: bool = False                    # torch.compile the model (CUDA)
+    workers: int | None = None               # data loader processes; default by device
+    prefetch_workers: int = 16               # concurrent S3 downloads into the cache
+    eval_batch_size: int | None = None
+    predict: bool = True                     # write predictions, metrics and embeddings at the end
+    stop_after_steps: int | None = None      # checkpoint and raise Cancelled at this global step (time-boxed jobs)
+    notes: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def default_workers(device: torch.device) -> int:
+    cpus = os.cpu_count() or 1
+    if device.type == "cuda":
+        return min(16, cpus)
+    return 0 if cpus <= 2 else min(4, cpus // 2)
+
+
+def environment(device: torch.device) -> dict:
+    import torchvision
+
+    env = {"python": platform.python_version(), "torch": torch.__version__,
+           "torchvision": torchvision.__version__, "platform": platform.platform(),
+           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device)}
+    if device.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, mean 1 over the classes present; absent classes weigh 0."""
+    counts = np.bincount(targets[targets >= 0], minlength=num_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
+    present = w > 0
+    if present.any():
+        w[present] /= w[present].mean()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def lr_lambda(warmup_steps: int, total_steps: int):
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
+    return f
+
+
+def make_optimizer(config: TrainConfig, params):
+    if config.optimizer == "sgd":
+        lr = config.lr if config.lr is not None else 0.1 * config.batch_size / 256
+        wd = config.weight_decay if config.weight_decay is not None else 1e-4
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0,
+                               weight_decay=wd)
+    if config.optimizer == "adamw":
+        lr = config.lr if config.lr is not None else 1e-3
+        wd = config.weight_decay if config.weight_decay is not None else 0.05
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {config.optimizer!r} (sgd or adamw)")
+
+
+def save_torch(uri: str, obj) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    storage.write_bytes(uri, buf.getvalue())
+
+
+def load_torch(uri: str):
+    return torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=True)
+
+
+def write_json(uri: str, obj) -> None:
+    storage.write_bytes(uri, json.dumps(obj, indent=1, default=_json_default).encode(), "application/json")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def validation_scores(result: dict, targets: np.ndarray, tasks: dict[str, list[str]]) -> dict:
+    """Loss, accuracy and macro-F1 of an :func:`infer` result, averaged over tasks."""
+    per_task = {}
+    for j, (t, labels) in enumerate(tasks.items()):
+        y = targets[result["index"], j]
+        keep = y >= 0
+        p = result["probs"][t][keep]
+        if not keep.any():
+            continue
+        m = classification_metrics(y[keep], p.argmax(1), labels)
+        loss = float(-np.log(np.clip(p[np.arange(len(p)), y[keep]], 1e-12, None)).mean())
+        per_task[t] = {"loss": loss, "accuracy": m["accuracy"], "macro_f1": m["macro"]["f1"]}
+    if not per_task:
+        return {}
+    mean = {k: float(np.mean([v[k] for v in per_task.values()])) for k in ("loss", "accuracy", "macro_f1")}
+    return {**mean, "tasks": per_task} if len(per_task) > 1 else mean
+
+
+# --------------------------------------------------------------------------- the loop
+
+def fit(config: TrainConfig, model, tasks: dict[str, list[str]], train_set, train_idx, val_set=None,
+        val_idx=None, *, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+        skipped: dict | None = None, max_steps: int | None = None) -> dict:
+    """Train ``model`` in place on ``train_set[train_idx]``; validate on ``val_set[val_idx]`` each epoch.
+
+    ``skipped`` (index -> reason) collects unreadable images. ``max_steps`` stops after that
+    many steps in total (benchmarks). Returns history, best epoch and timings.
+    """
+    device = resolve_device(config.device)
+    amp = config.amp if config.amp is not None else device.type == "cuda"
+    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    workers = config.workers if config.workers is not None else default_workers(device)
+    skipped = {} if skipped is None else skipped
+    torch.manual_seed(config.seed)
+
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    set_backbone_trainable(model, not config.freeze_backbone)
+    params = [p for p in model.parameters() if p.requires_grad]
+    step_model = torch.compile(model) if config.compile else model
+
+    targets = train_set.targets.numpy() if hasattr(train_set.targets, "numpy") else np.asarray(train_set.targets)
+    train_idx = np.asarray(train_idx, dtype=np.int64)
+    loss_fns = []
+    for j, (t, labels) in enumerate(tasks.items()):
+        w = class_weights(targets[train_idx, j], len(labels)) if config.class_weights == "inverse" else None
+        loss_fns.append(torch.nn.CrossEntropyLoss(weight=None if w is None else w.to(device),
+                                                  label_smoothing=config.label_smoothing, ignore_index=-1))
+
+    sampler = EpochBatches(train_idx, config.batch_size, shuffle=True, seed=config.seed,
+                           drop_last=len(train_idx) > config.batch_size)
+    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    steps = len(sampler)
+    optimizer = make_optimizer(config, params)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(round(config.warmup_epochs * steps), config.epochs * steps))
+
+    out = config.output_uri
+    ckpt_uri = storage.join(out, "checkpoints", "last.pt") if out else None
+    best_uri = storage.join(out, "checkpoints", "best.pt") if out else None
+    state = {"epoch": 0, "step": 0, "global_step": 0, "history": [], "best_f1": -1.0, "best_epoch": None,
+             "bad_epochs": 0, "running": {"loss": 0.0, "correct": 0, "seen": 0, "train_s": 0.0}}
+    if config.resume and ckpt_uri and storage.exists(ckpt_uri):
+        ck = load_torch(ckpt_uri)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        state = ck["state"]
+        skipped.update({int(k): v for k, v in ck.get("skipped", {}).items()})
+
+    def checkpoint():
+        if ckpt_uri:
+            save_torch(ckpt_uri, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                  "scheduler": scheduler.state_dict(), "state": state,
+                                  "skipped": {str(k): v for k, v in skipped.items()}})
+
+    eval_bs = config.eval_batch_size or config.batch_size * 2
+    t_run = time.perf_counter()
+    run_steps = 0
+    stopped_early = state.get("stopped_early", False)
+    while state["epoch"] < config.epochs and not stopped_early:
+        epoch = state["epoch"]
+        sampler.set_epoch(epoch, state["step"])
+        model.train()
+        if config.freeze_backbone:
+            model.backbone.eval()
+        run = state["running"]
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        t_epoch, t_report = time.perf_counter(), 0.0
+        for step, batch in enumerate(loader, start=state["step"]):
+            if (should_stop is not None and should_stop()) or \
+                    (config.stop_after_steps and state["global_step"] >= config.stop_after_steps):
+                _flush(run, loss_sum, correct, t_epoch)
+                state["step"] = step
+                checkpoint()
+                raise Cancelled(f"cancelled at epoch {epoch + 1}, step {step}")
+            skipped.update({int(i): r for i, r in batch["skipped"]})
+            if "image" in batch:
+                x = batch["image"].to(device, non_blocking=True)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = batch["target"].to(device, non_blocking=True)
+                with autocast(device, amp):
+                    _, logits = step_model(x)
+                    heads = list(logits.values())
+                    loss = sum(fn(lg.float(), y[:, j]) for j, (fn, lg) in enumerate(zip(loss_fns, heads))
+                               if (y[:, j] >= 0).any())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach() * len(x)
+                correct += (heads[0].argmax(1) == y[:, 0]).sum()
+                run["seen"] += len(x)
+            scheduler.step()
+            state["global_step"] += 1
+            run_steps += 1
+            now = time.perf_counter()
+            if progress and (now - t_report > 0.5 or step + 1 == steps):
+                t_report = now
+                ips = run["seen"] / (run["train_s"] + now - t_epoch + 1e-9)
+                per_step = (now - t_run) / run_steps
+                left = (steps - step - 1) + (config.epochs - epoch - 1) * steps
+                progress({"phase": "train", "epoch": epoch + 1, "epochs": config.epochs, "step": step + 1,
+                          "steps": steps, "loss": (run["loss"] + loss_sum.item()) / max(1, run["seen"]),
+                          "images_per_s": ips, "eta_s": per_step * left})
+            if config.checkpoint_every and state["global_step"] % config.checkpoint_every == 0 \
+                    and step + 1 < steps:
+                _flush(run, loss_sum, correct, t_epoch)
+                loss_sum.zero_(), correct.zero_()
+                t_epoch = time.perf_counter()
+                state["step"] = step + 1
+                checkpoint()
+            if max_steps and run_steps >= max_steps:
+                break
+        _flush(run, loss_sum, correct, t_epoch)
+        if max_steps and run_steps >= max_steps and state["global_step"] % steps:
+            break  # a benchmark's step budget ran out mid-epoch
+        entry = {"epoch": epoch + 1, "train_loss": run["loss"] / max(1, run["seen"]),
+                 "train_accuracy": run["correct"] / max(1, run["seen"]),
+                 "images_per_s": run["seen"] / max(1e-9, run["train_s"]), "train_s": run["train_s"],
+                 "lr": optimizer.param_groups[0]["lr"]}
+        if val_set is not None and val_idx is not None and len(val_idx):
+            res = infer(model, val_set, val_idx, device=device, batch_size=eval_bs, workers=workers, amp=amp,
+                        channels_last=channels_last, progress=progress, epoch=epoch + 1, epochs=config.epochs)
+            skipped.update({int(i): r for i, r in res["skipped"]})
+            scores = validation_scores(res, val_set.targets.numpy(), tasks)
+            entry.update({f"val_{k}": v for k, v in scores.items()})
+            f1 = scores.get("macro_f1", -1.0)
+            if f1 > state["best_f1"]:
+                state["best_f1"], state["best_epoch"], state["bad_epochs"] = f1, epoch + 1, 0
+                if config.patience is not None and best_uri:
+                    save_torch(best_uri, model.state_dict())
+            else:
+                state["bad_epochs"] += 1
+                if config.patience is not None and state["bad_epochs"] > config.patience:
+                    stopped_early = True
+        state["history"].append(entry)
+        state.update(epoch=epoch + 1, step=0, running={"loss": 0.0, "correct": 0, "seen": 0, "train_s": 0.0},
+                     stopped_early=stopped_early)
+        checkpoint()
+
+    if config.patience is not None and best_uri and state["best_epoch"] is not None and storage.exists(best_uri):
+        model.load_state_dict(load_torch(best_uri))
+    history = state["history"]
+    seen = sum(h["train_s"] * h["images_per_s"] for h in history)
+    train_s = sum(h["train_s"] for h in history)
+    return {"history": history, "best_epoch": state["best_epoch"], "stopped_early": state.get("stopped_early", False),
+            "epochs_run": len(history), "images_per_s": seen / train_s if train_s else None,
+            "train_s": train_s, "wall_s": time.perf_counter() - t_run, "steps": run_steps,
+            "device": str(device), "amp": amp, "channels_last": channels_last, "workers": workers}
+
+
+def _flush(run: dict, loss_sum: torch.Tensor, correct: torch.Tensor, t_epoch: float) -> None:
+    """Move the on-device sums into the (checkpointable) running totals."""
+    run["loss"] += float(loss_sum.item())
+    run["correct"] += int(correct.item())
+    run["train_s"] += time.perf_counter() - t_epoch
+    loss_sum.zero_()
+    correct.zero_()
+
+
+# --------------------------------------------------------------------------- manifest -> results
+
+def choose_validation(manifest, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train rows, validation rows, where validation comes from).
+
+    A ``val`` split wins; else ``val_fraction`` of train is held out by URI hash; else the
+    test split is used for the per-epoch curves (and early stopping, which then is
+    optimistic: run.json says so).
+    """
+    train_idx = manifest.indices("train")
+    if len(manifest.indices("val")):
+        return train_idx, manifest.indices("val"), "val split"
+    if config.val_fraction > 0:
+        keep, held = holdout(train_idx, manifest.uris, config.val_fraction)
+        return keep, held, f"{config.val_fraction:.0%} of train held out by URI hash"
+    if len(manifest.indices("test")):
+        note = "test split (no val split, val_fraction=0)"
+        if config.patience is not None:
+            note += ": early stopping on the test split makes its test metrics optimistic"
+        return train_idx, manifest.indices("test"), note
+    return train_idx, train_idx[:0], "none"
+
+
+def train(config: TrainConfig, progress: Progress | None = None,
+          should_stop: Callable[[], bool] | None = None) -> dict:
+    """Train on a manifest and write the run's files under ``config.output_uri``; returns run.json's dict."""
+    if not config.output_uri:
+        raise ValueError("config.output_uri is required")
+    t0 = time.time()
+    config.output_uri = storage.to_uri(config.output_uri) if not storage.is_s3(config.output_uri) \
+        else config.output_uri
+    manifest = read_manifest(config.manifest_uri, config.labels)
+    device = resolve_device(config.device)
+    failures = prefetch(manifest.uris, config.prefetch_workers)
+    row = {u: i for i, u in enumerate(manifest.uris)}
+    skipped = {row[u]: r for u, r in failures.items()}
+
+    train_idx, val_idx, val_source = choose_validation(manifest, config)
+    labelled = (manifest.targets[train_idx] >= 0).any(1)
+    train_idx = np.asarray([i for i in train_idx[labelled] if i not in skipped], dtype=np.int64)
+    val_idx = np.asarray([i for i in val_idx if i not in skipped], dtype=np.int64)
+    if not len(train_idx):
+        raise ValueError("no labelled, readable training images in the manifest")
+
+    tasks = manifest.tasks
+    torch.manual_seed(config.seed)  # the initial weights are part of what a seed reproduces
+    model = build_model(config.arch, {t: len(v) for t, v in tasks.items()}, config.weights,
+                        config.small_input, config.maxpool)
+    train_set = ImageDataset(manifest.uris, manifest.targets, train_transform(config.image_size))
+    eval_set = ImageDataset(manifest.uris, manifest.targets, eval_transform(config.image_size))
+    result = fit(config, model, tasks, train_set, train_idx, eval_set, val_idx, progress=progress,
+                 should_stop=should_stop, skipped=skipped)
+
+    out = config.output_uri
+    storage.write_bytes(storage.join(out, "model.pt"), _state_bytes(model))
+    metrics = {}
+    if config.predict:
+        res = infer(model, eval_set, [i for i in range(len(manifest)) if i not in skipped], device=device,
+                    batch_size=config.eval_batch_size or config.batch_size * 2, workers=result["workers"],
+                    amp=result["amp"], channels_last=result["channels_last"], progress=progress, phase="embed")
+        skipped.update({int(i): r for i, r in res["skipped"]})
+        per_split = split_metrics(res, manifest.targets, manifest.splits, tasks)
+        metrics = _metrics_doc(per_split, tasks)
+        write_json(storage.join(out, "metrics.json"), metrics)
+        storage.write_bytes(storage.join(out, "predictions.npz"),
+                            npz_bytes(prediction_arrays(res, manifest.uris, manifest.splits, manifest.targets, tasks)))
+        storage.write_bytes(storage.join(out, "embeddings.npz"), npz_bytes(
+            {"uri": np.asarray([manifest.uris[i] for i in res["index"]], dtype=str),
+             "emb": res["features"].astype(np.float16)}))
+
+    run = {
+        "status": "completed",
+        "config": asdict(config),
+        "tasks": tasks,
+        "labels": tasks[next(iter(tasks))] if len(tasks) == 1 else None,
+        "manifest": {"uri": manifest.uri, "sha256": manifest.sha256, "rows": len(manifest),
+                     "splits": {s: int(len(manifest.indices(s))) for s in ("train", "val", "test")},
+                     "notes": manifest.notes},
+        "validation": {"source": val_source, "images": int(len(val_idx))},
+        "history": result["history"],
+        "best_epoch": result["best_epoch"],
+        "stopped_early": result["stopped_early"],
+        "metrics": _summary(metrics),
+        "skipped": [{"uri": manifest.uris[i], "split": manifest.splits[i], "reason": r}
+                    for i, r in sorted(skipped.items())],
+        "environment": {**environment(device), "amp_bf16": result["amp"], "channels_last": result["channels_last"],
+                        "loader_workers": result["workers"], "compile": config.compile},
+        "timing": {"wall_s": time.time() - t0, "train_s": result["train_s"],
+                   "images_per_s": result["images_per_s"]},
+        "files": {"model": "model.pt", "metrics": "metrics.json", "predictions": "predictions.npz",
+                  "embeddings": "embeddings.npz", "checkpoint": "checkpoints/last.pt"},
+    }
+    write_json(storage.join(out, "run.json"), run)
+    return run
+
+
+def _state_bytes(model) -> bytes:
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, buf)
+    return buf.getvalue()
+
+
+def _metrics_doc(per_split: dict, tasks: dict) -> dict:
+    """Single task: ``{split: metrics}``. Multi-facet: ``{"tasks": {task: {split: metrics}}}``."""
+    if len(tasks) == 1:
+        t = next(iter(tasks))
+        return {split: m[t] for split, m in per_split.items()}
+    return {"tasks": {t: {split: m[t] for split, m in per_split.items() if t in m} for t in tasks}}
+
+
+def _summary(metrics: dict) -> dict:
+    def short(m):
+        return {"accuracy": m["accuracy"], "macro_f1": m["macro"]["f1"], "micro_f1": m["micro"]["f1"],
+                "support": m["support"]}
+    if "tasks" in metrics:
+        return {"tasks": {t: {s: short(m) for s, m in d.items()} for t, d in metrics["tasks"].items()}}
+    return {s: short(m) for s, m in metrics.items()}

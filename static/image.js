@@ -1,0 +1,179 @@
+// The image page: keyboard retagging with optimistic concurrency.
+// The page sends the annotation version it saw; a 409 means someone else changed the
+// label first, and nothing was overwritten. Everything user-typed is set with textContent.
+(function () {
+  "use strict";
+
+  var root = document.getElementById("image-page");
+  if (!root) return;
+  var facets = Array.prototype.slice.call(root.querySelectorAll(".facet"));
+  var notice = document.getElementById("notice");
+  var help = document.getElementById("help");
+  var csrf = document.querySelector("meta[name=csrf-token]").getAttribute("content");
+  var selected = Math.max(0, facets.findIndex(function (f) { return f.classList.contains("selected"); }));
+  var busy = false;
+
+  function select(i) {
+    if (!facets.length) return;
+    selected = (i + facets.length) % facets.length;
+    facets.forEach(function (f, j) { f.classList.toggle("selected", j === selected); });
+    facets[selected].scrollIntoView({ block: "nearest" });
+  }
+
+  function say(kind, text) {
+    notice.hidden = false;
+    notice.className = "notice notice-" + kind;
+    notice.textContent = text;
+  }
+
+  function showFacet(facet, state) {
+    facet.dataset.version = String(state.version);
+    facet.dataset.current = state.label == null ? "" : String(state.label);
+    var current = facet.querySelector("[data-role=current]");
+    current.textContent = "";
+    if (state.label_name == null) {
+      var em = document.createElement("em");
+      em.textContent = "no label";
+      current.appendChild(em);
+    } else {
+      current.textContent = state.label_name;
+    }
+    facet.querySelector("[data-role=verified]").hidden = !state.verified;
+    facet.querySelectorAll(".choice").forEach(function (b) {
+      b.classList.toggle("current", state.label != null && b.dataset.label === String(state.label));
+    });
+  }
+
+  function cell(tr, text, cls) {
+    var td = document.createElement("td");
+    if (cls) td.className = cls;
+    if (text == null) {
+      var em = document.createElement("em");
+      em.className = "muted";
+      em.textContent = "none";
+      td.appendChild(em);
+    } else {
+      td.textContent = text;
+    }
+    tr.appendChild(td);
+    return td;
+  }
+
+  function showHistory(rows) {
+    var body = document.getElementById("history-rows");
+    body.textContent = "";
+    rows.forEach(function (r) {
+      var tr = document.createElement("tr");
+      tr.dataset.event = String(r.id);
+      var when = cell(tr, null, "nowrap");
+      when.textContent = "";
+      var t = document.createElement("time");
+      t.dateTime = r.when;
+      t.textContent = r.when.slice(0, 16).replace("T", " ");
+      t.title = r.when;
+      when.appendChild(t);
+      cell(tr, r.task);
+      cell(tr, r.from);
+      cell(tr, r.to, "strong");
+      var who = cell(tr, r.by == null ? "—" : r.by);
+      if (r.by == null) who.className = "muted";
+      var src = cell(tr, "");
+      var tag = document.createElement("span");
+      tag.className = "source source-" + r.source_key;
+      tag.textContent = r.source;
+      src.appendChild(tag);
+      if (r.reference) {
+        var ref = document.createElement("span");
+        ref.className = "muted small";
+        ref.textContent = " " + r.reference;
+        src.appendChild(ref);
+      }
+      body.appendChild(tr);
+    });
+    document.getElementById("history-count").textContent = rows.length + (rows.length === 1 ? " event" : " events");
+    var first = body.firstElementChild;
+    if (first) first.classList.add("fresh");
+  }
+
+  function retag(facet, button) {
+    if (busy || !button) return;
+    busy = true;
+    var taskName = facet.dataset.taskName;
+    var labelName = button.dataset.labelName;
+    say("pending", "Setting " + taskName + " to " + labelName + "…");
+    fetch(root.dataset.retagUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, "Accept": "application/json" },
+      body: JSON.stringify({
+        task: Number(facet.dataset.task),
+        label: Number(button.dataset.label),
+        expected_version: Number(facet.dataset.version)
+      })
+    }).then(function (resp) {
+      return resp.json().catch(function () { return {}; }).then(function (data) { return [resp.status, data]; });
+    }).then(function (res) {
+      var status = res[0], data = res[1];
+      if (status === 200) {
+        showFacet(facet, data.facet);
+        showHistory(data.history);
+        say("ok", data.changed ? taskName + " is now " + labelName + "." : taskName + " was already " + labelName + "; marked as confirmed.");
+      } else if (status === 409) {
+        showFacet(facet, data.facet);
+        showHistory(data.history);
+        var now = data.facet.label_name == null ? "no label" : "“" + data.facet.label_name + "”";
+        say("conflict", "Someone else changed " + taskName + " while you were looking: it is now " + now +
+            ". Your choice (" + labelName + ") was not saved and nothing was overwritten. Press the key again to set it.");
+      } else if (status === 403) {
+        say("error", "You are not allowed to retag (or your session expired). Reload the page.");
+      } else {
+        say("error", (data && data.message) || "The server could not save this label (HTTP " + status + ").");
+      }
+    }).catch(function () {
+      say("error", "Network error: the label was not saved.");
+    }).then(function () { busy = false; });
+  }
+
+  function go(url) { if (url) window.location.href = url; }
+
+  function toggleHelp(show) {
+    help.hidden = show === undefined ? !help.hidden : !show;
+  }
+
+  document.addEventListener("keydown", function (ev) {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    var tag = (ev.target.tagName || "").toLowerCase();
+    if (tag === "input" || tag === "textarea" || tag === "select") return;
+    var key = ev.key;
+    if (key === "Escape") { toggleHelp(false); return; }
+    if (key === "?") { toggleHelp(); ev.preventDefault(); return; }
+    if (!help.hidden) return;
+    if (key === "Tab") { select(selected + (ev.shiftKey ? -1 : 1)); ev.preventDefault(); return; }
+    if (key === "t") { select(selected + 1); return; }
+    if (key === "T") { select(selected - 1); return; }
+    if (/^[0-9]$/.test(key) && facets.length) {
+      var i = key === "0" ? 9 : Number(key) - 1;
+      var facet = facets[selected];
+      var button = facet.querySelectorAll(".choice")[i];
+      if (button) retag(facet, button);
+      else say("error", facet.dataset.taskName + " has no label number " + key + ".");
+      ev.preventDefault();
+      return;
+    }
+    if (key === "j" || key === "ArrowRight") { go(root.dataset.nextUrl); return; }
+    if (key === "k" || key === "ArrowLeft") { go(root.dataset.prevUrl); return; }
+    if (key === "g") { go(root.dataset.gridUrl); }
+  });
+
+  facets.forEach(function (facet, i) {
+    facet.addEventListener("click", function (ev) {
+      select(i);
+      var button = ev.target.closest(".choice");
+      if (button) retag(facet, button);
+    });
+  });
+  document.querySelectorAll("[data-toggle-help]").forEach(function (b) {
+    b.addEventListener("click", function () { toggleHelp(); });
+  });
+  help.addEventListener("click", function (ev) { if (ev.target === help) toggleHelp(false); });
+})();

@@ -1,0 +1,90 @@
+// The run progress page: polls status.json every second until the run is done, failed
+// or cancelled, and redraws the counters and the loss curve without reloading.
+(function () {
+  "use strict";
+  var root = document.getElementById("run-progress");
+  if (!root) return;
+  var url = root.dataset.statusUrl;
+  var fmt = new Intl.NumberFormat("en-US");
+
+  function set(id, text) { document.getElementById(id).textContent = text; }
+
+  function duration(s) {
+    if (s == null || isNaN(s)) return "—";
+    s = Math.max(0, Math.round(s));
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min " + String(s % 60).padStart(2, "0") + " s";
+    return Math.floor(s / 3600) + " h " + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + " min";
+  }
+
+  function share(p, finished, state) {
+    if (state === "done") return 100;
+    if (!p.epochs) return 0;
+    var epoch = Math.max(0, (p.epoch || 1) - 1);
+    var within = p.steps ? (p.step || 0) / p.steps : 0;
+    if (p.phase && p.phase !== "train") return 100 * Math.min(1, (epoch + 1) / p.epochs);
+    return Math.min(100, 100 * (epoch + within) / p.epochs);
+  }
+
+  function render(s) {
+    var p = s.progress || {};
+    var t = p.phase === "train" ? p : (s.last_train || {});  // training numbers stay after training
+    var state = document.getElementById("run-state");
+    state.textContent = s.state;
+    state.className = "state state-" + s.state;
+    set("run-phase", s.finished ? s.state : (p.phase || s.state) + (s.cancel_requested ? " · cancel requested" : ""));
+    set("p-epoch", t.epoch != null ? t.epoch + (t.epochs ? " / " + t.epochs : "") : "—");
+    set("p-step", t.step != null ? fmt.format(t.step) + (t.steps ? " / " + fmt.format(t.steps) : "") : "—");
+    set("p-loss", t.loss != null ? Number(t.loss).toFixed(4) : "—");
+    set("p-speed", p.images_per_s != null ? fmt.format(Math.round(p.images_per_s)) :
+                   t.images_per_s != null ? fmt.format(Math.round(t.images_per_s)) : "—");
+    set("p-eta", s.finished ? "—" : duration(p.eta_s));
+    set("p-elapsed", duration(s.duration_s));
+    document.getElementById("run-bar").style.width = share(p.phase === "train" || !t.epochs ? p : t, s.finished, s.state).toFixed(1) + "%";
+    set("run-heartbeat", s.device ? "on " + s.device : "");
+
+    var failure = document.getElementById("failure");
+    failure.hidden = !(s.state === "failed" || s.state === "cancelled");
+    if (!failure.hidden) {
+      set("failure-title", s.state === "cancelled" ? "Cancelled" : "Failed");
+      set("failure-reason", s.state_reason || "No reason was recorded.");
+    }
+    if (s.finished) {  // the run head was drawn while it ran: no cancelling a finished run
+      var cancel = document.querySelector("[data-testid=cancel-run]");
+      if (cancel) cancel.closest("form").hidden = true;
+    }
+    var done = document.getElementById("done-banner");
+    done.hidden = s.state !== "done";
+    var f1 = document.getElementById("done-f1");
+    if (f1 && s.test_macro_f1 != null) f1.textContent = Number(s.test_macro_f1).toFixed(3);
+    drawLoss(s.loss_curve || {}, t);
+  }
+
+  function drawLoss(curve, progress) {
+    var train = (curve.train || []).map(function (c) { return [c.x, c.loss, "epoch " + c.x.toFixed(2)]; });
+    var val = (curve.val || []).map(function (c) { return [c.x, c.loss, "end of epoch " + c.x]; });
+    var series = [{ name: "training loss", points: train, dots: train.length <= 30 }];
+    if (val.length) series.push({ name: "validation loss", points: val, color: "#d6675c", dots: true });
+    var epochs = progress.epochs || (val.length ? val[val.length - 1][0] : null);
+    window.RetagCharts.line(document.getElementById("loss-chart"), {
+      series: series, height: 240, label: "Training loss by epoch", xMin: 0, xMax: epochs || undefined,
+      empty: "The loss curve appears with the first training steps.",
+      yFormat: function (v) { return v.toFixed(v < 1 ? 3 : 2); }
+    });
+    window.RetagCharts.legend(document.getElementById("loss-legend"), series);
+  }
+
+  function poll() {
+    fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (s) {
+        render(s);
+        if (!s.finished) setTimeout(poll, 1000);
+      })
+      .catch(function () { setTimeout(poll, 3000); });
+  }
+
+  var first = JSON.parse(document.getElementById("run-status").textContent);
+  render(first);
+  if (!first.finished) setTimeout(poll, 1000);
+})();

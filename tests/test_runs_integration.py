@@ -1,0 +1,135 @@
+"""Training runs against real services: a Celery worker process on Redis, started from the
+API, on a small Fashion-MNIST subset imported through services.imports; and a worker
+killed with SIGKILL mid-run, whose run the stale-run check hands to a new worker that
+resumes it from its checkpoint."""
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from labeling.models import ImportJob, Prediction, TrainingRun
+from labeling.services import runs
+from labeling.services.imports import run_import, start_import
+from labeling.services.projects import create_project
+from labeling.services.run_results import read_json
+from labeling.services.storage_roots import add_root
+from mlcore import storage
+from tests.conftest import SHARED_DATA, wait_for
+
+pytestmark = pytest.mark.integration
+
+NAMES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+# One epoch: these two cores are shared; resuming inside an epoch is the hard case anyway.
+CONFIG = {"arch": "resnet18", "small_input": True, "image_size": 28, "epochs": 1, "batch_size": 32,
+          "workers": 0, "seed": 0}
+WORKER_ENV = {"RUN_HEARTBEAT_S": "1", "OMP_NUM_THREADS": "2"}
+
+
+def read_idx(path) -> np.ndarray:
+    data = gzip.open(path, "rb").read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+@pytest.fixture
+def fashion_task(transactional_db, tmp_path):
+    """~300 Fashion-MNIST PNGs (240 train, 60 test) in split/label/image folders, imported."""
+    src = SHARED_DATA / "fashion-mnist"
+    if not (src / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"Fashion-MNIST is not in {src}")
+    folder = tmp_path / "fashion"
+    for split, prefix, count in (("train", "train", 240), ("test", "t10k", 60)):
+        images = read_idx(src / f"{prefix}-images-idx3-ubyte.gz")[:count]
+        labels = read_idx(src / f"{prefix}-labels-idx1-ubyte.gz")[:count]
+        for i, (pixels, label) in enumerate(zip(images, labels)):
+            path = folder / split / NAMES[label] / f"{split}-{i:04d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            PILImage.fromarray(pixels).save(path)
+    add_root(str(folder))
+    project = create_project(name="FM runs")
+    job = run_import(start_import(project=project, kind=ImportJob.Kind.FOLDER, source_uri=str(folder),
+                                  options={"task": "category"}, enqueue=False))
+    assert job.state == ImportJob.State.DONE and job.added == 300, job.message
+    return project.tasks.get(name="category")
+
+
+def start_worker(factory):
+    return factory("redis", extra_env=WORKER_ENV)
+
+
+def assert_results_match_files(run: TrainingRun) -> None:
+    metrics = read_json(storage.join(run.output_uri, "metrics.json"))
+    for split in ("train", "test"):
+        stored = {k: v for k, v in run.metrics[split].items() if k != "label_ids"}
+        assert stored == {k: v for k, v in metrics[split].items() if k != "per_class"}
+    assert run.test_macro_f1 == metrics["test"]["macro"]["f1"]
+    assert Prediction.objects.filter(run=run).count() == 300
+    assert run.class_metrics.count() == 20
+
+
+def test_run_from_the_api_in_a_worker(fashion_task, celery_worker_factory, scientist, api_client_for):
+    start_worker(celery_worker_factory)
+    r = api_client_for(scientist).post("/api/runs/", {"task": fashion_task.id, "config": CONFIG}, format="json")
+    assert r.status_code == 201, r.content
+    run = TrainingRun.objects.get(pk=r.json()["id"])
+
+    seen = []
+
+    def finished():
+        run.refresh_from_db()
+        p = run.progress or {}
+        seen.append((run.state, p.get("phase"), p.get("epoch"), p.get("step"), len(run.history)))
+        return run.state in TrainingRun.FINAL_STATES
+
+    wait_for(finished, timeout=120, interval=0.1, what=f"run {run.id}")
+    assert run.state == TrainingRun.State.DONE, run.state_reason
+    training = {s for s in seen if s[0] == "running" and s[1] == "train"}
+    assert len(training) >= 2, seen  # live progress, more than one distinct report
+    assert len({s[4] for s in seen}) >= 3  # the history grew while it ran
+    assert run.attempts == 1 and run.worker.startswith("test0-") and run.heartbeat_at
+    assert_results_match_files(run)
+
+
+def test_killed_worker_run_resumes_from_its_checkpoint(fashion_task, celery_worker_factory, scientist):
+    first = start_worker(celery_worker_factory)
+    config = {**CONFIG, "batch_size": 16, "checkpoint_every": 2}  # 15 steps, a checkpoint every 2
+    run = runs.start_training_run(task=fashion_task, config=config, by=scientist)
+    checkpoint = storage.join(run.output_uri, "checkpoints", "last.pt")
+
+    def far_enough():
+        run.refresh_from_db()
+        p = run.progress or {}
+        return p.get("phase") == "train" and p.get("global_step", 0) >= 4 and storage.exists(checkpoint)
+
+    wait_for(far_enough, timeout=90, interval=0.1, what="training past a checkpoint")
+    os.killpg(first.pid, signal.SIGKILL)  # the whole worker: no ack, no goodbye
+    first.wait()
+    run.refresh_from_db()
+    killed_at = max(h.get("global_step", 0) for h in run.history if h["kind"] == "progress")
+    assert run.state == TrainingRun.State.RUNNING  # nobody knows yet
+
+    start_worker(celery_worker_factory)
+    time.sleep(1.2)
+    done = runs.check_stale_runs(stale_after=1)  # what the beat task does every minute
+    assert done["requeued"] == [run.id]
+
+    wait_for(lambda: run.refresh_from_db() or run.state in TrainingRun.FINAL_STATES, timeout=120,
+             interval=0.2, what=f"resumed run {run.id}")
+    assert run.state == TrainingRun.State.DONE, run.state_reason
+    assert run.attempts == 2
+    kinds = [h["kind"] for h in run.history]
+    assert kinds.count("attempt") == 2 and "lost" in kinds
+    second = kinds.index("attempt", kinds.index("attempt") + 1)
+    resumed = next(h for h in run.history[second:] if h["kind"] == "progress" and h.get("phase") == "train")
+    assert resumed["global_step"] > 2, (resumed, killed_at)  # continued, not restarted from step 1
+    assert max(h.get("global_step", 0) for h in run.history[second:] if h["kind"] == "progress") == 15
+    run_json = read_json(storage.join(run.output_uri, "run.json"))
+    assert [e["epoch"] for e in run_json["history"]] == [1]
+    assert_results_match_files(run)
