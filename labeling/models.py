@@ -503,3 +503,159 @@ class ClassMetric(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "split", "label"], name="class_metric_unique")]
 # --- end Training runs ----------------------------------------------------------------------
+
+
+# --- Suspects ----------------------------------------------------------------------------
+# Images whose label is probably wrong, found from a finished training run: out-of-sample
+# probabilities (K fold runs for the train split, the run's own predictions for test),
+# embedding clusters per class and near-duplicate pairs. The work lives in
+# labeling/services/suspects.py; annotators work the queue, scientists the clusters.
+
+class SuspectRun(models.Model):
+    """One search for suspects from a finished training run (its snapshot, its embeddings)."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "queued"
+        FOLDS = "folds", "training folds"
+        SCORING = "scoring", "scoring"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    FINAL_STATES = (State.DONE, State.FAILED)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="suspect_runs")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="suspect_runs")
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="suspect_runs")
+    # k (folds), fold_epochs, method, cluster_threshold, knn, duplicate_threshold.
+    config = models.JSONField(default=dict)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    state_reason = models.TextField(blank=True)
+    # phase, folds_done, folds; written by the fold tasks and the scoring step.
+    progress = models.JSONField(default=dict, blank=True)
+    # The K fold models are ordinary (child) TrainingRuns: progress, resume and stale detection apply.
+    fold_run_ids = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # When the suspects were stored (labels read then); seconds per phase.
+    scored_at = models.DateTimeField(null=True, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    output_uri = models.CharField(max_length=2048, blank=True)
+    oos_uri = models.CharField(max_length=2048, blank=True, help_text="Out-of-sample probabilities (oos.npz).")
+    index_uri = models.CharField(max_length=2048, blank=True, help_text="The similar-images index.")
+    # suspects, skipped_verified, skipped_changed, clusters, outliers, near_duplicates.
+    counts = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "state", "created_at"], name="suspectrun_state_idx")]
+
+    def __str__(self):
+        return f"suspects {self.id} of run {self.run_id}"
+
+
+class Suspect(models.Model):
+    """An image whose given label the suspects run doubts, and what a person did about it."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "open"
+        RETAGGED = "retagged", "retagged"
+        KEPT = "kept", "kept"
+        SKIPPED = "skipped", "skipped"
+
+    # Bit flags of ``reasons`` (mlcore.suspects).
+    MODEL = 1
+    CLUSTER = 2
+    KNN = 4
+
+    suspect_run = models.ForeignKey(SuspectRun, on_delete=models.CASCADE, related_name="suspects")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="suspects")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="+")
+    score = models.FloatField()
+    suggested_label = models.ForeignKey(Label, on_delete=models.CASCADE, null=True, related_name="+")
+    given_label = models.ForeignKey(Label, on_delete=models.CASCADE, null=True, related_name="+")
+    # The annotation version when scored: a label changed since makes the suspect stale.
+    version = models.PositiveIntegerField(default=0)
+    self_confidence = models.FloatField(null=True, blank=True)
+    knn_agreement = models.FloatField(null=True, blank=True)
+    reasons = models.PositiveSmallIntegerField(default=0)
+    reason_text = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    lease_holder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                     related_name="+")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="+")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_label = models.ForeignKey(Label, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["suspect_run_id", "-score", "id"]
+        constraints = [models.UniqueConstraint(fields=["suspect_run", "image"], name="suspect_unique")]
+        indexes = [models.Index(fields=["suspect_run", "status", "-score", "id"], name="suspect_queue_idx"),
+                   models.Index(fields=["resolved_by", "resolved_at"], name="suspect_resolved_idx")]
+
+
+class Cluster(models.Model):
+    """A cluster of one class's images in embedding space; the largest one is the class's core."""
+
+    suspect_run = models.ForeignKey(SuspectRun, on_delete=models.CASCADE, related_name="clusters")
+    label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="+")
+    number = models.IntegerField()
+    size = models.PositiveIntegerField(default=0)
+    is_core = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["suspect_run_id", "label_id", "-is_core", "-size", "number"]
+        constraints = [models.UniqueConstraint(fields=["suspect_run", "label", "number"], name="cluster_unique")]
+
+
+class ClusterMember(models.Model):
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="members")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    is_outlier = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["cluster", "image"], name="cluster_member_unique")]
+        indexes = [models.Index(fields=["image"], name="cluster_member_image_idx")]
+
+
+class NearDuplicate(models.Model):
+    """Two images nearly the same in embedding space: across splits (leakage) or with two labels."""
+
+    class Kind(models.TextChoices):
+        CROSS_SPLIT = "cross_split", "across train and test"
+        LABEL_CONFLICT = "label_conflict", "different labels"
+
+    suspect_run = models.ForeignKey(SuspectRun, on_delete=models.CASCADE, related_name="near_duplicates")
+    image_a = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    image_b = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    similarity = models.FloatField()
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+
+    class Meta:
+        ordering = ["suspect_run_id", "-similarity", "id"]
+        indexes = [models.Index(fields=["suspect_run", "kind", "-similarity"], name="neardup_kind_idx")]
+
+
+class TrainingExclusion(models.Model):
+    """An image left out of the task's next training manifests (automatic cleaning); reversible
+    by setting ``active`` off. Only the train split is affected (services.manifests)."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="exclusions")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="exclusions")
+    reason = models.CharField(max_length=200, blank=True)
+    suspect_run = models.ForeignKey(SuspectRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["task_id", "image_id"]
+        constraints = [models.UniqueConstraint(fields=["task", "image"], name="exclusion_unique")]
+        indexes = [models.Index(fields=["task", "active"], name="exclusion_active_idx")]
+# --- end Suspects -------------------------------------------------------------------------

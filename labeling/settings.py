@@ -177,6 +177,7 @@ MTURK_IMAGE_BUCKET = os.environ.get("MTURK_IMAGE_BUCKET", "")
 CELERY_BEAT_SCHEDULE = {
     "mturk-sync": {"task": "labeling.mturk_sync_open_batches", "schedule": 600.0},
     "check-stale-runs": {"task": "labeling.tasks.check_stale_runs", "schedule": 60.0},
+    "advance-suspect-runs": {"task": "labeling.tasks.advance_suspect_runs", "schedule": 60.0},
 }
 
 # --- Training runs ----------------------------------------------------------------
@@ -187,3 +188,7 @@ RUN_STALE_AFTER_S = float(os.environ.get("RUN_STALE_AFTER_S", "120"))
 RUN_MAX_ATTEMPTS = int(os.environ.get("RUN_MAX_ATTEMPTS", "3"))
 # A run that beats but makes no progress for this long is stuck, and is marked failed.
 RUN_HANG_AFTER_S = float(os.environ.get("RUN_HANG_AFTER_S", "3600"))
+
+# --- Suspects ---------------------------------------------------------------------
+# How long an annotator holds a suspect the queue showed them before another may get it.
+SUSPECT_LEASE_S = float(os.environ.get("SUSPECT_LEASE_S", "300"))

@@ -45,3 +45,39 @@ def auto_retrain(task_id: int) -> None:
     task = Task.objects.filter(pk=task_id).first()
     if task is not None:
         runs.maybe_auto_retrain(task)
+
+
+# --- Suspects (services/suspects.py holds the logic; the folds are ordinary training runs) ----
+
+@shared_task(acks_late=True, ignore_result=True, name="labeling.tasks.suspects_prepare")
+def suspects_prepare(suspect_run_id: int) -> None:
+    """Create the fold runs of a suspects run and send them to the gpu queue (idempotent)."""
+    from .services import suspects
+
+    suspects.prepare_folds(suspect_run_id)
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+             name="labeling.tasks.train_suspects_fold")
+def train_suspects_fold(self, suspect_run_id: int, fold_run_id: int) -> None:
+    """Train one fold (routed to the gpu queue by its name), then advance the suspects run."""
+    from .services import suspects
+    from .services.runs import default_worker_id
+
+    suspects.execute_fold(suspect_run_id, fold_run_id, worker=default_worker_id(self.request.hostname))
+
+
+@shared_task(acks_late=True, ignore_result=True, name="labeling.tasks.suspects_score")
+def suspects_score(suspect_run_id: int) -> None:
+    """Combine the folds, score and store the suspects (a retry replaces the rows)."""
+    from .services import suspects
+
+    suspects.score_suspect_run(suspect_run_id)
+
+
+@shared_task(ignore_result=True, name="labeling.tasks.advance_suspect_runs")
+def advance_suspect_runs() -> None:
+    """Periodic: move suspects runs on whose folds finished without telling them."""
+    from .services import suspects
+
+    suspects.advance_open_runs()

@@ -42,7 +42,11 @@ def port_open(port: int) -> bool:
 def check_postgresql() -> None:
     import psycopg
 
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3) as c:
+    from urllib.parse import urlsplit, urlunsplit
+
+    # The server of PG_URL, through its maintenance database (the test database may not exist yet).
+    server = urlunsplit(urlsplit(PG_URL)._replace(scheme="postgresql", path="/postgres"))
+    with psycopg.connect(server, connect_timeout=3) as c:
         c.execute("select 1")
 
 

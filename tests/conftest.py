@@ -33,6 +33,16 @@ def require_service(name: str) -> None:
         pytest.skip(f"{name} is not available on this machine (see scripts/test_services.py)")
 
 
+def require_shared(path: Path) -> Path:
+    """A file of ../shared/data: CI always has it (a missing one fails there); a developer
+    without it skips, loudly."""
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"shared data missing in CI: {path} (set RETAG_SHARED_DATA)")
+        pytest.skip(f"shared data not found at {path} (set RETAG_SHARED_DATA)")
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -136,8 +146,10 @@ def _db_env() -> dict:
     sd = connection.settings_dict
     if sd["ENGINE"].endswith("sqlite3"):
         return {"DATABASE_URL": f"sqlite:///{sd['NAME']}"}
-    return {"DATABASE_URL": f"postgres://{sd['USER'] or 'postgres'}@{sd['HOST'] or '127.0.0.1'}:"
-                            f"{sd['PORT'] or 5432}/{sd['NAME']}"}
+    from urllib.parse import quote
+
+    auth = quote(sd["USER"] or "postgres") + (f":{quote(sd['PASSWORD'])}" if sd.get("PASSWORD") else "")
+    return {"DATABASE_URL": f"postgres://{auth}@{sd['HOST'] or '127.0.0.1'}:{sd['PORT'] or 5432}/{sd['NAME']}"}
 
 
 @pytest.fixture

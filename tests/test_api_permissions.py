@@ -56,8 +56,8 @@ ENDPOINTS = [
     ("retag", "post", lambda w: f"/api/images/{w['image'].id}/retag/", _retag_body, READERS),
     ("annotations list", "get", lambda w: "/api/annotations/", None, READERS),
     ("events list", "get", lambda w: "/api/events/", None, READERS),
-    ("imports list", "get", lambda w: "/api/imports/", None, READERS),
-    ("import detail", "get", lambda w: f"/api/imports/{w['job'].id}/", None, READERS),
+    ("imports list", "get", lambda w: "/api/imports/", None, ADMINS),
+    ("import detail", "get", lambda w: f"/api/imports/{w['job'].id}/", None, ADMINS),
     # Outside every root: an admin is let in and refused by the service (400), others never get there.
     ("import create", "post", lambda w: "/api/imports/",
      lambda w: {"project": w["project"].id, "kind": "folder", "source_uri": "file:///etc/"}, ADMINS),

@@ -16,7 +16,7 @@ from labeling.models import Annotation, Image, ImageStatus, ImportJob, LabelEven
 from labeling.services.imports import run_import, start_import
 from labeling.services.projects import create_project
 from labeling.services.storage_roots import add_root
-from tests.conftest import SHARED_DATA, wait_for
+from tests.conftest import SHARED_DATA, require_shared, wait_for
 from tests.image_samples import bomb_png, jpeg
 
 pytestmark = pytest.mark.integration
@@ -150,9 +150,7 @@ def broken_files(real: bytes) -> dict[str, bytes]:
 
 @pytest.mark.django_db
 def test_real_clothing_sample_with_broken_files(tmp_path):
-    archive = SHARED_DATA / "clothing" / "clothing_dataset_full_short224_q75.zip"
-    if not archive.exists():
-        pytest.skip(f"shared data not found at {archive} (set RETAG_SHARED_DATA)")
+    archive = require_shared(SHARED_DATA / "clothing" / "clothing_dataset_full_short224_q75.zip")
     root = tmp_path / "clothing"
     with zipfile.ZipFile(archive) as zf:
         names = set(zf.namelist())

@@ -66,8 +66,9 @@ def test_run_script_serves_the_demo_and_stops_the_worker(tmp_path):
         login = requests.get(f"{base}/accounts/login/", timeout=10)
         assert login.status_code == 200 and 'name="password"' in login.text
         css = re.search(r'href="(/static/[^"]+\.css)"', login.text)
-        if css:  # static files are served with DEBUG off
-            assert requests.get(base + css.group(1), timeout=10).status_code == 200
+        assert css, "the login page links no stylesheet"
+        # Static files are served with DEBUG off.
+        assert requests.get(base + css.group(1), timeout=10).status_code == 200
 
         session = requests.Session()
         session.get(f"{base}/accounts/login/", timeout=10)

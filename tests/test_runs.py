@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from labeling.models import ClassMetric, EventSource, Image, Prediction, Project, TrainingRun
-from labeling.services import runs
+from labeling.services import quality, runs
 from labeling.services.labels import ensure_labels, get_or_create_task
 from labeling.services.projects import project_storage_uri
 from labeling.services.retag import retag_image
@@ -182,7 +182,7 @@ def test_execute_loads_results_retrain_and_duplicate(transactional_db, tmp_path,
     assert child.manifest_sha256 != run.manifest_sha256 and child.manifest_uri != run.manifest_uri
     assert runs.retags_between(run, child) == 1 == runs.retags_between(child, run)
     assert runs.latest_finished_run(task) == run
-    assert list(runs.list_runs(task)) == [child, run]
+    assert quality.task_runs(task) == [child, run]
 
 
 def test_cancel_running_and_queued(transactional_db, tmp_path, scientist, settings, monkeypatch):
@@ -318,7 +318,17 @@ def test_auto_retrain_after_n_retags_without_piling_up(db, tmp_path, annotator):
     for image in images[4:8]:
         retag(image, "blue")
     assert runs.maybe_auto_retrain(task, enqueue=False) is None  # one is queued: nothing piles up
-    TrainingRun.objects.filter(pk=auto.pk).update(state=State.DONE)
+    TrainingRun.objects.filter(pk=auto.pk).update(state=State.DONE, finished_at=timezone.now())
+    second = runs.maybe_auto_retrain(task, enqueue=False)
+    assert second.parent == auto
+
+    # A failed automatic run is not retried on the next retag: N more are needed, and the
+    # new run starts from the last run that finished.
+    TrainingRun.objects.filter(pk=second.pk).update(state=State.FAILED)
+    retag(images[8], "blue")
+    assert runs.maybe_auto_retrain(task, enqueue=False) is None
+    for image in images[0:2]:
+        retag(image, "green")
     assert runs.maybe_auto_retrain(task, enqueue=False).parent == auto
 
 
@@ -426,3 +436,11 @@ def test_load_demo_starts_one_demo_run(db, tmp_path, scientist):
     assert run.trigger == "demo" and run.state == State.QUEUED and run.created_by == scientist
     cmd.ensure_demo_run(project, ("colour", dict(TINY)), by=scientist)  # it has one: none more
     assert TrainingRun.objects.count() == 1
+
+
+def test_the_app_offers_exactly_mlcores_architectures():
+    """The web app keeps its own copy (importing mlcore.models would load torch into every web
+    process); this keeps the two the same."""
+    from mlcore.models import ARCHS
+
+    assert runs.ARCHS == ARCHS

@@ -20,7 +20,7 @@ from labeling.services.projects import create_project
 from labeling.services.run_results import read_json
 from labeling.services.storage_roots import add_root
 from mlcore import storage
-from tests.conftest import SHARED_DATA, wait_for
+from tests.conftest import SHARED_DATA, require_shared, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +42,7 @@ def read_idx(path) -> np.ndarray:
 def fashion_task(transactional_db, tmp_path):
     """~300 Fashion-MNIST PNGs (240 train, 60 test) in split/label/image folders, imported."""
     src = SHARED_DATA / "fashion-mnist"
-    if not (src / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"Fashion-MNIST is not in {src}")
+    require_shared(src / "train-images-idx3-ubyte.gz")
     folder = tmp_path / "fashion"
     for split, prefix, count in (("train", "train", 240), ("test", "t10k", 60)):
         images = read_idx(src / f"{prefix}-images-idx3-ubyte.gz")[:count]

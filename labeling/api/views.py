@@ -130,8 +130,10 @@ class LabelEventViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class ImportJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    """Imports, newest first, with their progress. Admins start them."""
+    """Imports, newest first, with their progress: admins only, like the import pages
+    (jobs name source paths, buckets and the problems found)."""
 
+    read_role = ADMIN
     queryset = ImportJob.objects.select_related("created_by")
     serializer_class = serializers.ImportJobSerializer
     filterset_class = filters.ImportJobFilter

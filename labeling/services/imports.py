@@ -79,10 +79,21 @@ def start_import(*, project: Project, kind: str, source_uri: str, options: dict 
     job = ImportJob.objects.create(project=project, kind=kind, source_uri=source,
                                    options=dict(options or {}), created_by=by)
     if enqueue:
-        from ..tasks import run_import_job
-
-        transaction.on_commit(lambda: run_import_job.delay(job.id))
+        transaction.on_commit(lambda: enqueue_import(job.id))
     return job
+
+
+def enqueue_import(job_id: int) -> None:
+    """Send the job to the worker; a broker that cannot be reached fails the job with the
+    reason, rather than leaving it queued for ever."""
+    from ..tasks import run_import_job
+
+    try:
+        run_import_job.delay(job_id)
+    except Exception as e:  # noqa: BLE001 - any broker error
+        logger.exception("import job %s: could not queue", job_id)
+        ImportJob.objects.filter(pk=job_id, state=State.QUEUED).update(
+            state=State.FAILED, message=f"could not be queued: {e}", finished_at=timezone.now())
 
 
 def _check_source(kind: str, source_uri: str, roots: list[Root] | None = None) -> str:
@@ -527,11 +538,20 @@ def _sync(run: _Run, source: Source) -> None:
 
 
 def _triage(run: _Run, entries: list[Entry]) -> tuple[set[str], list[Entry]]:
-    """(every key the source lists, the entries to read); refused rows become problems now."""
-    listed, takeable, first_row = set(), [], {}
+    """(every key the source lists, the entries to read); refused rows become problems now.
+
+    One file is one image: a second key for a file already taken (by this source, or by
+    another key of the project) is refused, so that no training manifest lists a file twice.
+    """
+    listed, takeable, first_row, uri_row = set(), [], {}, {}
+    owners = _uri_owners(run.job.project, [e.uri for e in entries if e.uri and not e.refused])
     for entry in entries:
         if entry.key and not entry.refused and entry.key in first_row:
             entry.refused = f"duplicate of row {first_row[entry.key]} (same key {entry.key!r})"
+        elif entry.uri and not entry.refused and entry.uri in uri_row:
+            entry.refused = f"same file as row {uri_row[entry.uri]}"
+        elif entry.uri and not entry.refused and owners.get(entry.uri, entry.key) != entry.key:
+            entry.refused = f"this file is already image {owners[entry.uri]!r} of the project"
         listed.add(entry.key)
         if entry.refused:
             run.problem(entry, entry.refused)
@@ -539,9 +559,19 @@ def _triage(run: _Run, entries: list[Entry]) -> tuple[set[str], list[Entry]]:
             run.count("processed")
         else:
             first_row[entry.key] = entry.row
+            if entry.uri:
+                uri_row[entry.uri] = entry.row
             takeable.append(entry)
     run.flush()
     return listed, takeable
+
+
+def _uri_owners(project: Project, uris: list[str]) -> dict[str, str]:
+    """uri -> key of the project's images that already hold one of these files."""
+    owners = {}
+    for i in range(0, len(uris), 1000):
+        owners.update(Image.objects.filter(project=project, uri__in=uris[i:i + 1000]).values_list("uri", "key"))
+    return owners
 
 
 def worker_threads(job: ImportJob) -> int:

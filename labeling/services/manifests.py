@@ -35,10 +35,17 @@ class TrainingManifest:
 
 
 def training_rows(task: Task) -> list[tuple[str, str, str]]:
-    """(uri, label, split) of every usable labelled image, in a stable order (by key)."""
+    """(uri, label, split) of every usable labelled image, in a stable order (by key).
+
+    Train-split images with an active TrainingExclusion (automatic cleaning, reversible) are left out.
+    """
+    from ..models import Split, TrainingExclusion
+
+    excluded = TrainingExclusion.objects.filter(task=task, active=True).values("image_id")
     return list(Annotation.objects.filter(
         task=task, label__isnull=False, image__project_id=task.project_id, image__status=ImageStatus.OK,
-    ).order_by("image__key", "image_id").values_list("image__uri", "label__name", "image__split"))
+    ).exclude(image__split=Split.TRAIN, image_id__in=excluded).order_by("image__key", "image_id").values_list(
+        "image__uri", "label__name", "image__split"))
 
 
 def build_training_manifest(task: Task) -> TrainingManifest:

@@ -323,16 +323,13 @@ class GridQuery:
     def count(self) -> int:
         """How many rows the grid has, from the confusion matrix (no COUNT over predictions)."""
         cm = confusion(self.run, self.split)
+        if self.kind in (FN, FP):
+            fn, fp = class_errors(cm).get(self.label.id, (0, 0))
+            return fn if self.kind == FN else fp
         index = {lb["id"]: i for i, lb in enumerate(cm["labels"])}
-        i = index.get(self.label.id)
-        if i is None:
-            return 0
-        if self.kind == FN:
-            return cm["row_totals"][i] - cm["matrix"][i][i]
-        if self.kind == FP:
-            return cm["col_totals"][i] - cm["matrix"][i][i]
-        j = index.get(self.predicted.id)
-        return 0 if j is None else cm["matrix"][i][j]
+        i, j = index.get(self.label.id), index.get(self.predicted.id)
+        return 0 if i is None or j is None else cm["matrix"][i][j]
+
 
     def params(self) -> dict:
         out = {"kind": self.kind, "label": str(self.label.id), "split": self.split}
@@ -347,6 +344,12 @@ class GridQuery:
         if self.kind == FP:
             return f"False positives of {self.label.name}"
         return f"Given {self.label.name}, predicted {self.predicted.name}"
+
+
+def class_errors(cm: dict) -> dict[int, tuple[int, int]]:
+    """label id -> (false negatives, false positives), read off a :func:`confusion` matrix."""
+    return {lb["id"]: (cm["row_totals"][i] - cm["matrix"][i][i], cm["col_totals"][i] - cm["matrix"][i][i])
+            for i, lb in enumerate(cm["labels"])}
 
 
 def grid_query(run: TrainingRun, *, kind: str, label_id, predicted_id=None, split: str | None = None) -> GridQuery:

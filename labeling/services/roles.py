@@ -25,7 +25,7 @@ def role_of(user) -> str | None:
     cached = getattr(user, "_retag_role", False)
     if cached is not False:
         return cached
-    names = set(user.groups.values_list("name", flat=True))
+    names = {g.name for g in user.groups.all()}  # uses a prefetch_related("groups") when there is one
     role = next((r for r in reversed(ROLES) if r in names), None)
     user._retag_role = role
     return role

@@ -675,16 +675,6 @@ def check_stale_runs(*, stale_after: float | None = None, enqueue: bool = True) 
 
 # --------------------------------------------------------------------------- queries
 
-def list_runs(task: Task | None = None, *, project: Project | None = None):
-    """Runs newest first, with who started them (``test_macro_f1`` is on the run)."""
-    qs = TrainingRun.objects.select_related("task", "project", "created_by", "parent")
-    if task is not None:
-        qs = qs.filter(task=task)
-    if project is not None:
-        qs = qs.filter(project=project)
-    return qs.order_by("-created_at", "-id")
-
-
 def latest_finished_run(task: Task) -> TrainingRun | None:
     """The task's most recent run that finished successfully (the dashboard's default)."""
     return TrainingRun.objects.filter(task=task, state=State.DONE).order_by(
@@ -716,9 +706,11 @@ def maybe_auto_retrain(task: Task, *, enqueue: bool = True) -> TrainingRun | Non
     """Retrain ``task`` when its project asks for it (``Project.auto_retrain_after`` = N) and N
     human retags were made since the task's latest run; returns the new run or None.
 
-    Reuses the latest run's config (a task never trained is not trained automatically).
-    Never piles runs up: nothing starts while a run of the task is queued or running, and
-    the task row is locked so that two concurrent retags start one run, not two.
+    Reuses the config of the latest run that finished (a task never trained successfully is
+    not trained automatically). Never piles runs up: nothing starts while a run of the task
+    is queued or running, N more retags are needed after any run (a failed one included, so
+    that a failing config is not retried on every retag), and the task row is locked so that
+    two concurrent retags start one run, not two.
     Call it after retags commit (see :func:`schedule_auto_retrain`).
     """
     n = Project.objects.filter(pk=task.project_id).values_list("auto_retrain_after", flat=True).first()
@@ -728,8 +720,9 @@ def maybe_auto_retrain(task: Task, *, enqueue: bool = True) -> TrainingRun | Non
         Task.objects.select_for_update().filter(pk=task.pk).first()
         if active_run(task) is not None:
             return None
-        base = TrainingRun.objects.filter(task=task).order_by("-created_at", "-id").first()
-        if base is None or retags_since(base) < n:
+        latest = TrainingRun.objects.filter(task=task).order_by("-created_at", "-id").first()
+        base = latest_finished_run(task)
+        if base is None or retags_since(latest) < n:
             return None
         try:
             run = retrain(base, by=None, trigger=Trigger.AUTO, enqueue=enqueue)
@@ -745,6 +738,15 @@ def schedule_auto_retrain(task: Task) -> None:
     worker, after the retag commits) whether it is time. Does nothing otherwise."""
     if not Project.objects.filter(pk=task.project_id, auto_retrain_after__isnull=False).exists():
         return
+    transaction.on_commit(lambda: _send_auto_retrain(task.pk))
+
+
+def _send_auto_retrain(task_id: int) -> None:
+    """The retag is saved whatever happens here: a broker that is down only delays the check
+    (the next retag schedules it again)."""
     from ..tasks import auto_retrain
 
-    transaction.on_commit(lambda: auto_retrain.delay(task.pk))
+    try:
+        auto_retrain.delay(task_id)
+    except Exception:  # noqa: BLE001 - any broker error
+        logger.exception("task %s: could not queue the automatic retrain check", task_id)

@@ -73,13 +73,3 @@ def duration(seconds):
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
-
-
-@register.inclusion_tag("runs/_image_predictions.html", takes_context=True)
-def image_predictions_panel(context, image):
-    """What the latest finished run of every task predicted for ``image`` (scientists and
-    admins only: annotators judge the picture, not the model)."""
-    from ..services.quality import image_predictions
-
-    show = bool(context.get("is_scientist"))
-    return {"image": image, "show": show, "tasks": image_predictions(image) if show else []}

@@ -10,7 +10,9 @@ from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_POST
 
 from ..models import Image, ImageStatus, Label, Task
-from ..services import browse
+from ..services import browse, quality
+from ..services.roles import SCIENTIST, has_role
+from ..services.similar import similar_images
 from ..services.retag import RetagConflict, RetagError, retag_image
 from .common import browse_required, page
 
@@ -34,6 +36,11 @@ def image_detail(request, image_id):
         "history": browse.history(image),
         "prev_id": prev_id,
         "next_id": next_id,
+        # What the latest run of every task predicted: for scientists and admins (annotators
+        # judge the picture, not the model).
+        "predictions": quality.image_predictions(image) if has_role(request.user, SCIENTIST) else [],
+        # Nearest neighbours in the latest suspects run's embedding, any label.
+        "similar": similar_images(image, k=12),
     }, project=image.project)
 
 

@@ -14,10 +14,11 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from ..models import Image, Project, Split, Task, TrainingRun
-from ..services import quality
+from ..services import quality, runs
 from ..services.labels import ordered_labels
 from ..services.roles import SCIENTIST
 from .common import page, role_required
@@ -26,14 +27,11 @@ scientist_required = role_required(SCIENTIST)
 
 # Classes under this F1 get a red dot in the dashboard's table.
 WEAK_F1 = 0.5
-ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2")
-
-
 class RunForm(forms.Form):
     """What a person picks to start a run; the keys of ``config()`` are mlcore's TrainConfig names."""
 
     task = forms.ModelChoiceField(queryset=Task.objects.none(), empty_label=None)
-    arch = forms.ChoiceField(label="Architecture", choices=[(a, a) for a in ARCHITECTURES], initial="resnet18")
+    arch = forms.ChoiceField(label="Architecture", choices=[(a, a) for a in runs.ARCHS], initial="resnet18")
     weights = forms.CharField(label="Pretrained weights", required=False, max_length=2048,
                               widget=forms.TextInput(attrs={"placeholder": "IMAGENET1K_V1, file:///… or s3://…/model.pt",
                                                             "spellcheck": "false"}),
@@ -98,12 +96,12 @@ def run_list(request, slug):
     """The runs of one task of the project (``?task=``), newest first."""
     project = get_object_or_404(Project, slug=slug)
     task = _task_of(project, request.GET.get("task"))
-    runs = quality.task_runs(task) if task else []
+    listed = quality.task_runs(task) if task else []
     return page(request, "runs/list.html", {
         "project": project,
         "task": task,
         "tasks": list(project.tasks.order_by("name")),
-        "runs": [(r, quality.duration_s(r)) for r in runs],
+        "runs": [(r, quality.duration_s(r)) for r in listed],
     }, project=project)
 
 
@@ -142,7 +140,7 @@ def run_cancel(request, run_id):
         messages.error(request, f"Run {run.id} cannot be cancelled: {_message(e)}")
     else:
         messages.success(request, f"Cancelling run {run.id}: it stops at its next step.")
-    return redirect(request.POST.get("next") or reverse("run_progress", args=[run.id]))
+    return redirect(_next(request) or reverse("run_progress", args=[run.id]))
 
 
 @scientist_required
@@ -156,7 +154,7 @@ def run_retrain(request, run_id):
         new = retrain(run, by=request.user)
     except (ValueError, ValidationError) as e:
         messages.error(request, f"Run {run.id} cannot be retrained: {_message(e)}")
-        return redirect(request.POST.get("next") or reverse("run_dashboard", args=[run.id]))
+        return redirect(_next(request) or reverse("run_dashboard", args=[run.id]))
     messages.success(request, f"Run {new.id} retrains run {run.id} on the current labels.")
     return redirect("run_progress", run_id=new.id)
 
@@ -193,9 +191,7 @@ def run_dashboard(request, run_id):
     board = quality.dashboard(run)
     table = board["splits"][split]
     # False negatives / positives per class come from the confusion matrix (no prediction scan).
-    cm = quality.confusion(run, split)
-    errors = {lb["id"]: (cm["row_totals"][i] - cm["matrix"][i][i], cm["col_totals"][i] - cm["matrix"][i][i])
-              for i, lb in enumerate(cm["labels"])}
+    errors = quality.class_errors(quality.confusion(run, split))
     rows = [{**c, "fn": errors.get(c["label"], (0, 0))[0], "fp": errors.get(c["label"], (0, 0))[1]}
             for c in table["classes"]]
     return _run_page(request, "runs/dashboard.html", run, {
@@ -275,3 +271,11 @@ def image_predictions(request, image_id):
     """The image page's prediction panel as JSON (the panel itself is server-rendered)."""
     image = get_object_or_404(Image, id=image_id)
     return JsonResponse({"image": image.id, "tasks": quality.image_predictions(image)})
+
+
+def _next(request) -> str | None:
+    """The page to go back to, when it is one of ours (never an open redirect)."""
+    target = request.POST.get("next")
+    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        return target
+    return None

@@ -111,6 +111,9 @@ def apply_batch(batch: MTurkBatch, *, by) -> dict:
     todo = batch.items.filter(is_gold=False, status=MTurkItem.Status.AGREED, applied_at__isnull=True)
     for item in todo.select_related("image", "consensus_label").order_by("id"):
         with transaction.atomic():
+            # Two applies at once (a double click, page and API): the item goes to one of them.
+            if not MTurkItem.objects.select_for_update().filter(pk=item.pk, applied_at__isnull=True).exists():
+                continue
             try:
                 r = retag_image(image=item.image, task=batch.task, label=item.consensus_label, by=by,
                                 expected_version=item.expected_version, source=EventSource.MTURK,
@@ -122,13 +125,15 @@ def apply_batch(batch: MTurkBatch, *, by) -> dict:
                 result["conflicts"].append({"image": item.image.key, "image_id": item.image_id, "reason": str(exc)})
             item.applied_at = timezone.now()
             item.save(update_fields=["status", "reason", "applied_at"])
-    total = dict(batch.apply_summary or {})
-    for k in ("changed", "unchanged"):
-        total[k] = total.get(k, 0) + result[k]
-    total["conflicts"] = (total.get("conflicts") or []) + result["conflicts"]
-    batch.apply_summary = total
-    batch.state, batch.applied_at, batch.applied_by = MTurkBatch.State.APPLIED, timezone.now(), by
-    batch.save(update_fields=["apply_summary", "state", "applied_at", "applied_by"])
+    with transaction.atomic():
+        locked = MTurkBatch.objects.select_for_update().get(pk=batch.pk)
+        total = dict(locked.apply_summary or {})
+        for k in ("changed", "unchanged"):
+            total[k] = total.get(k, 0) + result[k]
+        total["conflicts"] = (total.get("conflicts") or []) + result["conflicts"]
+        batch.apply_summary = total
+        batch.state, batch.applied_at, batch.applied_by = MTurkBatch.State.APPLIED, timezone.now(), by
+        batch.save(update_fields=["apply_summary", "state", "applied_at", "applied_by"])
     return result
 
 

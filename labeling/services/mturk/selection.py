@@ -79,3 +79,19 @@ def by_ids(project: Project, task: Task, *, image_ids) -> list[int]:
     if unknown:
         raise SelectionError(f"images not in project {project.name!r}: {unknown[:10]}")
     return wanted
+
+
+@selector("suspects")
+def open_suspects(project: Project, task: Task, *, suspect_run: int | None = None, run_id: int | None = None,
+                  limit: int | None = None) -> list[int]:
+    """Open suspects of a suspects run (``suspect_run``; default the task's latest), best first."""
+    from ...models import SuspectRun
+    from ..suspects import latest_done, queue
+
+    sr_id = suspect_run or run_id
+    sr = (SuspectRun.objects.filter(pk=int(sr_id), project=project, task=task).first() if sr_id
+          else latest_done(task))
+    if sr is None:
+        raise SelectionError(f"no suspects run {sr_id or ''} for task {task.name!r}".replace("  ", " "))
+    ids = queue(sr).order_by("-score", "id").values_list("image_id", flat=True)
+    return list(ids[: int(limit)] if limit else ids)

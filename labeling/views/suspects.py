@@ -1,0 +1,198 @@
+"""Suspects pages: the runs of a project, starting one from a training run (scientists), the
+keyboard queue (annotators), the cluster view per class with group retags and automatic
+cleaning (exclusions), and near duplicates. Thin: services.suspects does the work."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from django.contrib import messages
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from ..models import Label, NearDuplicate, Project, Suspect, SuspectRun, TrainingRun
+from ..services import suspects as svc
+from ..services.labels import ordered_labels
+from ..services.retag import RetagConflict, current_version
+from ..services.roles import SCIENTIST, has_role
+from .common import browse_required, page, role_required
+
+scientist_required = role_required(SCIENTIST)
+
+
+def _sr(sr_id) -> SuspectRun:
+    return get_object_or_404(SuspectRun.objects.select_related("project", "task", "run", "created_by"), pk=sr_id)
+
+
+def _page(request, template, sr, context=None):
+    return page(request, template, {"sr": sr, "project": sr.project, "task": sr.task, **(context or {})},
+                project=sr.project)
+
+
+@browse_required
+def suspect_runs(request, slug):
+    project = get_object_or_404(Project, slug=slug)
+    runs = list(SuspectRun.objects.filter(project=project).select_related("task", "run", "created_by")[:100])
+    for sr in runs:
+        sr.open_count = svc.queue(sr).count() if sr.state == SuspectRun.State.DONE else None
+    finished = (TrainingRun.objects.filter(project=project, state=TrainingRun.State.DONE)
+                .exclude(pk__in=[i for sr in SuspectRun.objects.filter(project=project)
+                                 for i in sr.fold_run_ids]).select_related("task")[:20])
+    return page(request, "suspects/runs.html", {"project": project, "runs": runs, "finished": finished,
+                                                 "can_start": has_role(request.user, SCIENTIST)}, project=project)
+
+
+@scientist_required
+def suspect_start(request, run_id):
+    run = get_object_or_404(TrainingRun.objects.select_related("project", "task"), pk=run_id)
+    error = None
+    values = {**svc.DEFAULTS, **{k: request.POST.get(k) for k in ("k", "fold_epochs") if request.method == "POST"}}
+    if request.method == "POST":
+        try:
+            sr = svc.start_suspect_run(run=run, by=request.user,
+                                       config={k: request.POST.get(k) or None for k in ("k", "fold_epochs")
+                                               if request.POST.get(k)})
+        except svc.SuspectError as e:
+            error = str(e)
+        else:
+            messages.success(request, f"Suspects run {sr.pk} queued: {sr.config['k']} fold models, then scoring.")
+            return redirect("suspect_run", sr_id=sr.pk)
+    return page(request, "suspects/start.html", {"run": run, "project": run.project, "error": error,
+                                                  "values": values}, project=run.project)
+
+
+@browse_required
+def suspect_run(request, sr_id):
+    sr = _sr(sr_id)
+    return _page(request, "suspects/run.html", sr, {"status": svc.status(sr), "queue": svc.queue_counts(sr),
+                                                    "classes": svc.class_summary(sr) if sr.state == "done" else []})
+
+
+@browse_required
+def suspect_status(request, sr_id):
+    return JsonResponse(svc.status(_sr(sr_id)))
+
+
+def _since(request, sr: SuspectRun) -> datetime:
+    key = f"suspects-{sr.pk}-since"
+    if key not in request.session:
+        request.session[key] = timezone.now().isoformat()
+    return datetime.fromisoformat(request.session[key])
+
+
+@browse_required
+def suspect_queue(request, sr_id):
+    """The next suspect for this annotator (leased to them), large, with the keys to settle it."""
+    sr = _sr(sr_id)
+    suspect = svc.lease_next(sr, request.user) if sr.state == SuspectRun.State.DONE else None
+    context = {"suspect": suspect, "throughput": svc.throughput(sr, request.user, _since(request, sr)),
+               "remaining": svc.queue(sr).count(), "labels": ordered_labels(sr.task)}
+    if suspect is not None:
+        ann = suspect.image.annotations.filter(task=sr.task).select_related("label").first()
+        context.update(current=ann.label if ann else None, version=ann.version if ann else 0,
+                       typical_given=svc.typical_images(sr, suspect.given_label_id),
+                       typical_suggested=svc.typical_images(sr, suspect.suggested_label_id))
+    return _page(request, "suspects/queue.html", sr, context)
+
+
+@require_POST
+@browse_required
+def suspect_resolve(request, suspect_id):
+    """JSON in ``{"action", "label", "expected_version"}``; 200, or 409 with the label as it is now."""
+    suspect = get_object_or_404(Suspect.objects.select_related("image", "task", "suspect_run"), pk=suspect_id)
+    try:
+        body = json.loads(request.body or b"{}")
+        action = body.get("action")
+        label = None if body.get("label") in (None, "") else Label.objects.get(pk=int(body["label"]),
+                                                                              task_id=suspect.task_id)
+        expected = None if body.get("expected_version") is None else int(body["expected_version"])
+    except (ValueError, TypeError, Label.DoesNotExist):
+        return JsonResponse({"error": "bad_request", "message": "send action, label and expected_version"}, status=400)
+    try:
+        s = svc.resolve(suspect, user=request.user, action=action, label=label, expected_version=expected)
+    except (RetagConflict, svc.SuspectResolved) as e:
+        ann = suspect.image.annotations.filter(task_id=suspect.task_id).select_related("label").first()
+        message = ("Someone else changed this label while you were looking: it is now "
+                   f"“{ann.label.name if ann and ann.label_id else 'no label'}”. Your choice was not saved "
+                   "and nothing was overwritten." if isinstance(e, RetagConflict) else str(e).capitalize() + ".")
+        return JsonResponse({"error": "conflict", "message": message, "version": current_version(suspect.image,
+                                                                                               suspect.task),
+                             "label": ann.label_id if ann else None,
+                             "label_name": ann.label.name if ann and ann.label_id else None}, status=409)
+    except ValueError as e:
+        return JsonResponse({"error": "bad_request", "message": str(e)}, status=400)
+    sr = suspect.suspect_run
+    return JsonResponse({"ok": True, "status": s.status,
+                         "label_name": s.resolved_label.name if s.resolved_label_id else None,
+                         "throughput": svc.throughput(sr, request.user, _since(request, sr))})
+
+
+@browse_required
+def suspect_clusters(request, sr_id):
+    sr = _sr(sr_id)
+    classes = svc.class_summary(sr)
+    label_id = request.GET.get("label")
+    selected = next((c["label"] for c in classes if str(c["label"].pk) == label_id),
+                    classes[0]["label"] if classes else None)
+    view = svc.class_clusters(sr, selected.pk) if selected else None
+    return _page(request, "suspects/clusters.html", sr, {
+        "classes": classes, "selected": selected, "view": view, "labels": ordered_labels(sr.task),
+        "exclusions": svc.exclusion_summary(sr.task), "can_clean": has_role(request.user, SCIENTIST)})
+
+
+@require_POST
+@browse_required
+def cluster_retag(request, sr_id):
+    """Retag an outlier group in one action (one LabelEvent per image, each with the version seen)."""
+    sr = _sr(sr_id)
+    label = get_object_or_404(Label, pk=int(request.POST.get("label") or 0), task_id=sr.task_id)
+    versions = {int(k[2:]): int(v) for k, v in request.POST.items() if k.startswith("v_") and v.isdigit()}
+    chosen = set(int(i) for i in request.POST.getlist("image") if i.isdigit())
+    if chosen:
+        versions = {k: v for k, v in versions.items() if k in chosen}
+    out = svc.retag_group(sr, versions=versions, label=label, by=request.user)
+    text = f"{len(out['changed'])} image(s) set to {label.name}"
+    if out["unchanged"]:
+        text += f", {len(out['unchanged'])} already were"
+    if out["conflicts"]:
+        messages.warning(request, text + f"; {len(out['conflicts'])} changed by someone else meanwhile and were "
+                                         "left as they are.")
+    else:
+        messages.success(request, text + ".")
+    return redirect(request.POST.get("next") or reverse("suspect_clusters", args=[sr.pk]))
+
+
+@require_POST
+@scientist_required
+def exclude(request, sr_id):
+    sr = _sr(sr_id)
+    label_id = int(request.POST["label"]) if request.POST.get("label", "").isdigit() else None
+    n = svc.exclude_outliers(sr, label_id=label_id, by=request.user)
+    messages.success(request, f"{n} outlier(s) will be left out of the next training of {sr.task.name} "
+                              "(train split only; restore them any time).")
+    return redirect(request.POST.get("next") or reverse("suspect_clusters", args=[sr.pk]))
+
+
+@require_POST
+@scientist_required
+def restore(request, sr_id):
+    sr = _sr(sr_id)
+    label_id = int(request.POST["label"]) if request.POST.get("label", "").isdigit() else None
+    n = svc.restore_exclusions(sr.task, label_id=label_id)
+    messages.success(request, f"{n} image(s) are back in training.")
+    return redirect(request.POST.get("next") or reverse("suspect_clusters", args=[sr.pk]))
+
+
+@browse_required
+def duplicates(request, sr_id):
+    sr = _sr(sr_id)
+    kind = request.GET.get("kind") or NearDuplicate.Kind.CROSS_SPLIT
+    if kind not in NearDuplicate.Kind.values:
+        kind = NearDuplicate.Kind.CROSS_SPLIT
+    counts = {k: sr.near_duplicates.filter(kind=k).count() for k in NearDuplicate.Kind.values}
+    return _page(request, "suspects/duplicates.html", sr, {
+        "kind": kind, "kinds": [(v, name, counts[v]) for v, name in NearDuplicate.Kind.choices],
+        "pairs": svc.near_duplicate_pairs(sr, kind)})

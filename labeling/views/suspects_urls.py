@@ -1,0 +1,18 @@
+"""Suspects pages (annotators and up; starting and cleaning for scientists); included at the root."""
+from django.urls import path
+
+from . import suspects
+
+urlpatterns = [
+    path("p/<slug:slug>/suspects/", suspects.suspect_runs, name="suspect_runs"),
+    path("runs/<int:run_id>/suspects/start/", suspects.suspect_start, name="suspect_start"),
+    path("suspects/<int:sr_id>/", suspects.suspect_run, name="suspect_run"),
+    path("suspects/<int:sr_id>/status.json", suspects.suspect_status, name="suspect_status"),
+    path("suspects/<int:sr_id>/queue/", suspects.suspect_queue, name="suspect_queue"),
+    path("suspects/item/<int:suspect_id>/resolve", suspects.suspect_resolve, name="suspect_resolve"),
+    path("suspects/<int:sr_id>/clusters/", suspects.suspect_clusters, name="suspect_clusters"),
+    path("suspects/<int:sr_id>/clusters/retag", suspects.cluster_retag, name="suspect_cluster_retag"),
+    path("suspects/<int:sr_id>/exclude", suspects.exclude, name="suspect_exclude"),
+    path("suspects/<int:sr_id>/restore", suspects.restore, name="suspect_restore"),
+    path("suspects/<int:sr_id>/duplicates/", suspects.duplicates, name="suspect_duplicates"),
+]

@@ -1,0 +1,51 @@
+import json
+
+import numpy as np
+
+from mlcore import clean, storage
+from mlcore.data import read_manifest
+from mlcore.evaluate import npz_bytes
+from mlcore.train import TrainConfig
+
+
+def fake_train(config, progress=None):
+    """A stand-in for training: embeddings put each image at its *true* colour, whatever its label."""
+    m = read_manifest(config.manifest_uri, config.labels)
+    true = np.array([0 if "red" in u else 1 if "green" in u else 2 for u in m.uris])
+    rng = np.random.default_rng(0)
+    emb = np.eye(8)[true] + 0.02 * rng.standard_normal((len(true), 8))
+    out = config.output_uri
+    storage.write_bytes(storage.join(out, "embeddings.npz"),
+                        npz_bytes({"uri": np.array(m.uris), "emb": emb.astype(np.float16)}))
+    storage.write_bytes(storage.join(out, "predictions.npz"), npz_bytes({"uri": np.array(m.uris)}))
+    trained = m.targets[:, 0][np.asarray(m.splits) == "train"]
+    fake_train.trained.append(int((trained >= 0).sum()))
+    storage.write_bytes(storage.join(out, "metrics.json"), json.dumps(
+        {"test": {"accuracy": 0.5 + 0.1 * len(fake_train.trained), "macro": {"f1": 0.5}}}).encode())
+
+
+def test_autoclean_excludes_core_outliers_keeps_them_listed_and_stops_when_stable(tmp_path, monkeypatch):
+    from tests.mlcore.helpers import write_colour_set
+
+    manifest = write_colour_set(tmp_path / "data", per_class=6)
+    rows = manifest.read_text().splitlines()
+    # two red train images labelled green: they sit in the red cluster, outside green's core
+    bad = [i for i, r in enumerate(rows) if "red" in r and ",train," in r][:2]
+    for i in bad:
+        rows[i] = rows[i].replace(",red", ",green")
+    manifest.write_text("\n".join(rows) + "\n")
+    fake_train.trained = []
+    monkeypatch.setattr(clean, "train", fake_train)
+    config = TrainConfig(manifest_uri=str(manifest), output_uri=str(tmp_path / "clean"),
+                         labels=["red", "green", "blue"])
+    result = clean.autoclean(config, rounds=3, threshold=0.3)
+    assert fake_train.trained == [18, 16]  # round 0, round 1; round 2 would exclude the same: converged
+    assert result["stopped"] == "converged" and len(result["rounds"]) == 2
+    assert result["rounds"][1]["excluded_per_class"] == {"red": 0, "green": 2, "blue": 0}
+    assert sorted(u.rsplit("/", 1)[1] for u in result["excluded"]) == sorted(
+        rows[i].split(",")[0].rsplit("/", 1)[1] for i in bad)
+    m1 = read_manifest(result["rounds"][1]["manifest"], ["red", "green", "blue"])
+    assert len(m1) == len(read_manifest(str(manifest)))  # excluded, not deleted: label cell emptied
+    assert (m1.targets[:, 0] == -1).sum() == 2
+    saved = json.loads((tmp_path / "clean" / "clean.json").read_text())
+    assert saved["rounds"][1]["test_accuracy"] == result["rounds"][1]["test_accuracy"]

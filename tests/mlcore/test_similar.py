@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+
+from mlcore.similar import SimilarIndex
+
+
+def test_returns_the_exact_top_k_of_a_brute_force_search(tmp_path):
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((5000, 32)).astype(np.float32)
+    ids = np.arange(5000) * 10
+    index = SimilarIndex(emb, ids)
+    unit = index.emb.float().numpy()  # the stored (float16) vectors
+    for q in rng.standard_normal((5, 32)).astype(np.float32):
+        got, sims = index.query(q, 7)
+        truth = np.argsort(-(unit @ (q / np.linalg.norm(q))))[:7]
+        assert got.tolist() == (truth * 10).tolist()
+        assert np.all(np.diff(sims) <= 0)
+
+
+def test_query_by_id_leaves_the_item_out_and_survives_save_load(tmp_path):
+    rng = np.random.default_rng(1)
+    emb = rng.standard_normal((200, 16)).astype(np.float32)
+    emb[17] = emb[3] + 0.01
+    index = SimilarIndex(emb, np.array([f"img{i}" for i in range(200)]))
+    ids, sims = index.query("img3", 3)
+    assert ids[0] == "img17" and "img3" not in ids and sims[0] > 0.99
+    loaded = SimilarIndex.load(index.save(str(tmp_path / "index.npz")))
+    assert loaded.query("img3", 3)[0].tolist() == ids.tolist()
+    with pytest.raises(KeyError):
+        loaded.query("nope", 3)
