@@ -106,6 +106,8 @@ IMPORT_ROOTS = [r for r in os.environ.get("RETAG_IMPORT_ROOTS", "").split(",") i
 # Images above this many pixels are flagged as decompression bombs.
 IMAGE_MAX_PIXELS = int(os.environ.get("IMAGE_MAX_PIXELS", "64000000"))
 THUMBNAIL_SIZE = 256
+# A running import whose worker has not written progress for this long is taken over.
+IMPORT_STALE_AFTER_S = float(os.environ.get("IMPORT_STALE_AFTER_S", "120"))
 # Share of images that go to the test split when the source gives no split.
 DEFAULT_TEST_RATIO = float(os.environ.get("DEFAULT_TEST_RATIO", "0.2"))
 

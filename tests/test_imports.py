@@ -132,6 +132,38 @@ def test_symlink_leading_outside_the_root_is_refused(project, data, tmp_path):
     assert not Image.objects.filter(key="train/cat/link.jpg").exists()
 
 
+def test_a_second_key_for_one_file_is_refused(project, data):
+    """A symlink inside the root to another image of the same source is the same file: one image."""
+    put(data, "ds/train/cat/a.jpg", jpeg())
+    (data / "ds/train/dog").mkdir(parents=True)
+    os.symlink(data / "ds/train/cat/a.jpg", data / "ds/train/dog/alias.jpg")
+    job = sync(project, Kind.FOLDER, data / "ds")
+    assert (job.added, job.refused) == (1, 1)
+    assert "same file as row" in job.problems[0]["reason"]
+    # The same file under a manifest's key (another source) is refused too: it is already an image.
+    manifest = write_manifest(data / "m.csv", ["uri", "split", "label"], [["ds/train/cat/a.jpg", "train", "cat"]])
+    job = sync(project, Kind.MANIFEST, manifest)
+    assert (job.added, job.refused) == (0, 1)
+    assert "already image 'train/cat/a.jpg'" in job.problems[0]["reason"]
+    assert Image.objects.filter(project=project).count() == 1
+
+
+def test_a_job_runs_once_unless_its_worker_died(project, data, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    put(data, "ds/train/cat/a.jpg", jpeg())
+    job = start_import(project=project, kind=Kind.FOLDER, source_uri=str(data / "ds"), enqueue=False)
+    assert imports.claim(job)
+    assert not imports.claim(job)  # a redelivered message while the first worker runs it
+    assert run_import(job).added == 0  # ... does nothing
+    ImportJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=600))
+    job = run_import(job)  # the worker died: taken over and run from the top
+    assert job.state == ImportJob.State.DONE and job.added == 1
+    assert not imports.claim(job)  # done is done
+
+
 # --------------------------------------------------------------------------- idempotent sync
 
 def test_reimport_changes_nothing(project, data):

@@ -27,12 +27,14 @@ import zipfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 from urllib.parse import unquote, urlparse
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from PIL import Image as PILImage
 
@@ -434,9 +436,10 @@ def ordered_map(pool: ThreadPoolExecutor, fn, items: Iterable, window: int) -> I
 # --------------------------------------------------------------------------- running
 
 def run_import(job: ImportJob) -> ImportJob:
-    """Do the import in this process. A finished job (done or failed) is returned as is."""
-    job.refresh_from_db()
-    if job.state in (State.DONE, State.FAILED):
+    """Do the import in this process. A finished job (done or failed), or one that another
+    worker is running (a redelivered message), is returned as is."""
+    if not claim(job):
+        job.refresh_from_db()
         return job
     run = _Run(job)
     run.begin()
@@ -460,6 +463,16 @@ def run_import(job: ImportJob) -> ImportJob:
     return job
 
 
+def claim(job: ImportJob) -> bool:
+    """Take the job for this process: a queued one, or a running one whose worker died (no
+    heartbeat for IMPORT_STALE_AFTER_S). One process wins; the sync is idempotent, so a
+    job taken over starts again from the top."""
+    stale = timezone.now() - timedelta(seconds=settings.IMPORT_STALE_AFTER_S)
+    lost = Q(state=State.RUNNING) & (Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale))
+    return ImportJob.objects.filter(Q(pk=job.pk) & (Q(state=State.QUEUED) | lost)).update(
+        state=State.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()) == 1
+
+
 _COUNTERS = ("total", "processed", "added", "relabelled", "unchanged", "updated", "missing",
              "corrupt", "refused", "problems_total")
 
@@ -477,6 +490,7 @@ class _Run:
             setattr(j, name, 0)  # a redelivered job starts over: the sync is idempotent
         j.problems, j.message = [], ""
         j.state, j.started_at, j.finished_at = State.RUNNING, timezone.now(), None
+        j.heartbeat_at = j.started_at
         j.save()
 
     def set_total(self, total: int) -> None:
@@ -495,7 +509,8 @@ class _Run:
         if not force and time.monotonic() - self.flushed_at < PROGRESS_EVERY_S:
             return
         fields = {name: getattr(self.job, name) for name in _COUNTERS}
-        ImportJob.objects.filter(pk=self.job.pk).update(problems=self.job.problems, **fields)
+        ImportJob.objects.filter(pk=self.job.pk).update(problems=self.job.problems, heartbeat_at=timezone.now(),
+                                                        **fields)
         self.flushed_at = time.monotonic()
 
     def finish(self, state: str, message: str) -> None:
