@@ -10,7 +10,7 @@ What it does:
    N images with COPY, one task with 10 labels and one annotation per image (an
    INSERT ... SELECT on the server); a database that already holds N images is reused;
 2. starts a server on a free loopback port against it: Django's threaded WSGI server
-   (runserver's), with TCP_NODELAY (see serve());
+   (runserver's), with TCP_NODELAY (see bench/common.serve());
 3. times requests (``requests``, one keep-alive session) as an annotator: the first page,
    and a deep page whose cursor is made with the API's own pagination class at the
    image 90% of the way into the table; each unfiltered and filtered;
@@ -27,10 +27,6 @@ import argparse
 import io
 import json
 import os
-import platform
-import socket
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,7 +35,9 @@ from urllib.parse import parse_qs, urlparse
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+from bench.common import (LOCAL_SERVER, drop_database, ensure_database, machine_info, median_p95,  # noqa: E402
+                          session_cookie, setup_django, start_server, time_requests)
+
 LABELS = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
 PASSWORD = "bench-annotator-pw"
 USERNAME = "bench-annotator"
@@ -61,40 +59,15 @@ def parse_args():
 
 # --- database ------------------------------------------------------------------------
 
-def ensure_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def setup_django(db_url: str) -> None:
-    os.environ["DATABASE_URL"] = db_url  # before settings are read
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labeling.settings")
-    import django
-
-    django.setup()
-
-
 def load(n: int) -> dict:
     """Project, task, labels, annotator; N images and N annotations (reused when present)."""
     from django.contrib.auth import get_user_model
-    from django.core.management import call_command
     from django.db import connection
 
     from labeling.models import Annotation, Image, Label, Project
     from labeling.services.labels import ensure_labels, get_or_create_task
     from labeling.services.roles import set_role
 
-    call_command("migrate", verbosity=0)
     project = Project.objects.filter(slug="bench").first()
     if project and Image.objects.filter(project=project).count() == n and Annotation.objects.count() == n:
         print(f"[bench] reusing the {n:,} images already in the database", flush=True)
@@ -172,74 +145,6 @@ def copy_images(project_id: int, n: int, chunk: int = 50_000) -> None:
 
 # --- server and client ----------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(db_url: str, kind: str) -> tuple[subprocess.Popen, str]:
-    """``nodelay``: this script again, as ``--serve PORT``: Django's threaded WSGI server
-    (the one ``runserver`` uses) with TCP_NODELAY, in its own process. ``runserver``:
-    ``manage.py runserver --noreload``."""
-    port = free_port()
-    env = dict(os.environ, DATABASE_URL=db_url, DEBUG="0", DB_CONN_MAX_AGE="600", LOG_LEVEL="ERROR")
-    cmd = ([sys.executable, str(Path(__file__).resolve()), "--serve", str(port)] if kind == "nodelay" else
-           [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"])
-    proc = subprocess.Popen(cmd,
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"http://127.0.0.1:{port}"
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the server did not start in 60 s")
-
-
-def serve(port: int) -> None:
-    """Serve the app on 127.0.0.1:port until killed.
-
-    ``runserver`` itself leaves Nagle's algorithm on: its headers and body go out in two
-    writes, and the client's delayed ACK holds the second for ~40 ms, on every request.
-    Production servers (gunicorn, uwsgi) set TCP_NODELAY; so does this one, so that the
-    figures are the app's, not a TCP timer's.
-    """
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labeling.settings")
-    from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
-    from django.core.wsgi import get_wsgi_application
-
-    class Handler(WSGIRequestHandler):
-        def setup(self):
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def log_message(self, *args):
-            pass
-
-    app = get_wsgi_application()
-    httpd = ThreadedWSGIServer(("127.0.0.1", port), Handler)
-    httpd.set_app(app)
-    httpd.serve_forever()
-
-
-def session_cookie(user) -> str:
-    """A logged-in session for the user, as the login page would make."""
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.sessions.backends.db import SessionStore
-
-    s = SessionStore()
-    s[SESSION_KEY] = str(user.pk)
-    s[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    s[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    s.create()
-    return s.session_key
-
-
 def deep_cursor(base_url: str, image_id: int) -> str:
     """The cursor of the page that starts after ``image_id``, made by the API's pagination class."""
     from rest_framework.pagination import Cursor
@@ -253,18 +158,13 @@ def deep_cursor(base_url: str, image_id: int) -> str:
 
 
 def time_case(session, url: str, params: dict, repeats: int, warmup: int = 3) -> dict:
-    times, body = [], None
-    for k in range(warmup + repeats):
-        t0 = time.perf_counter()
-        r = session.get(url, params=params, timeout=60)
-        dt = (time.perf_counter() - t0) * 1000
+    def check(r):
         r.raise_for_status()
-        body = r.json()
-        if k >= warmup:
-            times.append(dt)
-    times.sort()
-    return {"median_ms": round(statistics.median(times), 1),
-            "p95_ms": round(times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))], 1),
+        r.json()
+
+    times, r = time_requests(lambda: session.get(url, params=params, timeout=60), repeats, warmup, check)
+    body = r.json()
+    return {**median_p95(times),
             "n": len(times), "results": len(body["results"]), "first_id": body["results"][0]["id"],
             "has_next": bool(body["next"])}
 
@@ -277,19 +177,13 @@ def time_in_process(user, cases: dict, repeats: int) -> dict:
 
     client = Client()
     client.force_login(user)
+    def check(r):
+        assert r.status_code == 200, r.content[:300]
+
     out = {}
     for name, params in cases.items():
-        times = []
-        for k in range(3 + repeats):
-            t0 = time.perf_counter()
-            r = client.get("/api/images/", params)
-            dt = (time.perf_counter() - t0) * 1000
-            assert r.status_code == 200, r.content[:300]
-            if k >= 3:
-                times.append(dt)
-        times.sort()
-        out[name] = {"median_ms": round(statistics.median(times), 1),
-                     "p95_ms": round(times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))], 1)}
+        times, _ = time_requests(lambda: client.get("/api/images/", params), repeats, 3, check)
+        out[name] = median_p95(times)
     connection.close()
     return out
 
@@ -310,31 +204,16 @@ def explain(params: dict, after: int | None) -> str:
     return qs.order_by("id")[:101].explain(analyze=True)
 
 
-def machine() -> dict:
-    try:
-        sys.path.insert(0, str(REPO / "bench"))
-        from common import machine_info
-
-        return machine_info("cpu")
-    except ImportError:
-        return {"platform": platform.platform(), "cores": os.cpu_count(),
-                "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1)}
-
-
 def main() -> int:
-    if sys.argv[1:2] == ["--serve"]:
-        serve(int(sys.argv[2]))
-        return 0
     args = parse_args()
     import requests
 
     load_before = [round(x, 2) for x in os.getloadavg()]
 
-    db_url = f"postgres://postgres@127.0.0.1:5432/{args.db}"
-    ensure_database(args.db)
+    db_url = ensure_database(LOCAL_SERVER, args.db)
     server = None
     try:
-        setup_django(db_url)
+        setup_django(db_url, migrate=True)
         from django.db import connection
 
         from labeling.models import Image
@@ -380,7 +259,7 @@ def main() -> int:
 
         connections.close_all()
         if not args.keep:
-            drop_database(args.db)
+            drop_database(LOCAL_SERVER, args.db)
 
     print(f"\nGET /api/images/ at {args.n:,} images ({args.repeats} requests each, session auth, page of 100, "
           f"server: {args.server})")
@@ -421,7 +300,7 @@ def main() -> int:
         "plans": plans,
         "load_seconds": world["loaded_s"],
         "command": "python " + " ".join([os.path.relpath(__file__, REPO), *sys.argv[1:]]),
-        "machine": machine(),
+        "machine": machine_info("cpu"),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

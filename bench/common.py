@@ -1,15 +1,22 @@
-"""Shared helpers for the benchmarks: where the shared data is, and what machine ran them.
+"""Shared helpers for the benchmarks: where the shared data is, and what machine ran them;
+for the benches of the app, their own PostgreSQL database, a Django server to time over
+HTTP, and the median / p95 of timed requests.
 
-Imports only the standard library (and torch lazily), so that GPU boxes with nothing but
-torch can run the scripts that use it.
+Imports only the standard library (and torch, psycopg, Django lazily, in the functions
+that use them), so that GPU boxes with nothing but torch can run the scripts that use it.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
+import socket
+import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
+from urllib.parse import urlparse, urlunparse
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -75,3 +82,166 @@ def write_result(name: str, result: dict) -> Path:
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path}", file=sys.stderr)
     return path
+
+
+# --- a bench's own database ---------------------------------------------------------
+
+LOCAL_SERVER = "postgres://postgres@127.0.0.1:5432/postgres"  # the loopback server, as the test services run it
+
+
+def server_url() -> str:
+    """DATABASE_URL from the environment, else from var/test.env (written by scripts/test_services.py)."""
+    url = os.environ.get("DATABASE_URL", "")
+    env = REPO / "var" / "test.env"
+    if not url and env.exists():
+        for line in env.read_text().splitlines():
+            if line.startswith("DATABASE_URL="):
+                url = line.split("=", 1)[1].strip("'\"")
+    if not url.startswith("postgres"):
+        sys.exit("this bench needs PostgreSQL: set DATABASE_URL or run scripts/test_services.py")
+    return url
+
+
+def database_url(server: str, name: str) -> str:
+    """The URL of database ``name`` on the PostgreSQL server of the URL ``server``."""
+    return urlunparse(urlparse(server)._replace(path=f"/{name}"))
+
+
+def _admin(server: str, *statements: str) -> None:
+    import psycopg
+
+    with psycopg.connect(database_url(server, "postgres"), autocommit=True) as conn:
+        for sql in statements:
+            conn.execute(sql)
+
+
+def recreate_database(server: str, name: str) -> str:
+    """Drop and create database ``name``, so every run starts empty; its URL."""
+    _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+    return database_url(server, name)
+
+
+def ensure_database(server: str, name: str) -> str:
+    """Create database ``name`` unless it exists (a kept one is reused); its URL."""
+    import psycopg
+
+    with psycopg.connect(database_url(server, "postgres"), autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return database_url(server, name)
+
+
+def drop_database(server: str, name: str) -> None:
+    _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def setup_django(db_url: str, migrate: bool = False, **env: str) -> None:
+    """Point Django at ``db_url`` (and set ``env``) before its settings are read, set it
+    up, and with ``migrate`` bring the database's schema up to date."""
+    os.environ.update(env, DATABASE_URL=db_url)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labeling.settings")
+    import django
+
+    django.setup()
+    if migrate:
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+
+
+# --- a server to time over HTTP ------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(db_url: str, kind: str) -> tuple[subprocess.Popen, str]:
+    """Start the app on a free loopback port against ``db_url``, in its own process, and
+    wait (up to 60 s) until it takes connections; (process, base URL). ``nodelay``:
+    serve() below, Django's threaded WSGI server (the one ``runserver`` uses) with
+    TCP_NODELAY. ``runserver``: ``manage.py runserver --noreload``."""
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=db_url, DEBUG="0", DB_CONN_MAX_AGE="600", LOG_LEVEL="ERROR")
+    cmd = ([sys.executable, "-c", "import sys; from bench.common import serve; serve(int(sys.argv[1]))", str(port)]
+           if kind == "nodelay" else
+           [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"])
+    proc = subprocess.Popen(cmd,
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, f"http://127.0.0.1:{port}"
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the server did not start in 60 s")
+
+
+def serve(port: int) -> None:
+    """Serve the app on 127.0.0.1:port until killed.
+
+    ``runserver`` itself leaves Nagle's algorithm on: its headers and body go out in two
+    writes, and the client's delayed ACK holds the second for ~40 ms, on every request.
+    Production servers (gunicorn, uwsgi) set TCP_NODELAY; so does this one, so that the
+    figures are the app's, not a TCP timer's.
+    """
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "labeling.settings")
+    from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+    from django.core.wsgi import get_wsgi_application
+
+    class Handler(WSGIRequestHandler):
+        def setup(self):
+            super().setup()
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def log_message(self, *args):
+            pass
+
+    app = get_wsgi_application()
+    httpd = ThreadedWSGIServer(("127.0.0.1", port), Handler)
+    httpd.set_app(app)
+    httpd.serve_forever()
+
+
+def session_cookie(user) -> str:
+    """A logged-in session for the user, as the login page would make: the value of the
+    ``sessionid`` cookie."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    s = SessionStore()
+    s[SESSION_KEY] = str(user.pk)
+    s[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    s[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    s.create()
+    return s.session_key
+
+
+# --- timing requests -----------------------------------------------------------------
+
+def time_requests(send, repeats: int, warmup: int = 3, check=None) -> tuple[list[float], object]:
+    """Call ``send()`` ``warmup + repeats`` times, timing each call; ``check(answer)``, if
+    given, runs after each (untimed). The times in ms of the last ``repeats``, and the last answer."""
+    times, answer = [], None
+    for k in range(warmup + repeats):
+        t0 = time.perf_counter()
+        answer = send()
+        dt = (time.perf_counter() - t0) * 1000
+        if check is not None:
+            check(answer)
+        if k >= warmup:
+            times.append(dt)
+    return times, answer
+
+
+def median_p95(times_ms: list[float]) -> dict:
+    """``median_ms`` and ``p95_ms`` (the sorted time 95% of the way up, not interpolated), in
+    ms rounded to 0.1."""
+    times = sorted(times_ms)
+    return {"median_ms": round(statistics.median(times), 1),
+            "p95_ms": round(times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))], 1)}

@@ -14,7 +14,6 @@ import csv
 import gzip
 import io
 import json
-import os
 import random
 import struct
 import sys
@@ -23,36 +22,13 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.common import RESULTS, machine_info, recreate_database, server_url, setup_django, shared_data  # noqa: E402
+
 BENCH_DB = "retag_bench"
-
-
-def server_url() -> str:
-    """DATABASE_URL from the environment, else from var/test.env (written by scripts/test_services.py)."""
-    url = os.environ.get("DATABASE_URL", "")
-    env = REPO / "var" / "test.env"
-    if not url and env.exists():
-        for line in env.read_text().splitlines():
-            if line.startswith("DATABASE_URL="):
-                url = line.split("=", 1)[1].strip("'\"")
-    if not url.startswith("postgres"):
-        sys.exit("this bench needs PostgreSQL: set DATABASE_URL or run scripts/test_services.py")
-    return url
-
-
-def prepare_database(url: str) -> str:
-    """(Re)create the bench's own database, so every run starts empty; return its URL."""
-    import psycopg
-
-    parts = urlparse(url)
-    admin = urlunparse(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{BENCH_DB}" with (force)')
-        conn.execute(f'create database "{BENCH_DB}"')
-    return urlunparse(parts._replace(path=f"/{BENCH_DB}"))
 
 
 def broken_files(real: bytes) -> dict[str, bytes]:
@@ -78,7 +54,6 @@ def broken_files(real: bytes) -> dict[str, bytes]:
 
 def stage(work: Path, limit: int | None) -> tuple[Path, int]:
     """Unzip the clothing set, add the broken files, write the manifest; (manifest, rows)."""
-    from bench.common import shared_data
     from labeling.services.imports import safe_extract
 
     root = work / "clothing"
@@ -135,19 +110,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="import only the first N images (smoke runs)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="retag-import-bench-"))
-    os.environ.update(DATABASE_URL=prepare_database(server_url()), STORAGE_URI=(work / "storage").as_uri(),
-                      RETAG_IMPORT_ROOTS=str(work), RETAG_VAR_DIR=str(work / "var"),
-                      DJANGO_SETTINGS_MODULE="labeling.settings", LOG_LEVEL="WARNING")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
+    setup_django(recreate_database(server_url(), BENCH_DB), migrate=True, STORAGE_URI=(work / "storage").as_uri(),
+                 RETAG_IMPORT_ROOTS=str(work), RETAG_VAR_DIR=str(work / "var"),
+                 DJANGO_SETTINGS_MODULE="labeling.settings", LOG_LEVEL="WARNING")
     from labeling.models import LabelEvent
     from labeling.services.imports import worker_threads
     from labeling.services.projects import create_project
 
-    call_command("migrate", verbosity=0)
     project = create_project(name="bench-clothing")
     manifest, rows = stage(work, args.limit)
     scaling = thread_scaling(work / "clothing" / "images")
@@ -159,8 +128,6 @@ def main() -> None:
     assert again.unchanged == rows and LabelEvent.objects.filter(image__project=project).count() == events
 
     thumbs = sum(1 for _ in (work / "storage" / "projects" / project.slug / "thumbs").rglob("*.jpg"))
-    from bench.common import RESULTS, machine_info
-
     result = {
         "images": job.added, "rows": rows, "corrupt_flagged": job.corrupt, "refused": job.refused,
         "wall_s": round(wall, 2), "images_per_s": round(rows / wall, 1), "thumbnails": thumbs,

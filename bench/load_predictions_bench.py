@@ -13,38 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.common import (RESULTS, machine_info, print_table, recreate_database, server_url,  # noqa: E402
+                          setup_django)
+
 BENCH_DB = "retag_bench_runs"
-
-
-def server_url() -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    env = REPO / "var" / "test.env"
-    if not url and env.exists():
-        for line in env.read_text().splitlines():
-            if line.startswith("DATABASE_URL="):
-                url = line.split("=", 1)[1].strip("'\"")
-    if not url.startswith("postgres"):
-        sys.exit("this bench needs PostgreSQL: set DATABASE_URL or run scripts/test_services.py")
-    return url
-
-
-def prepare_database(url: str) -> str:
-    import psycopg
-
-    parts = urlparse(url)
-    with psycopg.connect(urlunparse(parts._replace(path="/postgres")), autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{BENCH_DB}" with (force)')
-        conn.execute(f'create database "{BENCH_DB}"')
-    return urlunparse(parts._replace(path=f"/{BENCH_DB}"))
 
 
 def make_images(project, n: int) -> None:
@@ -89,16 +69,10 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="retag-load-bench-"))
-    os.environ.update(DATABASE_URL=prepare_database(server_url()), STORAGE_URI=(work / "storage").as_uri(),
-                      RETAG_VAR_DIR=str(work / "var"), DJANGO_SETTINGS_MODULE="labeling.settings",
-                      LOG_LEVEL="WARNING")
-    import django
-
-    django.setup()
+    setup_django(recreate_database(server_url(), BENCH_DB), migrate=True, STORAGE_URI=(work / "storage").as_uri(),
+                 RETAG_VAR_DIR=str(work / "var"), DJANGO_SETTINGS_MODULE="labeling.settings", LOG_LEVEL="WARNING")
     import numpy as np
-    from django.core.management import call_command
 
-    from bench.common import RESULTS, machine_info, print_table
     from labeling.models import ClassMetric, Prediction, TrainingRun
     from labeling.services.labels import ensure_labels, get_or_create_task
     from labeling.services.projects import create_project, project_storage_uri
@@ -106,7 +80,6 @@ def main() -> None:
     from mlcore import storage
     from mlcore.evaluate import npz_bytes
 
-    call_command("migrate", verbosity=0)
     project = create_project(name="bench-runs")
     task = get_or_create_task(project, "category")
     names = [f"class-{i}" for i in range(args.classes)]

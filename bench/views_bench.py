@@ -14,7 +14,7 @@ What it does:
    annotation (the run's given label), and an earlier finished run of the task (metrics
    and ClassMetric rows only) gives the dashboard its deltas, with 500 retags between;
 2. starts Django's threaded WSGI server with TCP_NODELAY on a free loopback port
-   (bench/api_list_bench.serve; ``--server runserver`` for ``manage.py runserver --noreload``);
+   (bench/common.serve; ``--server runserver`` for ``manage.py runserver --noreload``);
 3. times GET requests (``requests``, one keep-alive session, logged in as a scientist with
    a session cookie): the dashboard (``/runs/<id>/``), the confusion matrix
    (``/runs/<id>/confusion/``), the first and a deep page of the false negatives of one
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
+
+from bench.common import (LOCAL_SERVER, drop_database, ensure_database, machine_info, median_p95,  # noqa: E402
+                          session_cookie, setup_django, start_server, time_requests)
 
 USERNAME = "bench-scientist"
 CLASS_INDEX = 3  # the class whose false negatives are paged
@@ -59,7 +61,6 @@ def load(n: int) -> dict:
     from datetime import timedelta
 
     from django.contrib.auth import get_user_model
-    from django.core.management import call_command
     from django.db import connection
     from django.utils import timezone
 
@@ -70,7 +71,6 @@ def load(n: int) -> dict:
     from labeling.services.run_results import class_metric_rows, load_run_results, metrics_summary
     from load_predictions_bench import make_images, synthesise
 
-    call_command("migrate", verbosity=0)
     user = get_user_model().objects.filter(username=USERNAME).first() or \
         get_user_model().objects.create_user(USERNAME, password="bench-pw")
     set_role(user, "scientist")
@@ -148,22 +148,16 @@ def deep_cursor(run, label_id: int) -> tuple[str, int, int]:
 
 
 def time_case(session, url: str, params: dict, repeats: int, warmup: int = 3, check=None) -> dict:
-    times, text = [], ""
-    for k in range(warmup + repeats):
-        t0 = time.perf_counter()
-        r = session.get(url, params=params, timeout=60, allow_redirects=False)
-        dt = (time.perf_counter() - t0) * 1000
+    def ok(r):
         if r.status_code != 200:
             raise RuntimeError(f"GET {r.url}: HTTP {r.status_code}\n{r.text[:500]}")
-        text = r.text
-        if k >= warmup:
-            times.append(dt)
+
+    times, r = time_requests(lambda: session.get(url, params=params, timeout=60, allow_redirects=False),
+                             repeats, warmup, ok)
+    text = r.text
     if check is not None:
         check(text)
-    times.sort()
-    return {"median_ms": round(statistics.median(times), 1),
-            "p95_ms": round(times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))], 1),
-            "n": len(times), "bytes": len(text.encode())}
+    return {**median_p95(times), "n": len(times), "bytes": len(text.encode())}
 
 
 def explain_deep(run, label_id: int, cursor: str) -> str:
@@ -183,15 +177,11 @@ def main() -> int:
     args = parse_args()
     import requests
 
-    from api_list_bench import drop_database, ensure_database, session_cookie, setup_django, start_server
-    from common import machine_info
-
     load_before = [round(x, 2) for x in os.getloadavg()]
-    db_url = f"postgres://postgres@127.0.0.1:5432/{args.db}"
-    ensure_database(args.db)
+    db_url = ensure_database(LOCAL_SERVER, args.db)
     server = None
     try:
-        setup_django(db_url)
+        setup_django(db_url, migrate=True)
         from django.db import connection
 
         world = load(args.n)
@@ -235,7 +225,7 @@ def main() -> int:
 
         connections.close_all()
         if not args.keep:
-            drop_database(args.db)
+            drop_database(LOCAL_SERVER, args.db)
 
     print(f"\nquality pages at {args.n:,} predictions ({args.repeats} requests each, session cookie, "
           f"server: {args.server})")

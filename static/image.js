@@ -9,7 +9,6 @@
   var facets = Array.prototype.slice.call(root.querySelectorAll(".facet"));
   var notice = document.getElementById("notice");
   var help = document.getElementById("help");
-  var csrf = document.querySelector("meta[name=csrf-token]").getAttribute("content");
   var selected = Math.max(0, facets.findIndex(function (f) { return f.classList.contains("selected"); }));
   var busy = false;
 
@@ -20,11 +19,7 @@
     facets[selected].scrollIntoView({ block: "nearest" });
   }
 
-  function say(kind, text) {
-    notice.hidden = false;
-    notice.className = "notice notice-" + kind;
-    notice.textContent = text;
-  }
+  var say = window.Retag.notice(notice);
 
   function showFacet(facet, state) {
     facet.dataset.version = String(state.version);
@@ -101,36 +96,22 @@
     var taskName = facet.dataset.taskName;
     var labelName = button.dataset.labelName;
     say("pending", "Setting " + taskName + " to " + labelName + "…");
-    fetch(root.dataset.retagUrl, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, "Accept": "application/json" },
-      body: JSON.stringify({
-        task: Number(facet.dataset.task),
-        label: Number(button.dataset.label),
-        expected_version: Number(facet.dataset.version)
-      })
-    }).then(function (resp) {
-      return resp.json().catch(function () { return {}; }).then(function (data) { return [resp.status, data]; });
-    }).then(function (res) {
-      var status = res[0], data = res[1];
-      if (status === 200) {
+    window.Retag.save(root.dataset.retagUrl, {
+      task: Number(facet.dataset.task),
+      label: Number(button.dataset.label),
+      expected_version: Number(facet.dataset.version)
+    }, {
+      say: say,
+      ok: function (data) {
         showFacet(facet, data.facet);
         showHistory(data.history);
         say("ok", data.changed ? taskName + " is now " + labelName + "." : taskName + " was already " + labelName + "; marked as confirmed.");
-      } else if (status === 409) {
+      },
+      conflict: function (data) {
         showFacet(facet, data.facet);
         showHistory(data.history);
-        var now = data.facet.label_name == null ? "no label" : "“" + data.facet.label_name + "”";
-        say("conflict", "Someone else changed " + taskName + " while you were looking: it is now " + now +
-            ". Your choice (" + labelName + ") was not saved and nothing was overwritten. Press the key again to set it.");
-      } else if (status === 403) {
-        say("error", "You are not allowed to retag (or your session expired). Reload the page.");
-      } else {
-        say("error", (data && data.message) || "The server could not save this label (HTTP " + status + ").");
+        say("conflict", window.Retag.conflictText(taskName, data.facet, labelName));
       }
-    }).catch(function () {
-      say("error", "Network error: the label was not saved.");
     }).then(function () { busy = false; });
   }
 
@@ -141,9 +122,7 @@
   }
 
   document.addEventListener("keydown", function (ev) {
-    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
-    var tag = (ev.target.tagName || "").toLowerCase();
-    if (tag === "input" || tag === "textarea" || tag === "select") return;
+    if (window.Retag.typingIn(ev)) return;
     var key = ev.key;
     if (key === "Escape") { toggleHelp(false); return; }
     if (key === "?") { toggleHelp(); ev.preventDefault(); return; }
@@ -151,8 +130,8 @@
     if (key === "Tab") { select(selected + (ev.shiftKey ? -1 : 1)); ev.preventDefault(); return; }
     if (key === "t") { select(selected + 1); return; }
     if (key === "T") { select(selected - 1); return; }
-    if (/^[0-9]$/.test(key) && facets.length) {
-      var i = key === "0" ? 9 : Number(key) - 1;
+    var i = window.Retag.labelIndex(key);
+    if (i >= 0 && facets.length) {
       var facet = facets[selected];
       var button = facet.querySelectorAll(".choice")[i];
       if (button) retag(facet, button);

@@ -1,4 +1,6 @@
-// Small behaviours shared by every page. No framework, no build step.
+// Small behaviours shared by every page, and window.Retag: the pieces the keyboard pages
+// (image, prediction grids, suspects queue) share. No framework, no build step.
+// base.html loads this file (deferred) in <head>, so it runs before any page's own script.
 (function () {
   "use strict";
 
@@ -23,4 +25,93 @@
     var msg = ev.target.getAttribute("data-confirm");
     if (msg && !window.confirm(msg)) ev.preventDefault();
   });
+
+  // --- window.Retag ------------------------------------------------------------------
+
+  // True when a key press is not a page shortcut: a modifier is held, or the person is
+  // typing in a form field.
+  function typingIn(ev) {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return true;
+    var tag = (ev.target.tagName || "").toLowerCase();
+    return tag === "input" || tag === "textarea" || tag === "select";
+  }
+
+  // The label a number key picks, in the task's order: 1..9 are the first nine, 0 the
+  // tenth. -1 for any other key.
+  function labelIndex(key) {
+    if (!/^[0-9]$/.test(key)) return -1;
+    return key === "0" ? 9 : Number(key) - 1;
+  }
+
+  // A say(kind, text) that shows text in the page's notice element (kind: pending, ok,
+  // conflict, error). textContent only: label and task names come from users.
+  function notice(el) {
+    return function say(kind, text) {
+      el.hidden = false;
+      el.className = "notice notice-" + kind;
+      el.textContent = text;
+    };
+  }
+
+  // POST body as JSON with the page's CSRF token. Resolves to {status, data} (data is {}
+  // when the answer is not JSON); rejects only when the request did not get an answer.
+  function postJSON(url, body) {
+    var csrf = document.querySelector("meta[name=csrf-token]").getAttribute("content");
+    return fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, "Accept": "application/json" },
+      body: JSON.stringify(body)
+    }).then(function (resp) {
+      return resp.json().catch(function () { return {}; }).then(function (data) {
+        return { status: resp.status, data: data };
+      });
+    });
+  }
+
+  // Post a change that carries the annotation version the page saw, and tell its outcome.
+  // opts.answered(status, data), if given, runs first on any answer. The caller handles
+  // 200 (opts.ok(data)) and 409 (opts.conflict(data)): they redraw.
+  // 403, other errors and network errors are told with opts.say, worded by opts.words
+  // (default: retagging a label). Resolves to the HTTP status, or 0 after a network error
+  // (or an error in ok/conflict, which is told the same way).
+  var RETAG_WORDS = { action: "retag", thing: "this label", lost: "the label was not saved" };
+  function save(url, body, opts) {
+    var say = opts.say, words = opts.words || RETAG_WORDS;
+    return postJSON(url, body).then(function (res) {
+      var status = res.status, data = res.data;
+      if (opts.answered) opts.answered(status, data);
+      if (status === 200) {
+        opts.ok(data);
+      } else if (status === 409) {
+        opts.conflict(data);
+      } else if (status === 403) {
+        say("error", "You are not allowed to " + words.action + " (or your session expired). Reload the page.");
+      } else {
+        say("error", (data && data.message) || "The server could not save " + words.thing + " (HTTP " + status + ").");
+      }
+      return status;
+    }).catch(function () {
+      say("error", "Network error: " + words.lost + ".");
+      return 0;
+    });
+  }
+
+  // The notice after a 409 on a retag: the label someone else set, and that nothing of
+  // this person's choice was saved. where ("image 12") names the image when the page
+  // shows many.
+  function conflictText(taskName, facet, choiceName, where) {
+    var now = facet.label_name == null ? "no label" : "“" + facet.label_name + "”";
+    return "Someone else changed " + taskName + (where ? " of " + where : "") + " while you were looking: it is now " +
+           now + ". Your choice (" + choiceName + ") was not saved and nothing was overwritten. Press the key again to set it.";
+  }
+
+  window.Retag = {
+    typingIn: typingIn,
+    labelIndex: labelIndex,
+    notice: notice,
+    postJSON: postJSON,
+    save: save,
+    conflictText: conflictText
+  };
 })();

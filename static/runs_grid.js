@@ -9,15 +9,10 @@
   var cells = Array.prototype.slice.call(grid.querySelectorAll(".pcell"));
   var labels = Array.prototype.slice.call(document.querySelectorAll("#task-labels li"));
   var notice = document.getElementById("notice");
-  var csrf = document.querySelector("meta[name=csrf-token]").getAttribute("content");
   var task = Number(grid.dataset.task), taskName = grid.dataset.taskName;
   var selected = 0, busy = false;
 
-  function say(kind, text) {
-    notice.hidden = false;
-    notice.className = "notice notice-" + kind;
-    notice.textContent = text;
-  }
+  var say = window.Retag.notice(notice);
 
   function select(i) {
     if (!cells.length) return;
@@ -47,35 +42,23 @@
     busy = true;
     var name = item.dataset.labelName;
     say("pending", "Setting " + taskName + " to " + name + "…");
-    fetch(cell.dataset.retagUrl, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, "Accept": "application/json" },
-      body: JSON.stringify({ task: task, label: Number(item.dataset.label), expected_version: Number(cell.dataset.version) })
-    }).then(function (resp) {
-      return resp.json().catch(function () { return {}; }).then(function (data) { return [resp.status, data]; });
-    }).then(function (res) {
-      var status = res[0], data = res[1];
-      cell.classList.remove("conflict");
-      if (status === 200) {
+    window.Retag.save(cell.dataset.retagUrl, {
+      task: task, label: Number(item.dataset.label), expected_version: Number(cell.dataset.version)
+    }, {
+      say: say,
+      answered: function () { cell.classList.remove("conflict"); },
+      ok: function (data) {
         showNow(cell, data.facet);
         cell.classList.add("retagged");
         say("ok", data.changed ? "Image " + cell.dataset.image + ": " + taskName + " is now " + name + "."
                                : "Image " + cell.dataset.image + " was already " + name + "; marked as confirmed.");
         select(selected + 1);
-      } else if (status === 409) {
+      },
+      conflict: function (data) {
         showNow(cell, data.facet);
         cell.classList.add("conflict");
-        var now = data.facet.label_name == null ? "no label" : "“" + data.facet.label_name + "”";
-        say("conflict", "Someone else changed " + taskName + " of image " + cell.dataset.image + " while you were looking: it is now " +
-            now + ". Your choice (" + name + ") was not saved and nothing was overwritten. Press the key again to set it.");
-      } else if (status === 403) {
-        say("error", "You are not allowed to retag (or your session expired). Reload the page.");
-      } else {
-        say("error", (data && data.message) || "The server could not save this label (HTTP " + status + ").");
+        say("conflict", window.Retag.conflictText(taskName, data.facet, name, "image " + cell.dataset.image));
       }
-    }).catch(function () {
-      say("error", "Network error: the label was not saved.");
     }).then(function () { busy = false; });
   }
 
@@ -85,9 +68,7 @@
   }
 
   document.addEventListener("keydown", function (ev) {
-    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
-    var tag = (ev.target.tagName || "").toLowerCase();
-    if (tag === "input" || tag === "textarea" || tag === "select") return;
+    if (window.Retag.typingIn(ev)) return;
     var key = ev.key;
     if (key === "ArrowRight" || key === "j" || key === "l") { select(selected + 1); ev.preventDefault(); return; }
     if (key === "ArrowLeft" || key === "k" || key === "h") { select(selected - 1); ev.preventDefault(); return; }
@@ -96,8 +77,8 @@
     if (key === "Enter" || key === "o") { if (cells[selected]) window.location.href = cells[selected].dataset.imageUrl; return; }
     if (key === "n") { follow("next"); return; }
     if (key === "p") { follow("prev"); return; }
-    if (/^[0-9]$/.test(key)) {
-      var i = key === "0" ? 9 : Number(key) - 1;
+    var i = window.Retag.labelIndex(key);
+    if (i >= 0) {
       if (labels[i]) retag(cells[selected], labels[i]);
       else say("error", taskName + " has no label number " + key + ".");
       ev.preventDefault();

@@ -17,14 +17,11 @@
     return;
   }
   var notice = document.getElementById("notice");
-  var csrf = document.querySelector("meta[name=csrf-token]").getAttribute("content");
   var choices = Array.prototype.slice.call(document.querySelectorAll("#task-labels .choice"));
 
-  function say(kind, text) {
-    notice.hidden = false;
-    notice.className = "notice notice-" + kind;
-    notice.textContent = text;
-  }
+  var say = window.Retag.notice(notice);
+  // A suspect action is not always a retag (keep, skip): its failures are worded for it.
+  var words = { action: "do this", thing: "this", lost: "nothing was saved" };
 
   function showCurrent(labelId, name) {
     root.dataset.currentName = name || "";
@@ -37,35 +34,24 @@
     if (busy) return;
     busy = true;
     say("pending", what + "…");
-    fetch(root.dataset.resolveUrl, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, "Accept": "application/json" },
-      body: JSON.stringify({ action: action, label: labelId, expected_version: Number(root.dataset.version) })
-    }).then(function (resp) {
-      return resp.json().catch(function () { return {}; }).then(function (data) { return [resp.status, data]; });
-    }).then(function (res) {
-      var status = res[0], data = res[1];
-      if (status === 200) {
+    window.Retag.save(root.dataset.resolveUrl, {
+      action: action, label: labelId, expected_version: Number(root.dataset.version)
+    }, {
+      say: say,
+      words: words,
+      ok: function (data) {
         say("ok", what + ": done.");
         document.getElementById("done-count").textContent = String(data.throughput.done);
         document.getElementById("per-minute").textContent = String(data.throughput.per_minute);
         window.location.reload();
-        return;
-      }
-      if (status === 409) {
+      },
+      conflict: function (data) {
         if (data.version != null) root.dataset.version = String(data.version);
         showCurrent(data.label, data.label_name);
         say("conflict", data.message || "Someone else changed this label first; nothing was overwritten.");
-      } else if (status === 403) {
-        say("error", "You are not allowed to do this (or your session expired). Reload the page.");
-      } else {
-        say("error", (data && data.message) || "The server could not save this (HTTP " + status + ").");
       }
-      busy = false;
-    }).catch(function () {
-      say("error", "Network error: nothing was saved.");
-      busy = false;
+    }).then(function (status) {
+      if (status !== 200) busy = false;  // after a 200 the page reloads: no second send meanwhile
     });
   }
 
@@ -75,9 +61,7 @@
   function pick(button) { send("label", Number(button.dataset.label), "Setting " + button.dataset.labelName); }
 
   document.addEventListener("keydown", function (ev) {
-    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
-    var tag = (ev.target.tagName || "").toLowerCase();
-    if (tag === "input" || tag === "textarea" || tag === "select") return;
+    if (window.Retag.typingIn(ev)) return;
     var key = ev.key;
     if (key === "Escape") { toggleHelp(false); return; }
     if (key === "?") { toggleHelp(); ev.preventDefault(); return; }
@@ -85,8 +69,9 @@
     if (key === "a" || key === "Enter") { accept(); ev.preventDefault(); return; }
     if (key === "k") { keep(); return; }
     if (key === "s") { skip(); return; }
-    if (/^[0-9]$/.test(key)) {
-      var b = choices[key === "0" ? 9 : Number(key) - 1];
+    var i = window.Retag.labelIndex(key);
+    if (i >= 0) {
+      var b = choices[i];
       if (b) pick(b); else say("error", "There is no label number " + key + ".");
       ev.preventDefault();
     }
