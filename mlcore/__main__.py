@@ -1,4 +1,4 @@
-"""``python -m mlcore train|test|predict|embed|plot``: the ML core from the command line."""
+"""``python -m mlcore train|test|predict|embed|plot|suspects|clean``: the ML core from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -106,6 +106,31 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_suspects(args) -> int:
+    from .suspects import score_run
+
+    summary = score_run(args.run, args.output, oos_uri=args.oos, folds=args.folds or 0, fold_epochs=args.fold_epochs,
+                        progress=None if args.quiet else ProgressBar(), method=args.method,
+                        cluster_threshold=args.cluster_threshold, knn=args.knn)
+    print(json.dumps({k: v for k, v in summary.items() if k != "top"} | {"top": summary["top"][:10]}, indent=1))
+    return 0
+
+
+def cmd_clean(args) -> int:
+    from .clean import autoclean
+    from .train import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    cfg.labels = _labels(args)
+    out = autoclean(cfg, rounds=args.rounds, threshold=args.threshold,
+                    progress=None if args.quiet else ProgressBar())
+    print(json.dumps({"rounds": [{k: r[k] for k in ("round", "excluded", "test_accuracy", "test_macro_f1")}
+                                 for r in out["rounds"]], "stopped": out["stopped"], "final_run": out["final_run"],
+                      "excluded": len(out["excluded"])}, indent=1))
+    return 0
+
+
 def _bool(s: str) -> bool:
     if s.lower() in ("1", "true", "yes", "on"):
         return True
@@ -196,6 +221,42 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True)
     s.add_argument("-o", "--output", help="PNG path/URI (default: <run>/curves.png)")
     s.set_defaults(func=cmd_plot)
+
+    s = sub.add_parser("suspects", help="rank images whose label is probably wrong",
+                       description="Score every image of a finished run (out-of-sample probabilities + embedding "
+                                   "clusters per class + kNN labels); write suspects.npz, clusters.npz and "
+                                   "suspects.json to --out.")
+    s.add_argument("--run", required=True, help="a finished run (predictions.npz + embeddings.npz)")
+    s.add_argument("--oos", help="oos.npz (or its folder) with out-of-sample probabilities")
+    s.add_argument("--folds", type=int, help="without --oos: train K fold models now for out-of-sample probabilities")
+    s.add_argument("--fold-epochs", type=int, help="epochs of each fold run (default: the run's)")
+    s.add_argument("--method", default="fused", choices=["fused", "prob", "knn"])
+    s.add_argument("--cluster-threshold", type=float, default=0.5, help="complete-linkage cut, cosine distance")
+    s.add_argument("--knn", type=int, default=10)
+    s.add_argument("--out", dest="output", required=True, help="folder or s3:// prefix")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_suspects)
+
+    s = sub.add_parser("clean", help="automatic cleaning rounds: exclude class-cluster outliers and retrain",
+                       description="Train, cluster each class's embeddings, exclude images outside the class core "
+                                   "from the next training set (kept, never deleted), retrain; writes clean.json.")
+    s.add_argument("manifest_uri", metavar="MANIFEST")
+    s.add_argument("-o", "--output", dest="output_uri", required=True)
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--threshold", type=float, default=0.5, help="complete-linkage cut, cosine distance")
+    s.add_argument("--labels", help="comma-separated label order")
+    s.add_argument("--labels-file")
+    s.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2"])
+    s.add_argument("--weights")
+    s.add_argument("--small-input", action="store_true", default=None)
+    s.add_argument("--image-size", type=int)
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--lr", type=float)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--device")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_clean)
     return p
 
 

@@ -1,10 +1,10 @@
-"""Fixtures for mlcore's tests: tiny image sets written by the tests, and a moto S3 server.
+"""Fixtures for mlcore's tests: tiny image sets written by the tests, and a bucket on the
+moto S3 server of tests/conftest.py (``moto_server``).
 
 Nothing here needs Django; nothing downloads anything.
 """
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -21,23 +21,6 @@ def colour_set(tmp_path) -> Path:
 def _isolated_cache(tmp_path, monkeypatch):
     """Each test gets its own S3 cache dir."""
     monkeypatch.setenv("MLCORE_CACHE_DIR", str(tmp_path / "mlcore-cache"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def moto_server():
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

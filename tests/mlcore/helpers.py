@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +11,6 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
-
-
-def shared_data() -> Path:
-    return Path(os.environ.get("RETAG_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 def make_image(colour, seed: int, size=(40, 32), fmt="PNG") -> bytes:

@@ -11,9 +11,10 @@ from PIL import Image
 from mlcore.__main__ import main
 from mlcore.evaluate import load_npz
 
-from tests.mlcore.helpers import REPO, read_idx, shared_data
+from tests.conftest import SHARED_DATA, require_shared
+from tests.mlcore.helpers import REPO, read_idx
 
-FM = shared_data() / "fashion-mnist"
+FM = SHARED_DATA / "fashion-mnist"
 CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 
 
@@ -31,8 +32,7 @@ def test_module_runs_as_a_program():
 
 @pytest.fixture(scope="module")
 def fashion_subset(tmp_path_factory):
-    if not (FM / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip("Fashion-MNIST not in the shared data")
+    require_shared(FM / "train-images-idx3-ubyte.gz")
     root = tmp_path_factory.mktemp("fm")
     images, labels = read_idx(FM / "train-images-idx3-ubyte.gz")[:500], read_idx(FM / "train-labels-idx1-ubyte.gz")
     (root / "img").mkdir()

@@ -66,3 +66,20 @@ def test_combine_folds_takes_each_train_image_from_the_model_that_did_not_see_it
     assert np.allclose(oos["prob"][:, 1], [0.9, 0.7, 0.8, 0.6, 0.3])
     assert oos["fold"].tolist() == [0, 1, 0, 1, -1] and not oos["in_sample"].any()
     assert oos["label"].tolist() == [0, 1, 0, 1, 0]
+
+
+def test_out_of_sample_end_to_end_on_a_tiny_set(colour_set, tmp_path):
+    from mlcore.folds import out_of_sample
+
+    base = TrainConfig(manifest_uri=str(colour_set), output_uri=str(tmp_path / "run"), labels=LABELS,
+                       arch="resnet18", image_size=32, epochs=1, batch_size=8, device="cpu", workers=0, seed=3)
+    seen = set()
+    uri = out_of_sample(base, k=2, progress=lambda p: seen.add(p["job"]))
+    oos = load_npz(storage.read_bytes(uri))
+    main = load_npz((tmp_path / "run" / "predictions.npz").read_bytes())
+    assert oos["uri"].tolist() == main["uri"].tolist() and seen == {"main", "fold 0", "fold 1"}
+    train = oos["split"] == "train"
+    assert (oos["fold"][train] >= 0).all() and (oos["fold"][~train] == -1).all()
+    assert not np.allclose(oos["prob"][train], main["prob"][train])
+    assert np.allclose(oos["prob"][~train], main["prob"][~train])
+    assert (tmp_path / "run" / "folds" / "folds.json").exists()

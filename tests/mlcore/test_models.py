@@ -3,7 +3,7 @@ import torch
 
 from mlcore import models
 
-from tests.mlcore.helpers import shared_data
+from tests.conftest import SHARED_DATA, require_shared
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
@@ -49,9 +49,7 @@ def test_wrong_backbone_weights_are_refused(tmp_path):
 
 
 def test_imagenet_mobilenet_backbone_from_torchvision_keys():
-    path = shared_data() / "weights" / "mobilenet_v2_imagenet_features_torchvision_keys.pth"
-    if not path.exists():
-        pytest.skip("shared weights not present")
+    path = require_shared(SHARED_DATA / "weights" / "mobilenet_v2_imagenet_features_torchvision_keys.pth")
     m = models.build_model("mobilenet_v2", 4, weights=str(path))
     sd = torch.load(path, weights_only=True)
     assert torch.equal(m.backbone.features[0][0].weight, sd["features.0.0.weight"])

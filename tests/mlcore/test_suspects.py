@@ -1,6 +1,7 @@
 import numpy as np
 
 from mlcore import storage
+from mlcore.__main__ import main
 from mlcore.evaluate import load_npz, npz_bytes
 from mlcore.suspects import REASON_CLUSTER, REASON_KNN, REASON_MODEL, confident_issue, score, score_run
 
@@ -68,8 +69,19 @@ def test_score_run_writes_suspects_and_clusters(tmp_path):
         {"uri": uris, "split": split, "label": given, "prob": prob.astype(np.float32),
          "labels": np.array(["a", "b", "c"])}))
     summary = score_run(run, str(tmp_path / "out"), oos_uri=storage.join(run, "oos.npz"), cluster_threshold=0.3)
+    assert main(["suspects", "--run", run, "--oos", run, "--out", str(tmp_path / "cli"), "--cluster-threshold", "0.3",
+                 "-q"]) == 0
+    assert (tmp_path / "cli" / "suspects.npz").exists() and (tmp_path / "cli" / "suspects.json").exists()
     assert summary["flagged"] == 1 and summary["top"][0]["uri"] == uris[0]
     s = load_npz((tmp_path / "out" / "suspects.npz").read_bytes())
     assert s["uri"].tolist() == uris.tolist() and s["flagged"][0]
     c = load_npz((tmp_path / "out" / "clusters.npz").read_bytes())
     assert c["size"].sum() == len(given) and c["core"].sum() == 3
+
+
+def test_new_subcommands_have_help(capsys):
+    import pytest
+    for cmd in ("suspects", "clean"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0 and f"usage: python -m mlcore {cmd}" in capsys.readouterr().out

@@ -1,0 +1,415 @@
+"""Bench: mislabel detection (mlcore.suspects) against cleanlab, on Fashion-MNIST with injected noise.
+
+For each noise setting (``sym10``, ``sym20``: symmetric 10% / 20%; ``classcond20``: 20%
+flipped between similar classes, T-shirt/Pullover/Coat/Shirt and Sandal/Sneaker/Ankle boot)
+it runs the whole pipeline through mlcore's public API on PNG files and manifests:
+
+1. ``folds.out_of_sample``: main run on the noisy train set + K fold runs -> oos.npz;
+2. ``suspects.score`` on the out-of-sample probabilities and the main run's embeddings;
+   ``cleanlab.filter.find_label_issues`` (and cleanlab's self-confidence ranking for
+   AUROC) on the same probabilities; precision / recall / F1 of the flagged set, precision
+   at k (k = number of injected errors) and AUROC against the injected errors;
+3. a retrain after applying the suggested labels to the flagged images;
+4. ``clean.autoclean`` from the main run;
+and one model on the clean labels. Figures: test accuracy on the full 10,000 test images.
+
+Budget (2 shared CPU cores): a stratified subset of ``--train-size`` train images, ``--epochs``
+for main/retrained/clean/autoclean runs and ``--fold-epochs`` for the fold runs. Partial
+JSON is written after every step. ``--quick`` only measures ``clustering_60k_s`` (60,000
+structured synthetic 512-d embeddings, 6,000 per class, unless --real-embeddings-from gives a
+run) and ``similar_query_p95_ms`` (1,000,000 synthetic embeddings), merged into the JSON.
+
+Any labelled image set works: ``--manifest M.csv --given-col noisy --true-col label``
+(columns ``uri, split`` plus both label columns).
+
+    .venv/bin/python bench/suspects_fashion_mnist.py --quick
+    nohup .venv/bin/python bench/suspects_fashion_mnist.py > /tmp/suspects_bench.log 2>&1 &
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import RESULTS, machine_info, shared_data  # noqa: E402
+from mlcore import storage  # noqa: E402
+from mlcore.cluster import cluster_per_class  # noqa: E402
+from mlcore.data import write_manifest  # noqa: E402
+from mlcore.evaluate import load_npz  # noqa: E402
+from mlcore.similar import SimilarIndex  # noqa: E402
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+           "Ankle boot"]
+SIMILAR_GROUPS = [[0, 2, 4, 6], [5, 7, 9]]  # tops; shoes
+OUT_NAME = "suspects_fashion_mnist.json"
+
+
+# --------------------------------------------------------------------------- data
+
+def read_idx(path: Path) -> np.ndarray:
+    import gzip
+    data = gzip.open(path, "rb").read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def stratified(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    classes = np.unique(y)
+    per = n // len(classes)
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), per, replace=False) for c in classes]))
+
+
+def inject(y: np.ndarray, setting: str, seed: int, num_classes: int) -> np.ndarray:
+    """Noisy copy of ``y``: ``symNN`` flips NN% to a uniformly random other class; ``classcond20``
+    flips 20% of the images of the similar-class groups to another class of their group."""
+    rng = np.random.default_rng(seed)
+    noisy = y.copy()
+    if setting.startswith("sym"):
+        rate = int(setting[3:]) / 100
+        flip = np.flatnonzero(rng.random(len(y)) < rate)
+        noisy[flip] = (y[flip] + rng.integers(1, num_classes, len(flip))) % num_classes
+    elif setting == "classcond20":
+        for group in SIMILAR_GROUPS:
+            rows = np.flatnonzero(np.isin(y, group))
+            flip = rows[rng.random(len(rows)) < 0.2]
+            for i in flip:
+                noisy[i] = rng.choice([c for c in group if c != y[i]])
+    else:
+        raise ValueError(setting)
+    return noisy
+
+
+def write_pngs(images: np.ndarray, folder: Path, prefix: str) -> list[str]:
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    uris = []
+    for i, im in enumerate(images):
+        p = folder / f"{prefix}{i:05d}.png"
+        if not p.exists():
+            Image.fromarray(im).save(p)
+        uris.append(str(p))
+    return uris
+
+
+def fashion_dataset(args, work: Path) -> dict:
+    root = args.data
+    xtr, ytr = read_idx(root / "train-images-idx3-ubyte.gz"), read_idx(root / "train-labels-idx1-ubyte.gz")
+    xte, yte = read_idx(root / "t10k-images-idx3-ubyte.gz"), read_idx(root / "t10k-labels-idx1-ubyte.gz")
+    tr = stratified(ytr.astype(np.int64), args.train_size, args.seed)
+    te = np.arange(len(yte)) if not args.test_size else stratified(yte.astype(np.int64), args.test_size, args.seed)
+    rest = np.setdiff1d(np.arange(len(ytr)), tr)
+    va = stratified(ytr[rest].astype(np.int64), args.val_size, args.seed + 1) if args.val_size else rest[:0]
+    va = rest[va]
+    tr_uris = write_pngs(xtr[tr], work / "images" / "train", "tr")
+    va_uris = write_pngs(xtr[va], work / "images" / "val", "va")
+    te_uris = write_pngs(xte[te], work / "images" / "test", "te")
+    return {"uris": tr_uris + va_uris + te_uris,
+            "splits": ["train"] * len(tr) + ["val"] * len(va) + ["test"] * len(te),
+            "true": np.concatenate([ytr[tr], ytr[va], yte[te]]).astype(np.int64), "given": None,
+            "labels": CLASSES, "source": f"fashion-mnist {len(tr)} train (stratified, seed {args.seed}) + "
+                                         f"{len(va)} val (clean labels, per-epoch curves only) + {len(te)} test"}
+
+
+def manifest_dataset(args) -> dict:
+    rows = list(csv.DictReader(io.StringIO(storage.read_bytes(storage.to_uri(args.manifest)).decode("utf-8-sig"))))
+    names = sorted({r[args.true_col] for r in rows} | {r[args.given_col] for r in rows if r[args.given_col]})
+    idx = {n: i for i, n in enumerate(names)}
+    base = storage.to_uri(args.manifest).rsplit("/", 1)[0]
+    uris = [r["uri"] if "://" in r["uri"] or r["uri"].startswith("/") else storage.join(base, r["uri"]) for r in rows]
+    return {"uris": uris, "splits": [r["split"] for r in rows], "true": np.array([idx[r[args.true_col]] for r in rows]),
+            "given": np.array([idx[r[args.given_col]] if r[args.given_col] else -1 for r in rows]),
+            "labels": names, "source": f"manifest {args.manifest} given={args.given_col} true={args.true_col}"}
+
+
+# --------------------------------------------------------------------------- metrics
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    from scipy.stats import rankdata
+    r = rankdata(score)
+    npos, nneg = positive.sum(), (~positive).sum()
+    if not npos or not nneg:
+        return float("nan")
+    return float((r[positive].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def detection(flagged: np.ndarray, score: np.ndarray, errors: np.ndarray) -> dict:
+    tp = int((flagged & errors).sum())
+    p = tp / max(1, flagged.sum())
+    r = tp / max(1, errors.sum())
+    k = int(errors.sum())
+    top = np.argsort(-score, kind="stable")[:k]
+    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / max(1e-12, p + r), 4),
+            "precision_at_k": round(float(errors[top].mean()) if k else float("nan"), 4),
+            "auroc": round(auroc(score, errors), 4), "flagged": int(flagged.sum()), "k": k}
+
+
+# --------------------------------------------------------------------------- runs
+
+def base_config(args, manifest: str, out: Path, labels: list[str]):
+    from mlcore.train import TrainConfig
+    return TrainConfig(manifest_uri=manifest, output_uri=str(out), labels=labels, arch="resnet18",
+                       small_input=True, maxpool=True, image_size=args.image_size, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, weight_decay=5e-4, warmup_epochs=0.5,
+                       label_smoothing=0.1, class_weights="none", device="cpu", amp=True, channels_last=True,
+                       workers=0, seed=0)
+
+
+def test_accuracy(run: Path | str) -> float:
+    m = json.loads(storage.read_bytes(storage.join(storage.to_uri(str(run)), "metrics.json")))
+    return round(m["test"]["accuracy"], 4)
+
+
+def train_once(config, log) -> None:
+    from mlcore.train import train
+    if storage.exists(storage.join(storage.to_uri(config.output_uri), "predictions.npz")):
+        return
+    t0 = time.time()
+    train(config, progress=log)
+    print(f"  trained {config.output_uri} in {time.time() - t0:.0f} s", flush=True)
+
+
+def progress_printer():
+    last = {"t": 0.0}
+
+    def log(p):
+        now = time.time()
+        if now - last["t"] > 60:
+            last["t"] = now
+            print(f"  [{p.get('job', '')}] {p['phase']} epoch {p['epoch']}/{p['epochs']} step {p['step']}/{p['steps']} "
+                  f"{p['images_per_s']:.0f} img/s", flush=True)
+    return log
+
+
+def run_setting(name: str, ds: dict, args, work: Path, result: dict, save) -> dict:
+    import cleanlab.filter
+    import cleanlab.rank
+
+    from mlcore.clean import autoclean
+    from mlcore.folds import out_of_sample
+    from mlcore.suspects import score
+
+    t0 = time.time()
+    labels = ds["labels"]
+    true = ds["true"]
+    train = np.asarray(ds["splits"]) == "train"
+    given = ds["given"].copy() if ds["given"] is not None else true.copy()
+    if ds["given"] is None:
+        given[train] = inject(true[train], name, args.seed, len(labels))
+    sdir = work / name
+    manifest = write_manifest(str(sdir / "manifest.csv"), ds["uris"], ds["splits"],
+                              [labels[v] if v >= 0 else "" for v in given])
+    entry = {"name": name, "injected_errors": int((given != true)[train].sum()), "train_images": int(train.sum())}
+    result["settings"] = [s for s in result["settings"] if s["name"] != name] + [entry]
+    log = progress_printer()
+
+    base = base_config(args, manifest, sdir / "main", labels)
+    oos_uri = out_of_sample(base, k=args.folds, fold_epochs=args.fold_epochs, progress=log)
+    entry["test_accuracy"] = {"noisy": test_accuracy(sdir / "main")}
+    save()
+
+    oos = load_npz(storage.read_bytes(oos_uri))
+    emb = load_npz(storage.read_bytes(storage.join(storage.to_uri(str(sdir / "main")), "embeddings.npz")))
+    row = {u: i for i, u in enumerate(emb["uri"].tolist())}
+    e = emb["emb"][[row[u] for u in oos["uri"]]].astype(np.float32)
+    uri_pos = {storage.to_uri(u): i for i, u in enumerate(ds["uris"])}
+    pos = np.array([uri_pos[u] for u in oos["uri"]])
+    tr = oos["split"] == "train"
+    errors = (given[pos] != true[pos])[tr]
+    g = oos["label"]
+
+    t1 = time.time()
+    s = score(oos["prob"], g, e, cluster_threshold=args.cluster_threshold, knn=args.knn)
+    entry["suspects_s"] = round(time.time() - t1, 1)
+    entry["fused"] = detection(s["flagged"][tr], s["score"][tr], errors)
+    variants = {}
+    for method in ("prob", "knn"):
+        v = score(oos["prob"], g, e, method=method, cluster_threshold=args.cluster_threshold, knn=args.knn)
+        variants[method] = detection(v["flagged"][tr], v["score"][tr], errors)
+    for w in (0.3, 0.5):
+        v = score(oos["prob"], g, e, knn_weight=w, cluster_threshold=args.cluster_threshold, knn=args.knn)
+        variants[f"fused_knn_weight_{w}"] = detection(v["flagged"][tr], v["score"][tr], errors)
+    variants["cluster_outlier"] = detection(s["cluster_outlier"][tr], s["cluster_outlier"][tr].astype(float), errors)
+    variants["cl_issue_prob"] = detection(s["cl_issue"][tr], 1 - s["self_confidence"][tr], errors)
+    entry["variants"] = variants
+    entry["suggested_accuracy_on_flagged_errors"] = round(float(
+        (s["suggested"][tr] == true[pos][tr])[s["flagged"][tr] & errors].mean()), 4)
+
+    issues = cleanlab.filter.find_label_issues(g[tr], oos["prob"][tr])
+    quality = cleanlab.rank.get_label_quality_scores(g[tr], oos["prob"][tr])
+    entry["cleanlab"] = detection(np.asarray(issues, dtype=bool), 1 - quality, errors)
+    save()
+    print(f"{name}: fused {entry['fused']} cleanlab {entry['cleanlab']}", flush=True)
+
+    # retrain with the suggested labels on the flagged images
+    fixed = given.copy()
+    flagged_rows = pos[tr][s["flagged"][tr]]
+    fixed[flagged_rows] = s["suggested"][tr][s["flagged"][tr]]
+    m2 = write_manifest(str(sdir / "retrained" / "manifest.csv"), ds["uris"], ds["splits"],
+                        [labels[v] if v >= 0 else "" for v in fixed])
+    train_once(base_config(args, m2, sdir / "retrained", labels), log)
+    entry["test_accuracy"]["retrained"] = test_accuracy(sdir / "retrained")
+    entry["label_errors_after_retag"] = int((fixed != true)[train].sum())
+    save()
+
+    if args.autoclean_rounds:
+        ac = autoclean(base_config(args, manifest, sdir / "autoclean", labels), rounds=args.autoclean_rounds,
+                       threshold=args.cluster_threshold, start_run=str(sdir / "main"), progress=log)
+        excluded = np.array([uri_pos[u] for u in ac["excluded"]], dtype=np.int64)
+        entry["autoclean_test_accuracy"] = round(ac["rounds"][-1]["test_accuracy"], 4)
+        entry["autoclean"] = {"rounds": [{k: r[k] for k in ("round", "excluded", "test_accuracy", "test_macro_f1")}
+                                         for r in ac["rounds"]], "stopped": ac["stopped"],
+                              "excluded_that_were_errors": int((given[excluded] != true[excluded]).sum())}
+    entry["wall_s"] = round(time.time() - t0, 1)
+    save()
+    return entry
+
+
+# --------------------------------------------------------------------------- quick measurements
+
+def structured_unit_vectors(n: int, d: int, centres: int, seed: int, dtype=np.float16,
+                            spread: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` unit vectors around ``centres`` random directions (like class/style clusters); and their centre."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, d)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    which = rng.integers(0, centres, n)
+    out = np.empty((n, d), dtype=dtype)
+    for s in range(0, n, 65536):
+        w = which[s:s + 65536]
+        x = c[w] + spread * rng.standard_normal((len(w), d)).astype(np.float32) / np.sqrt(d)
+        out[s:s + 65536] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out, which
+
+
+def quick(args, result: dict) -> None:
+    # clustering: 60,000 embeddings, 6,000 per class
+    if args.real_embeddings_from:
+        z = load_npz(storage.read_bytes(storage.join(storage.to_uri(args.real_embeddings_from), "embeddings.npz")))
+        p = load_npz(storage.read_bytes(storage.join(storage.to_uri(args.real_embeddings_from), "predictions.npz")))
+        emb, lab, src = z["emb"].astype(np.float32), p["label"], f"embeddings of {args.real_embeddings_from}"
+    else:
+        emb, which = structured_unit_vectors(60_000, 512, 200, args.seed, np.float32)
+        lab = which % 10  # 10 classes of 6,000, each a mixture of 20 sub-clusters
+        src = "synthetic: 60,000 unit vectors, 512-d, 10 classes x 20 sub-clusters"
+    t0 = time.perf_counter()
+    cid, core = cluster_per_class(emb, lab, threshold=args.cluster_threshold)
+    result["clustering_60k_s"] = round(time.perf_counter() - t0, 2)
+    result["clustering_60k"] = {"load_average_1m": round(os.getloadavg()[0], 2), "source": src, "images": int(len(lab)), "threshold": args.cluster_threshold,
+                                "clusters": int(cid.max() + 1), "core_fraction": round(float(core.mean()), 4)}
+    print(f"clustering {len(lab)}: {result['clustering_60k_s']} s", flush=True)
+    del emb
+
+    n = args.similar_n
+    emb, _ = structured_unit_vectors(n, 512, 5000, args.seed + 1)
+    t0 = time.perf_counter()
+    index = SimilarIndex(emb, np.arange(n))
+    build = time.perf_counter() - t0
+    rng = np.random.default_rng(args.seed)
+    times, exact_ok = [], 0
+    qs = rng.integers(0, n, args.queries)
+    for j, q in enumerate(qs):
+        vec = emb[q].astype(np.float32) + 0.05 * rng.standard_normal(512).astype(np.float32) / np.sqrt(512)
+        t = time.perf_counter()
+        ids, sims = index.query(vec, 10)
+        times.append((time.perf_counter() - t) * 1000)
+        if j < 5:  # exactness against a float32 brute force over the same stored vectors
+            v = vec / np.linalg.norm(vec)
+            full = np.concatenate([emb[s:s + 65536].astype(np.float32) @ v for s in range(0, n, 65536)])
+            exact_ok += int(np.array_equal(np.sort(ids), np.sort(np.argsort(-full)[:10])))
+    result["similar_query_p95_ms"] = round(float(np.percentile(times, 95)), 1)
+    result["similar"] = {"embeddings": n, "dim": 512, "queries": len(times), "k": 10,
+                         "p50_ms": round(float(np.percentile(times, 50)), 1), "build_s": round(build, 1),
+                         "storage": "float16, torch.mv + float32 re-rank of the top k+32",
+                         "exact_top10_matches_bruteforce": f"{exact_ok}/5",
+                         "data": "synthetic: unit vectors around 5,000 random directions",
+                         "load_average_1m": round(os.getloadavg()[0], 2)}
+    print(f"similar p95 {result['similar_query_p95_ms']} ms at {n}", flush=True)
+
+
+# --------------------------------------------------------------------------- main
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=shared_data() / "fashion-mnist")
+    ap.add_argument("--manifest", help="any manifest with a given-label and a true-label column")
+    ap.add_argument("--given-col", default="given")
+    ap.add_argument("--true-col", default="label")
+    ap.add_argument("--settings", default="sym20,classcond20,sym10")
+    ap.add_argument("--train-size", type=int, default=1200)
+    ap.add_argument("--test-size", type=int, default=2000, help="stratified; 0: the full 10,000")
+    ap.add_argument("--val-size", type=int, default=200, help="clean-label val split (per-epoch curves)")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--fold-epochs", type=int, default=2)
+    ap.add_argument("--folds", type=int, default=4)
+    ap.add_argument("--autoclean-rounds", type=int, default=1)
+    ap.add_argument("--cluster-threshold", type=float, default=0.5)
+    ap.add_argument("--knn", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--image-size", type=int, default=28)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/retag_suspects_bench"))
+    ap.add_argument("--out", default=OUT_NAME)
+    ap.add_argument("--quick", action="store_true", help="only clustering_60k_s and similar_query_p95_ms")
+    ap.add_argument("--real-embeddings-from", help="a run whose embeddings to cluster in --quick")
+    ap.add_argument("--similar-n", type=int, default=1_000_000)
+    ap.add_argument("--queries", type=int, default=200)
+    args = ap.parse_args(argv)
+
+    import torch
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    path = RESULTS / args.out
+    result = json.loads(path.read_text()) if path.exists() else {}
+    result.setdefault("settings", [])
+    cmd = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+
+    def save():
+        result["machine"] = machine_info("cpu")
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1, default=float) + "\n")
+
+    if args.quick:
+        result["quick_command"] = cmd
+        quick(args, result)
+        save()
+        return
+    t0 = time.time()
+    result["command"] = cmd
+    result["budget"] = {"train_images": args.train_size, "test_images": args.test_size or "all",
+                        "epochs": args.epochs, "fold_epochs": args.fold_epochs, "folds": args.folds,
+                        "autoclean_rounds": args.autoclean_rounds, "cluster_threshold": args.cluster_threshold,
+                        "knn": args.knn, "model": "resnet18 small_input (3x3 stride-1 stem + max-pool), "
+                        f"SGD lr {args.lr} bs {args.batch_size} wd 5e-4, label smoothing 0.1, bf16 autocast, 2 CPU threads",
+                        "val_images": args.val_size}
+    work = args.work
+    ds = manifest_dataset(args) if args.manifest else fashion_dataset(args, work)
+    result["data"] = ds["source"]
+    save()
+    for i, name in enumerate([s for s in args.settings.split(",") if s]):
+        run_setting(name, ds, args, work, result, save)
+        if i == 0 and ds["given"] is None:  # the clean-label model, shared by every setting
+            clean_manifest = write_manifest(str(work / "clean" / "manifest.csv"), ds["uris"], ds["splits"],
+                                            [ds["labels"][v] for v in ds["true"]])
+            train_once(base_config(args, clean_manifest, work / "clean" / "run", ds["labels"]), progress_printer())
+        clean_run = work / "clean" / "run"
+        for s in result["settings"]:
+            if (clean_run / "metrics.json").exists() and "test_accuracy" in s:
+                s["test_accuracy"]["clean"] = test_accuracy(clean_run)
+        result["budget"]["wall_s"] = round(time.time() - t0, 1)
+        save()
+    print(json.dumps(result, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
