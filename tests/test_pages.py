@@ -191,7 +191,7 @@ def test_grid_filters_by_label_split_and_status(annotator, shop):
     assert grid_keys(html) == ["dresses/02.jpg"]
     html = c.get(f"/p/dresses/?task={neck.id}&label=none").content.decode()
     assert grid_keys(html) == ["dresses/03.jpg", "dresses/broken.jpg", "dresses/gone.jpg"]
-    html = c.get(f"/p/dresses/?status=corrupt").content.decode()
+    html = c.get("/p/dresses/?status=corrupt").content.decode()
     assert grid_keys(html) == ["dresses/broken.jpg"]
     assert "thumb-problem" in html  # no thumbnail request for a corrupt image
     # Each cell shows the current label of the chosen task, and all of them on hover.
