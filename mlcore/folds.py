@@ -19,6 +19,11 @@ out-of-sample for every row), ``fold`` (the fold that predicted a train row; -1 
 the main run predicted), ``in_sample`` (bool: a train row no fold could predict, e.g.
 unreadable there, given the main run's in-sample probabilities), ``labels`` (names).
 Rows are in the main run's ``predictions.npz`` order.
+
+:func:`held_out_spaces` gives the suspects' neighbourhood witnesses embeddings that never
+saw the labels of the images they place: fold f's model embedded every train image, and
+the rows it held out sit where their pixels put them, not where a memorised wrong label
+pulled them (the main run's embeddings saw every label).
 """
 from __future__ import annotations
 
@@ -158,3 +163,27 @@ def out_of_sample(base: TrainConfig, k: int = 4, progress: Progress | None = Non
         {"k": k, "seed": seed, "fold_epochs": fold_epochs or base.epochs,
          "folds": [c.output_uri for c in configs], "oos": uri}, indent=1).encode(), "application/json")
     return uri
+
+
+def held_out_spaces(fold_output_uris: list[str], main_output_uri: str, uris, fold: np.ndarray) -> list[tuple]:
+    """``[(rows, emb, reference)]`` for :func:`mlcore.suspects.score`'s ``spaces``: per fold run,
+    the rows it held out (``fold == f``, as in ``oos.npz``), its embeddings of all ``uris``
+    (N, D; zero where it has none) and the rows it has (``reference``: the neighbours to look
+    among); rows no fold held out (``fold == -1``: val/test, never trained on by the main run)
+    in the main run's embeddings. Rows in ``uris`` order.
+    """
+    uris = list(uris)
+    fold = np.asarray(fold)
+    spaces = []
+    for f, run_uri in [*enumerate(fold_output_uris), (-1, main_output_uri)]:
+        rows = np.flatnonzero(fold == f)
+        if not len(rows):
+            continue
+        z = load_npz(storage.read_bytes(storage.join(run_uri, "embeddings.npz")))
+        at = {u: i for i, u in enumerate(z["uri"].tolist())}
+        have = np.asarray([u in at for u in uris])
+        emb = np.zeros((len(uris), z["emb"].shape[1]), dtype=np.float32)
+        emb[have] = z["emb"][[at[u] for u, h in zip(uris, have) if h]].astype(np.float32)
+        rows = rows[have[rows]]
+        spaces.append((rows, emb, np.flatnonzero(have)))
+    return spaces

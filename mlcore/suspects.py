@@ -39,7 +39,9 @@ from .cluster import cluster_per_class, knn_label_distribution
 REASON_MODEL = 1
 REASON_CLUSTER = 2
 REASON_KNN = 4
-METHODS = ("fused", "prob", "knn")
+METHODS = ("fused", "prob", "knn", "cluster")
+DECISIONS = ("cl", "cleanlab")
+DEFAULT_DECISION = "cl"
 
 
 def confident_thresholds(prob: np.ndarray, given: np.ndarray) -> np.ndarray:
@@ -74,25 +76,209 @@ def normalised_margin(prob: np.ndarray, given: np.ndarray) -> np.ndarray:
     return np.where(lab, p_given - rest.max(1), np.nan).astype(np.float32)
 
 
+def confident_joint(prob: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """(C, C) calibrated confident joint: estimated counts of (given label i, true label j).
+
+    Confident learning's estimate: each labelled image counts for the most likely class
+    among those whose probability reaches that class's threshold (:func:`confident_thresholds`),
+    or for its given class when none does; each row is then scaled to the given class's count.
+    """
+    c = prob.shape[1]
+    lab = np.flatnonzero(given >= 0)
+    g = given[lab]
+    p = prob[lab]
+    over = p >= confident_thresholds(prob, given)[None, :]
+    best = np.where(over.any(1), np.where(over, p, -np.inf).argmax(1), g)
+    joint = np.zeros((c, c), dtype=np.float64)
+    np.add.at(joint, (g, best), 1.0)
+    counts = np.bincount(g, minlength=c).astype(np.float64)
+    rows = joint.sum(1)
+    return joint * np.divide(counts, rows, out=np.zeros(c), where=rows > 0)[:, None]
+
+
+def error_rates(prob: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """(C,) estimated share of wrong labels among the images labelled c (off-diagonal of the confident joint)."""
+    joint = confident_joint(prob, given)
+    rows = joint.sum(1)
+    return np.divide(rows - np.diag(joint), rows, out=np.zeros(len(rows)), where=rows > 0)
+
+
+def error_posterior(f: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """(N,) probability that the given label is wrong, from ``f`` (N, C) and the noise it implies.
+
+    ``f`` predicts the *given* labels (it was fit to them), so it carries their noise: with
+    ``T[i, j] = P(given i | true j)`` from the confident joint, ``f = T q`` where ``q`` is the
+    belief about the true class. ``q = T^-1 f`` (clipped to the simplex); then
+    ``P(true = given | x, given) = T[g, g] q[g] / (T q)[g]``. Its mean over a flagged set is
+    that set's expected precision. NaN where unlabelled.
+    """
+    joint = confident_joint(f, given)
+    col = joint.sum(0, keepdims=True)
+    c = f.shape[1]
+    t = np.where(col > 0, joint / np.maximum(col, 1e-12), np.eye(c))
+    try:
+        q = np.asarray(f, dtype=np.float64) @ np.linalg.inv(t).T
+    except np.linalg.LinAlgError:
+        q = np.asarray(f, dtype=np.float64)
+    q = np.clip(q, 0.0, None)
+    q /= np.maximum(q.sum(1, keepdims=True), 1e-12)
+    lab = given >= 0
+    g = np.maximum(given, 0)
+    rows = np.arange(len(f))
+    noisy = q @ t.T  # (N, C): P(given = i | x)
+    post = np.divide(t[g, g] * q[rows, g], noisy[rows, g], out=np.ones(len(f)), where=noisy[rows, g] > 0)
+    return np.where(lab, np.clip(1.0 - post, 0.0, 1.0), np.nan)
+
+
+def fit_weights(witnesses: dict[str, np.ndarray], given: np.ndarray, *, iters: int = 500,
+                tol: float = 1e-7) -> dict[str, float]:
+    """Mixture weights of the witnesses' (N, C) distributions that best predict the given labels.
+
+    Maximum likelihood of the given labels under ``f = sum_w weight_w * witness_w`` (weights
+    on the simplex), by EM, which finds the global optimum of this concave problem. Every
+    witness must be honest about the image itself (out-of-sample probabilities, neighbours
+    without the image), or it wins by echoing the label. A witness that knows nothing
+    about the labels predicts them no better than the uniform ``"prior"`` witness (always
+    included: it absorbs the wrong labels that every witness misses) and gets a weight near
+    0; a strong one gets most. Only the labelled rows count.
+    """
+    names = list(witnesses)
+    lab = np.flatnonzero(given >= 0)
+    like = np.stack([np.asarray(witnesses[w], dtype=np.float64)[lab, given[lab]] for w in names], 1)
+    w = np.full(len(names), 1.0 / len(names))
+    last = -np.inf
+    for _ in range(iters):
+        mix = like @ w
+        ll = float(np.log(np.maximum(mix, 1e-300)).mean())
+        w = (like * w / np.maximum(mix, 1e-300)[:, None]).mean(0)
+        w /= w.sum()
+        if ll - last < tol:
+            break
+        last = ll
+    return {name: float(x) for name, x in zip(names, w)}
+
+
+def _core_similarity(e: np.ndarray, given: np.ndarray, is_core: np.ndarray, c: int) -> np.ndarray:
+    """(N, C) cosine similarity of each image to each class's core centroid (itself left out of its own)."""
+    sums = np.zeros((c, e.shape[1]), dtype=np.float64)
+    core = np.flatnonzero(is_core & (given >= 0))
+    np.add.at(sums, given[core], e[core])
+    sim = (e @ sums.T).astype(np.float64)  # e . S_c
+    norms = np.linalg.norm(sums, axis=1)
+    out = np.divide(sim, norms[None, :], out=np.zeros_like(sim), where=norms[None, :] > 0)
+    # a core member's own class centroid without itself: e.(S - e) / |S - e|
+    g = given[core]
+    own = sim[core, g] - 1.0
+    loo = np.sqrt(np.maximum(norms[g] ** 2 - 2 * sim[core, g] + 1.0, 0.0))
+    out[core, g] = np.divide(own, loo, out=np.zeros_like(own), where=loo > 1e-9)
+    return out
+
+
+def _softmax_fit(sim: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """softmax(sim / tau) with the temperature that best predicts the given labels (a grid; 1 parameter)."""
+    lab = np.flatnonzero(given >= 0)
+    best, best_ll = None, -np.inf
+    for tau in (0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3, 0.5, 1.0):
+        z = sim / tau
+        z -= z.max(1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(1, keepdims=True)
+        ll = float(np.log(np.maximum(p[lab, given[lab]], 1e-12)).mean())
+        if ll > best_ll:
+            best, best_ll = p, ll
+    return best.astype(np.float32)
+
+
+def calibrate(f: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """``f ** a`` (rows renormalised) with the power that best predicts the given labels.
+
+    A linear mix of witnesses is less sure than any of them (linear pooling is
+    underconfident); one fitted power makes ``f`` a probability of the given label again,
+    which :func:`error_posterior` needs. One parameter, on every labelled row.
+    """
+    lab = np.flatnonzero(given >= 0)
+    logf = np.log(np.maximum(np.asarray(f, dtype=np.float64), 1e-12))
+    best, best_ll = np.asarray(f, dtype=np.float64), -np.inf
+    for a in (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0):
+        z = a * logf
+        z -= z.max(1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(1, keepdims=True)
+        ll = float(np.log(np.maximum(p[lab, given[lab]], 1e-12)).mean())
+        if ll > best_ll:
+            best, best_ll = p, ll
+    return best
+
+
+def _find_label_issues(f: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """cleanlab's ``find_label_issues`` on ``f`` (labelled rows; one process: it runs inside workers)."""
+    from cleanlab.filter import find_label_issues
+
+    lab = np.flatnonzero(given >= 0)
+    out = np.zeros(len(f), dtype=bool)
+    if len(lab) < 2:
+        return out
+    p = f[lab] / np.maximum(f[lab].sum(1, keepdims=True), 1e-12)
+    out[lab] = find_label_issues(given[lab], p, n_jobs=1)
+    return out
+
+
+def _spaces(emb, spaces, given):
+    """``[(rows, emb, labels of the rows that can be neighbours there)]``."""
+    if spaces is None:
+        return [(np.arange(len(given)), emb, given)]
+    out = []
+    for sp in spaces:
+        ref_given = given
+        if len(sp) > 2 and sp[2] is not None:
+            ref_given = np.full_like(given, -1)
+            ref_given[sp[2]] = given[sp[2]]
+        out.append((np.asarray(sp[0], dtype=np.int64), sp[1], ref_given))
+    return out
+
+
 def score(prob: np.ndarray, given: np.ndarray, emb: np.ndarray | None = None, *, method: str = "fused",
-          cluster_threshold: float = 0.5, knn: int = 10, knn_weight: float = 0.7,
-          max_per_class: int = 10_000) -> dict[str, np.ndarray]:
+          cluster_threshold: float | None = None, core_share: float | None = None, knn: int = 10,
+          knn_weight: float | None = None, decision: str = DEFAULT_DECISION, spaces=None,
+          witnesses: dict[str, np.ndarray] | None = None, max_per_class: int = 10_000) -> dict[str, np.ndarray]:
     """Per-image mislabel evidence for ``prob`` (N, C) out-of-sample probabilities and ``given`` (N,) labels.
 
     ``given`` is -1 where an image has no label (it is scored 0 and never flagged, but it is
     clustered nowhere and serves as nobody's neighbour). ``emb`` (N, D) L2-normalised
-    embeddings in the same row order; without it only the model evidence is used (the
-    cluster and kNN arrays are then -1 / True / NaN and ``method`` falls back to ``"prob"``).
+    embeddings in the same row order; without it (and without ``spaces``) only the model
+    speaks (the cluster and kNN arrays are then -1 / True / NaN and ``method`` falls back to
+    ``"prob"``). ``spaces``: embeddings that never saw the labels of the images they place,
+    as ``[(rows, emb_s)]`` or ``[(rows, emb_s, reference)]``: the rows' neighbours are taken
+    among the labelled rows of ``emb_s`` (N, D) (those in ``reference`` only, if given) and
+    the rows are clustered there (e.g. fold f's model embedding every
+    image, for the rows it held out: :func:`mlcore.folds.held_out_spaces`).
 
-    Returns arrays of length N: ``self_confidence`` (p[given]), ``margin`` (normalised
-    margin), ``cl_issue`` (confident-learning flag on the model's probabilities),
-    ``cluster_id``, ``is_core``, ``cluster_outlier``, ``knn_agreement``, ``score`` (in
-    [0, 1], higher = more likely mislabelled), ``flagged`` (the default decision rule),
-    ``suggested`` (the most likely *other* label; for unlabelled images the most likely
-    label) and ``reasons`` (bit flags, see the module docstring).
+    Witnesses, each an (N, C) distribution over the labels: ``prob``; ``knn`` (label shares
+    of the ``knn`` nearest neighbours); ``cluster`` (softmax of the similarity to each
+    class's core centroid); ``prior`` (uniform); plus ``witnesses`` (name -> (N, C)). With
+    ``knn_weight=None`` (the default) they are mixed with the weights that best predict the
+    given labels (:func:`fit_weights`); a float gives the old fixed mix of prob and knn.
+    ``method`` ``"prob"``, ``"knn"`` or ``"cluster"`` uses that witness alone.
+
+    Clusters: per class, cut at ``cluster_threshold`` (cosine distance) if given, else where
+    the core holds ``core_share`` of the class (default: 1 - the class's estimated rate of
+    label errors, from the confident joint of the prob and knn witnesses).
+
+    Returns arrays of length N: ``self_confidence`` (p[given]), ``margin``, ``cl_issue``
+    (confident-learning flag on ``prob`` alone), ``cluster_id``, ``is_core``,
+    ``cluster_outlier``, ``cluster_cut`` (the cut of the image's class), ``knn_agreement``,
+    ``score`` (1 - f[given], in [0, 1], higher = more likely mislabelled), ``error_posterior``
+    (:func:`error_posterior` of f), ``flagged`` (``decision``: ``"cl"`` confident learning's
+    rule on f, ``"cleanlab"`` cleanlab's ``find_label_issues`` on f), ``suggested`` (the most
+    likely *other* label; for unlabelled images the most likely label), ``reasons``; and
+    0-d / per-witness arrays: ``witness_names``, ``witness_weights``, ``expected_precision``
+    (of the flagged set: mean error posterior), ``expected_errors`` (sum of the posterior
+    over all labelled images), ``decision``.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {DECISIONS}, not {decision!r}")
     prob = np.asarray(prob, dtype=np.float32)
     given = np.asarray(given, dtype=np.int64)
     n, c = prob.shape
@@ -103,27 +289,53 @@ def score(prob: np.ndarray, given: np.ndarray, emb: np.ndarray | None = None, *,
     self_conf = np.where(lab, prob[rows, g], np.nan).astype(np.float32)
     out = {"self_confidence": self_conf, "margin": normalised_margin(prob, given),
            "cl_issue": confident_issue(prob, given)}
+    found = {"prob": prob, "prior": np.full((n, c), 1.0 / c, dtype=np.float32)}
 
-    if emb is not None and lab.sum() > 1:
-        cluster_id, is_core = cluster_per_class(emb, given, threshold=cluster_threshold,
-                                                max_per_class=max_per_class)
-        knn_dist = knn_label_distribution(emb, given, knn, c)
+    cluster_id, is_core = np.full(n, -1, dtype=np.int64), np.ones(n, dtype=bool)
+    cut = np.full(n, np.nan)
+    agreement = np.full(n, np.nan, dtype=np.float32)
+    if (emb is not None or spaces is not None) and lab.sum() > 1:
+        spaces = _spaces(emb, spaces, given)
+        knn_dist = np.zeros((n, c), dtype=np.float32)
+        for r, e, ref_given in spaces:
+            knn_dist[r] = knn_label_distribution(e, ref_given, knn, c, rows=r)
+        found["knn"] = knn_dist
         agreement = np.where(lab, knn_dist[rows, g], np.nan).astype(np.float32)
-    else:
-        cluster_id, is_core = np.full(n, -1, dtype=np.int64), np.ones(n, dtype=bool)
-        knn_dist, agreement = None, np.full(n, np.nan, dtype=np.float32)
+        if cluster_threshold is None and core_share is None:
+            w0 = fit_weights({k: found[k] for k in ("prob", "knn", "prior")}, given)
+            f0 = sum(w0[k] * found[k] for k in w0)
+            core_share = np.clip(1.0 - error_rates(f0, given), 0.5, 0.99)
+        core_sim = np.zeros((n, c))
+        next_id = 0
+        for r, e, _ in spaces:
+            e = np.asarray(e, dtype=np.float32)
+            cid, core, cuts = cluster_per_class(e[r], given[r], threshold=cluster_threshold, core_share=core_share,
+                                                max_per_class=max_per_class, return_cuts=True)
+            cluster_id[r] = np.where(cid >= 0, cid + next_id, -1)
+            next_id = int(cluster_id.max()) + 1
+            is_core[r] = core
+            cut[r] = np.where(given[r] >= 0, np.pad(cuts, (0, c - len(cuts)), constant_values=np.nan)[g[r]], np.nan)
+            core_sim[r] = _core_similarity(e[r], given[r], core, c)
+        is_core &= lab
+        found["cluster"] = _softmax_fit(core_sim, given)
+    elif method != "prob":
         method = "prob"
-    out.update(cluster_id=cluster_id, is_core=is_core, cluster_outlier=lab & ~is_core, knn_agreement=agreement)
+    for name, w in (witnesses or {}).items():
+        found[name] = np.asarray(w, dtype=np.float32)
+    out.update(cluster_id=cluster_id, is_core=is_core, cluster_outlier=lab & ~is_core, cluster_cut=cut,
+               knn_agreement=agreement)
 
-    if method == "prob":
-        f = prob
-    elif method == "knn":
-        f = knn_dist
+    if method != "fused":
+        weights = {method: 1.0}
+    elif knn_weight is not None and "knn" in found:
+        weights = {"prob": 1 - knn_weight, "knn": knn_weight}
     else:
-        f = (1 - knn_weight) * prob + knn_weight * knn_dist
+        weights = fit_weights({k: v for k, v in found.items()}, given)
+    f = sum(w * found[k] for k, w in weights.items()).astype(np.float32)
     f_given = f[rows, g]
     out["score"] = np.where(lab, np.clip(1.0 - f_given, 0.0, 1.0), 0.0).astype(np.float32)
-    out["flagged"] = confident_issue(f, given)
+    out["error_posterior"] = error_posterior(calibrate(f, given), given).astype(np.float32)
+    out["flagged"] = confident_issue(f, given) if decision == "cl" else _find_label_issues(f, given)
     alt = f.copy()
     alt[np.flatnonzero(lab), given[lab]] = -np.inf
     out["suggested"] = np.where(lab, alt.argmax(1), f.argmax(1)).astype(np.int64)
@@ -132,6 +344,13 @@ def score(prob: np.ndarray, given: np.ndarray, emb: np.ndarray | None = None, *,
     reasons |= np.where(out["cluster_outlier"], REASON_CLUSTER, 0)
     reasons |= np.where(lab & (agreement < 0.5), REASON_KNN, 0)
     out["reasons"] = reasons
+    post = out["error_posterior"]
+    flagged = out["flagged"]
+    out["witness_names"] = np.asarray(list(weights), dtype=str)
+    out["witness_weights"] = np.asarray(list(weights.values()), dtype=np.float64)
+    out["expected_precision"] = np.float64(post[flagged].mean() if flagged.any() else np.nan)
+    out["expected_errors"] = np.float64(np.nansum(post))
+    out["decision"] = np.asarray(decision)
     return out
 
 

@@ -28,3 +28,22 @@ def test_query_by_id_leaves_the_item_out_and_survives_save_load(tmp_path):
     assert loaded.query("img3", 3)[0].tolist() == ids.tolist()
     with pytest.raises(KeyError):
         loaded.query("nope", 3)
+
+
+def test_a_loaded_index_maps_its_vectors_from_the_file_instead_of_reading_them(tmp_path):
+    rng = np.random.default_rng(2)
+    emb = rng.standard_normal((3000, 24)).astype(np.float32)
+    ids = rng.permutation(3000) * 7 + 5  # unsorted ids: looked up by binary search
+    index = SimilarIndex(emb, ids)
+    uri = index.save(str(tmp_path / "similar.npz"))
+    loaded = SimilarIndex.load(uri)
+    from mlcore.similar import mapped_npz
+    assert isinstance(mapped_npz(tmp_path / "similar.npz")["emb"], np.memmap)
+    for i in (0, 17, 2999):
+        got, sims = loaded.query(int(ids[i]), 5)
+        want, want_sims = index.query(int(ids[i]), 5)
+        assert got.tolist() == want.tolist() and np.allclose(sims, want_sims) and ids[i] not in got
+    q = rng.standard_normal(24).astype(np.float32)
+    assert loaded.query(q, 9)[0].tolist() == index.query(q, 9)[0].tolist()
+    with pytest.raises(KeyError):
+        loaded.query(4, 3)  # 4 is no id: all are 5 mod 7
