@@ -57,8 +57,11 @@ State = SuspectRun.State
 Status = Suspect.Status
 
 DEFAULTS = {"k": 4, "fold_epochs": None, "method": "fused", "cluster_threshold": None, "knn": 10,
-            "duplicate_threshold": 0.97}
-METHODS = ("fused", "prob", "knn")  # mlcore.suspects.METHODS
+            "duplicate_threshold": 0.97, "core_share": None, "decision": None, "embeddings": "folds"}
+# embeddings: "folds" (kNN and clusters of each image in the fold model that held it out: never
+# saw its label) or "run" (the main run's, which trained on every label). decision None:
+# mlcore.suspects.DEFAULT_DECISION. Both defaults: bench/suspects_cifar10n.py.
+EMBEDDINGS = ("folds", "run")
 BULK = 5000
 
 
@@ -94,6 +97,7 @@ def validate_config(config: dict | None) -> dict:
         out["fold_epochs"] = None if out["fold_epochs"] in (None, "") else int(out["fold_epochs"])
         out["cluster_threshold"] = None if out["cluster_threshold"] in (None, "") else float(out["cluster_threshold"])
         out["duplicate_threshold"] = float(out["duplicate_threshold"])
+        out["core_share"] = None if out["core_share"] in (None, "") else float(out["core_share"])
     except (TypeError, ValueError) as e:
         raise SuspectError(f"bad number in config: {e}") from None
     if not 2 <= out["k"] <= 20:
@@ -104,8 +108,16 @@ def validate_config(config: dict | None) -> dict:
         raise SuspectError("knn must be between 1 and 100")
     if not 0 < out["duplicate_threshold"] <= 1:
         raise SuspectError("duplicate_threshold must be in (0, 1]")
+    from mlcore.suspects import DECISIONS, METHODS
+
+    if out["core_share"] is not None and not 0.5 <= out["core_share"] < 1:
+        raise SuspectError("core_share must be in [0.5, 1)")
     if out["method"] not in METHODS:
         raise SuspectError(f"unknown method {out['method']!r}; choose one of {', '.join(METHODS)}")
+    if out["decision"] not in (None, *DECISIONS):
+        raise SuspectError(f"unknown decision {out['decision']!r}; choose one of {', '.join(DECISIONS)}")
+    if out["embeddings"] not in EMBEDDINGS:
+        raise SuspectError(f"unknown embeddings {out['embeddings']!r}; choose one of {', '.join(EMBEDDINGS)}")
     return out
 
 
@@ -253,7 +265,7 @@ def score_suspect_run(sr_id: int) -> SuspectRun | None:
         return sr
     try:
         from mlcore.cluster import near_duplicates
-        from mlcore.folds import combine_folds
+        from mlcore.folds import combine_folds, held_out_spaces
         from mlcore.similar import SimilarIndex
         from mlcore.suspects import score
 
@@ -275,8 +287,11 @@ def score_suspect_run(sr_id: int) -> SuspectRun | None:
         split = np.asarray(oos["split"][keep]).astype(str)
         t1 = time.perf_counter()
         kwargs = {"method": sr.config.get("method", "fused"), "knn": int(sr.config.get("knn", 10))}
-        if sr.config.get("cluster_threshold") is not None:
-            kwargs["cluster_threshold"] = sr.config["cluster_threshold"]
+        for key in ("cluster_threshold", "core_share", "decision"):
+            if sr.config.get(key) is not None:
+                kwargs[key] = sr.config[key]
+        if sr.config.get("embeddings", "run") == "folds":
+            kwargs["spaces"] = held_out_spaces(fold_uris, run.output_uri, uris.tolist(), oos["fold"][keep])
         scores = score(prob, given, emb, **kwargs)
         pairs = near_duplicates(emb, sr.config.get("duplicate_threshold", 0.97), splits=split, labels=given)
         image_ids = image_ids_for(run, uris)
@@ -286,6 +301,7 @@ def score_suspect_run(sr_id: int) -> SuspectRun | None:
         SuspectRun.objects.filter(pk=sr.pk).update(oos_uri=oos_uri, index_uri=index_uri)
         sr.oos_uri, sr.index_uri = oos_uri, index_uri
         store_results(sr, image_ids=image_ids, given=given, scores=scores, pairs=pairs, prob=prob)
+        _store_fit(sr, scores, given)
         sr.timings = {**sr.timings, "combine_s": round(t1 - t0, 3), "score_s": round(t2 - t1, 3),
                       "store_s": round(time.perf_counter() - t2, 3)}
         sr.state, sr.finished_at = State.DONE, timezone.now()
@@ -295,6 +311,28 @@ def score_suspect_run(sr_id: int) -> SuspectRun | None:
         logger.exception("suspects %s: scoring failed", sr_id)
         _fail(sr, f"scoring: {type(e).__name__}: {e}"[:2000])
     return sr
+
+
+def _store_fit(sr: SuspectRun, scores: dict, given) -> None:
+    """What the data said about the witnesses, with the counts: their weights, the flagged set's
+    expected precision, the cluster cut of each class (cosine distance) and the decision rule."""
+    names = dict(Label.objects.filter(pk__in=sr.run.label_ids).values_list("pk", "name"))
+    cut = np.asarray(scores.get("cluster_cut", np.full(len(given), np.nan)), dtype=float)
+    cuts = {}
+    for i, label_id in enumerate(sr.run.label_ids):
+        rows = np.flatnonzero(np.asarray(given) == i)
+        if len(rows) and np.isfinite(cut[rows[0]]):
+            cuts[names.get(label_id, str(label_id))] = round(float(cut[rows[0]]), 4)
+    def number(key, digits):  # JSON has no NaN
+        v = float(scores.get(key, np.nan))
+        return None if np.isnan(v) else round(v, digits)
+
+    fit = {"witness_weights": {str(n): round(float(w), 4) for n, w in
+                               zip(scores.get("witness_names", []), scores.get("witness_weights", []))},
+           "expected_precision": number("expected_precision", 4), "expected_errors": number("expected_errors", 1),
+           "cluster_cuts": cuts, "decision": str(scores.get("decision", ""))}
+    sr.counts = {**sr.counts, **fit}
+    SuspectRun.objects.filter(pk=sr.pk).update(counts=sr.counts)
 
 
 def execute_here(sr: SuspectRun) -> SuspectRun:
