@@ -326,6 +326,7 @@ def main(argv=None):
     ap.add_argument("--probe-iters", type=int, default=200)
     ap.add_argument("--no-flip", action="store_true", help="without test-time flips")
     ap.add_argument("--tune-only", action="store_true")
+    ap.add_argument("--retune", action="store_true", help="tune again even if the JSON has a choice")
     ap.add_argument("--out", default=OUT_NAME)
     args = ap.parse_args(argv)
 
@@ -376,6 +377,18 @@ def main(argv=None):
 
     # ---- tune on half A, random2 / random3: the witness embeddings, k, the decision rule
     rows_a = np.flatnonzero(half == 0)
+    if "tuning" in result and not args.retune:
+        chosen = result["tuning"]["chosen"]
+        print(f"chosen earlier (--retune to tune again): {chosen}", flush=True)
+    else:
+        chosen = tune_half_a(ds, rows_a, views_all, emb, c, args, work, result, save)
+    if args.tune_only:
+        return
+    report(ds, half, views_all, emb, c, args, work, result, save, chosen, t_start)
+
+
+def tune_half_a(ds, rows_a, views_all, emb, c, args, work, result, save) -> dict:
+    """Pick the witness embeddings, k and the decision rule on half A with random2 / random3."""
     candidates = [{"space": sp, "knn": k, "decision": d} for sp in ("backbone", "run") for k in (10, 25)
                   for d in ("cl", "cleanlab")]
     tune = {}
@@ -399,10 +412,12 @@ def main(argv=None):
                         "chosen": chosen}
     save()
     print(f"chosen: {chosen}", flush=True)
-    if args.tune_only:
-        return
+    return chosen
 
-    # ---- report on half B: aggre, random1, worst; seeds; retrain on the suggested labels
+
+def report(ds, half, views_all, emb, c, args, work, result, save, chosen, t_start) -> None:
+    """Half B, aggre / random1 / worst, ``--seeds`` fold assignments; a retrain on the suggested labels."""
+    rows_a = np.flatnonzero(half == 0)
     rows_b = np.flatnonzero(half == 1)
     views_b = [v[rows_b] for v in views_all]
     views_test = [v[rows_a] for v in views_all]
@@ -415,6 +430,11 @@ def main(argv=None):
         uris, given = manifest_labels(ds, rows_b, column, work)
         per_seed, retrain = {}, []
         space = witness_space(chosen["space"], emb[rows_b], views_b, given, uris, c, args)
+
+        def acc(labels):
+            m = probe_fit(np.concatenate(views_b), np.tile(labels, len(views_b)), c, args)
+            return float((m.predict_proba(views_test[0]).argmax(1) == true_test).mean())
+        noisy_acc = acc(given)
         for seed in range(args.seeds):
             prob = out_of_sample(views_b, given, uris, c, args, seed=seed)
             ev = evaluate(prob, given, true_b, space, opts, extra_rows=True)
@@ -422,11 +442,7 @@ def main(argv=None):
                 per_seed.setdefault(name, []).append(r)
             s = ev["scores"]
             fixed = np.where(s["flagged"], s["suggested"], given)
-
-            def acc(labels):
-                m = probe_fit(np.concatenate(views_b), np.tile(labels, len(views_b)), c, args)
-                return float((m.predict_proba(views_test[0]).argmax(1) == true_test).mean())
-            noisy_acc, fixed_acc = acc(given), acc(fixed)
+            fixed_acc = acc(fixed)
             retrain.append({"noisy": noisy_acc, "retrained": fixed_acc, "clean": clean_acc,
                             "gap_closed": (fixed_acc - noisy_acc) / max(1e-9, clean_acc - noisy_acc),
                             "label_errors_before": int((given != true_b).sum()),

@@ -5,7 +5,9 @@ flipped between similar classes, T-shirt/Pullover/Coat/Shirt and Sandal/Sneaker/
 it runs the whole pipeline through mlcore's public API on PNG files and manifests:
 
 1. ``folds.out_of_sample``: main run on the noisy train set + K fold runs -> oos.npz;
-2. ``suspects.score`` on the out-of-sample probabilities and the main run's embeddings;
+2. ``suspects.score`` (the default: witnesses weighted by the data, cuts per class, cleanlab's
+   rule; rows for each witness alone and the old fixed mixes) on the out-of-sample
+   probabilities and the main run's embeddings;
    ``cleanlab.filter.find_label_issues`` (and cleanlab's self-confidence ranking for
    AUROC) on the same probabilities; precision / recall / F1 of the flagged set, precision
    at k (k = number of injected errors) and AUROC against the injected errors;
@@ -233,12 +235,14 @@ def run_setting(name: str, ds: dict, args, work: Path, result: dict, save) -> di
     entry["suspects_s"] = round(time.time() - t1, 1)
     entry["fused"] = detection(s["flagged"][tr], s["score"][tr], errors)
     variants = {}
-    for method in ("prob", "knn"):
+    for method in ("prob", "knn", "cluster"):
         v = score(oos["prob"], g, e, method=method, cluster_threshold=args.cluster_threshold, knn=args.knn)
         variants[method] = detection(v["flagged"][tr], v["score"][tr], errors)
-    for w in (0.3, 0.5):
-        v = score(oos["prob"], g, e, knn_weight=w, cluster_threshold=args.cluster_threshold, knn=args.knn)
+    for w in (0.3, 0.5, 0.7):  # the fixed mixes of the old default (0.7, cut 0.5, confident-learning rule)
+        v = score(oos["prob"], g, e, knn_weight=w, cluster_threshold=0.5, knn=args.knn, decision="cl")
         variants[f"fused_knn_weight_{w}"] = detection(v["flagged"][tr], v["score"][tr], errors)
+    entry["witness_weights"] = {str(n): round(float(w), 4) for n, w in zip(s["witness_names"], s["witness_weights"])}
+    entry["expected_precision"] = round(float(s["expected_precision"]), 4)
     variants["cluster_outlier"] = detection(s["cluster_outlier"][tr], s["cluster_outlier"][tr].astype(float), errors)
     variants["cl_issue_prob"] = detection(s["cl_issue"][tr], 1 - s["self_confidence"][tr], errors)
     entry["variants"] = variants
@@ -264,7 +268,7 @@ def run_setting(name: str, ds: dict, args, work: Path, result: dict, save) -> di
 
     if args.autoclean_rounds:
         ac = autoclean(base_config(args, manifest, sdir / "autoclean", labels), rounds=args.autoclean_rounds,
-                       threshold=args.cluster_threshold, start_run=str(sdir / "main"), progress=log)
+                       threshold=args.cluster_threshold or 0.5, start_run=str(sdir / "main"), progress=log)
         excluded = np.array([uri_pos[u] for u in ac["excluded"]], dtype=np.int64)
         entry["autoclean_test_accuracy"] = round(ac["rounds"][-1]["test_accuracy"], 4)
         entry["autoclean"] = {"rounds": [{k: r[k] for k in ("round", "excluded", "test_accuracy", "test_macro_f1")}
@@ -303,7 +307,7 @@ def quick(args, result: dict) -> None:
         lab = which % 10  # 10 classes of 6,000, each a mixture of 20 sub-clusters
         src = "synthetic: 60,000 unit vectors, 512-d, 10 classes x 20 sub-clusters"
     t0 = time.perf_counter()
-    cid, core = cluster_per_class(emb, lab, threshold=args.cluster_threshold)
+    cid, core = cluster_per_class(emb, lab, threshold=args.cluster_threshold or 0.5)
     result["clustering_60k_s"] = round(time.perf_counter() - t0, 2)
     result["clustering_60k"] = {"load_average_1m": round(os.getloadavg()[0], 2), "source": src, "images": int(len(lab)), "threshold": args.cluster_threshold,
                                 "clusters": int(cid.max() + 1), "core_fraction": round(float(core.mean()), 4)}
@@ -353,7 +357,8 @@ def main(argv=None):
     ap.add_argument("--fold-epochs", type=int, default=2)
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--autoclean-rounds", type=int, default=1)
-    ap.add_argument("--cluster-threshold", type=float, default=0.5)
+    ap.add_argument("--cluster-threshold", type=float, default=None,
+                    help="fixed cut; default: per class from the estimated error rate (autoclean: 0.5)")
     ap.add_argument("--knn", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.05)

@@ -111,7 +111,8 @@ def cmd_suspects(args) -> int:
 
     summary = score_run(args.run, args.output, oos_uri=args.oos, folds=args.folds or 0, fold_epochs=args.fold_epochs,
                         progress=None if args.quiet else ProgressBar(), method=args.method,
-                        cluster_threshold=args.cluster_threshold, knn=args.knn)
+                        cluster_threshold=args.cluster_threshold, core_share=args.core_share, knn=args.knn,
+                        decision=args.decision)
     print(json.dumps({k: v for k, v in summary.items() if k != "top"} | {"top": summary["top"][:10]}, indent=1))
     return 0
 
@@ -230,8 +231,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--oos", help="oos.npz (or its folder) with out-of-sample probabilities")
     s.add_argument("--folds", type=int, help="without --oos: train K fold models now for out-of-sample probabilities")
     s.add_argument("--fold-epochs", type=int, help="epochs of each fold run (default: the run's)")
-    s.add_argument("--method", default="fused", choices=["fused", "prob", "knn"])
-    s.add_argument("--cluster-threshold", type=float, default=0.5, help="complete-linkage cut, cosine distance")
+    from .suspects import DECISIONS, DEFAULT_DECISION, METHODS
+    s.add_argument("--method", default="fused", choices=METHODS)
+    s.add_argument("--cluster-threshold", type=float, default=None,
+                   help="complete-linkage cut, cosine distance (default: per class, from --core-share)")
+    s.add_argument("--core-share", type=float, default=None,
+                   help="share of each class in its core (default: 1 - the class's estimated error rate)")
+    s.add_argument("--decision", default=DEFAULT_DECISION, choices=DECISIONS)
     s.add_argument("--knn", type=int, default=10)
     s.add_argument("--out", dest="output", required=True, help="folder or s3:// prefix")
     s.add_argument("-q", "--quiet", action="store_true")

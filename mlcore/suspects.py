@@ -1,30 +1,40 @@
 """Mislabel scoring: which images' given labels are probably wrong, and what they should be.
 
-Two independent witnesses against a given label:
+Independent witnesses against a given label:
 
 - the **model**, through *out-of-sample* probabilities (:mod:`mlcore.folds`: each train
   image predicted by a model that never saw it, so it cannot have memorised the wrong label);
 - the **embedding neighbourhood**: the labels of an image's nearest neighbours (kNN) and
   whether it sits inside its class's core cluster (:mod:`mlcore.cluster`).
 
-``method="fused"`` (the default) mixes the model's probabilities with the kNN label
-distribution, ``f = (1 - knn_weight) * prob + knn_weight * knn_dist`` (``knn_weight=0.7``),
-and scores ``1 - f[given]``. How the default was chosen: bench/suspects_fashion_mnist.py
-scores every setting with ``knn_weight`` 0.3, 0.5 and 0.7 and with each witness alone
-(``"prob"``, ``"knn"``) on the same out-of-sample probabilities; 0.7 had the best F1 and
-AUROC of the fused variants and beat cleanlab in F1 and precision at k in both settings
-that finished (sym20, classcond20; bench/results/suspects_fashion_mnist.json). ``"knn"``
-alone scored higher still there, most likely because the bench's CPU-budget fold models
-were weak (about 25% held-out accuracy); it is not the default because
-the embeddings come from the main run, which saw every label: the longer it trains, the
-more it can pull a mislabelled image towards its given class; the out-of-sample
-probabilities cannot be.
+``method="fused"`` (the default) mixes the witnesses' label distributions -- the model's
+probabilities, the kNN label shares, the similarity to each class's core cluster (a
+softmax, its temperature fit to the labels) and a uniform prior -- with the weights that
+best predict the given labels (:func:`fit_weights`, maximum likelihood by EM), and scores
+``1 - f[given]``. No constant tuned on one bench decides how far to trust a witness: on
+the project's own images a witness that predicts the labels no better than the prior gets
+a weight near 0 (tests/mlcore/test_suspects_witnesses.py). The old fixed mix
+(``knn_weight=0.7``, tuned on 4,000 Fashion-MNIST images with synthetic noise) lost to
+cleanlab on real human noise (CIFAR-10N); ``knn_weight=`` still gives it, for comparison.
 
-The default decision rule (``flagged``) is confident learning's, applied to ``f``: class
-``c``'s threshold is the mean of ``f[:, c]`` over images labelled ``c``; an image is flagged
-when another class reaches its own threshold and beats the given label. Its precision was
-about 0.5 on the bench: it selects images for review; relabelling every flagged image to
-``suggested`` without review fixed about as many labels as it broke there.
+Clusters: each class is cut where its core holds ``1 -`` the class's estimated rate of
+label errors (confident joint), not at one cosine distance for every embedding
+(:func:`mlcore.cluster.cut_for_core_share`); the cut is returned per image
+(``cluster_cut``).
+
+The decision rule (``flagged``): ``"cleanlab"`` (the default) is cleanlab's
+``find_label_issues`` on the fused matrix ``f``; ``"cl"`` is this module's confident-learning
+rule on ``f`` (class ``c``'s threshold is the mean ``f[:, c]`` over images labelled ``c``;
+flagged when another class reaches its own threshold and beats the given label). Both come
+with ``expected_precision``, the mean of :func:`error_posterior` over the flagged set.
+
+How the defaults were chosen: bench/suspects_cifar10n.py, on one half (A) of the CIFAR-10N
+dev set with the random2 and random3 human labels (never on what it reports): witness
+embeddings that never saw the labels (the pretrained backbone's) beat those of a model
+trained on the given labels, k = 10 neighbours tied with 25, and cleanlab's rule had the
+higher F1 (recall higher at the same precision) than the own rule on ``f``. The figures on
+the other half (aggre, random1, worst) against cleanlab on the same probabilities:
+bench/results/suspects_cifar10n.json.
 
 ``reasons`` bit flags (``REASON_*``): 1 the model disagrees (its out-of-sample top class
 is not the given label), 2 cluster outlier (outside its class's core cluster), 4 kNN
@@ -41,7 +51,7 @@ REASON_CLUSTER = 2
 REASON_KNN = 4
 METHODS = ("fused", "prob", "knn", "cluster")
 DECISIONS = ("cl", "cleanlab")
-DEFAULT_DECISION = "cl"
+DEFAULT_DECISION = "cleanlab"  # chosen on CIFAR-10N half A (bench/suspects_cifar10n.py)
 
 
 def confident_thresholds(prob: np.ndarray, given: np.ndarray) -> np.ndarray:
@@ -411,6 +421,11 @@ def score_run(run_uri: str, out_uri: str, *, oos_uri: str | None = None, folds: 
                "flagged": int(flagged.sum()),
                "flagged_per_label": {n: int((flagged & (p["label"] == i)).sum()) for i, n in enumerate(names)},
                "cluster_outliers": int(s["cluster_outlier"].sum()),
+               "expected_precision": None if np.isnan(s["expected_precision"]) else round(float(s["expected_precision"]), 4),
+               "witness_weights": {str(n): round(float(w), 4) for n, w in zip(s["witness_names"], s["witness_weights"])},
+               "cluster_cuts": {names[i]: round(float(s["cluster_cut"][np.flatnonzero(p["label"] == i)[0]]), 4)
+                                for i in range(len(names)) if (p["label"] == i).any()
+                                and np.isfinite(s["cluster_cut"][np.flatnonzero(p["label"] == i)[0]])},
                "clusters": int(s["cluster_id"].max() + 1) if len(s["cluster_id"]) else 0,
                "top": [{"uri": str(p["uri"][i]), "label": names[p["label"][i]], "suggested": names[s["suggested"][i]],
                         "score": round(float(s["score"][i]), 4), "reasons": reason_names(int(s["reasons"][i]))}
