@@ -43,7 +43,6 @@ import io
 import math
 
 import numpy as np
-from django.db.models import Q
 
 from mlcore import storage
 
@@ -295,7 +294,3 @@ def quality(sr: SuspectRun) -> dict:
             "truth": truth_quality(sr) if sr.state == SuspectRun.State.DONE else None,
             "evidence": fold_health(sr)}
 
-
-def visible_tasks(qs):
-    """Tasks people browse and annotate: not truth tasks."""
-    return qs.filter(Q(truth_of__isnull=True))
