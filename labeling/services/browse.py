@@ -240,7 +240,7 @@ def facets(image: Image) -> list[Facet]:
 
 def history(image: Image, limit: int = 500) -> list[LabelEvent]:
     """The image's label events, newest first, with who/from/to ready to show."""
-    return list(LabelEvent.objects.filter(image=image)
+    return list(LabelEvent.objects.filter(image=image, task__truth_of__isnull=True)  # truth tasks: hidden
                 .select_related("task", "from_label", "to_label", "by")
                 .order_by("-created_at", "-id")[:limit])
 
