@@ -256,11 +256,13 @@ def fold_health(sr: SuspectRun) -> dict:
     weak = [f for f in folds if f["weak"]]
     warning = ""
     if weak:
-        detail = "; ".join(f"run {f['id']}: {f['why']}" for f in weak)
+        runs = ", ".join(str(f["id"]) for f in weak)
+        f1s = ", ".join("—" if f["macro_f1"] is None else f"{f['macro_f1']:.3f}" for f in weak)
+        against = f" against the main run's {main:.3f}" if main is not None else ""
         warning = (f"Weak evidence: {len(weak)} of {len(folds)} fold model{'s' if len(folds) != 1 else ''} "
-                   f"learnt little ({detail}). Their images' "
-                   "scores are mostly noise: the queue is not worth working as it is. Start a new suspects "
-                   "run with more epochs per fold.")
+                   f"learnt little (run{'s' if len(weak) != 1 else ''} {runs}: held-out macro-F1 {f1s}{against}). "
+                   "Their images' scores are mostly noise: the queue is not worth working as it is. "
+                   "Start a new suspects run with more epochs per fold.")
     return {"main_macro_f1": main, "chance": floor, "weak_ratio": WEAK_RATIO, "folds": folds,
             "weak": bool(weak), "warning": warning}
 
