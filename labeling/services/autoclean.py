@@ -42,6 +42,7 @@ from .suspects import exclude_images, read_npz, restore_exclusions
 logger = logging.getLogger(__name__)
 State = CleaningRun.State
 MAX_ROUNDS = 10
+DEFAULT_ROUNDS = 3
 
 
 class CleaningError(ValueError):
@@ -54,7 +55,7 @@ def validate(config: dict | None) -> dict:
     if unknown:
         raise CleaningError(f"unknown field(s) {', '.join(unknown)}; known: cluster_threshold, rounds")
     try:
-        rounds = int(given.get("rounds") or 3)
+        rounds = int(given["rounds"]) if given.get("rounds") not in (None, "") else DEFAULT_ROUNDS
         cut = given.get("cluster_threshold")
         cut = None if cut in (None, "") else float(cut)
     except (TypeError, ValueError) as e:

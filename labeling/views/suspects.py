@@ -152,7 +152,7 @@ def suspect_clusters(request, sr_id):
         "classes": classes, "selected": selected, "view": view, "labels": ordered_labels(sr.task),
         "cut": svc.cut_shown(sr, selected.pk) if selected else None,
         "exclusions": svc.exclusion_summary(sr.task), "can_clean": has_role(request.user, SCIENTIST),
-        "max_rounds": autoclean.MAX_ROUNDS})
+        "max_rounds": autoclean.MAX_ROUNDS, "default_rounds": autoclean.DEFAULT_ROUNDS})
 
 
 @require_POST
