@@ -230,10 +230,16 @@ def test_quality_api_and_schema(db, tmp_path, annotator, api_client_for, make_us
     assert "/api/suspect-runs/{id}/quality/" in schema["paths"]
 
 
-def test_store_results_keeps_a_cut_mlcore_reports(db, tmp_path):
+def test_the_cluster_view_shows_the_cut_mlcore_reports(db, tmp_path, client, scientist):
     project, task, labels, images, sr = make_world()
     given, scores = scores_for(12, flagged=[0])
     assert suspects.cut_shown(sr, labels["cat"].id)["source"] == "mlcore's default"
+    SuspectRun.objects.filter(pk=sr.pk).update(config={**sr.config, "cluster_threshold": 0.6})
+    sr.refresh_from_db()
+    assert suspects.cut_shown(sr, labels["cat"].id) == {"cut": 0.6, "source": "configured"}
     store(sr, images, given, {**scores, "cluster_cut": np.array([0.31, 0.42, 0.5])})
     sr.refresh_from_db()
     assert suspects.cut_shown(sr, labels["dog"].id) == {"cut": 0.42, "source": "chosen from the data"}
+    client.force_login(scientist)
+    html = client.get(f"/suspects/{sr.pk}/clusters/?label={labels['dog'].id}").content.decode()
+    assert "<strong>0.420</strong> (chosen from the data)" in html
