@@ -138,13 +138,18 @@ def test_human_quality_per_signal_and_class(db, tmp_path, annotator):
     assert "fox" not in cls
 
 
-def test_skipped_and_untouched_suspects_are_not_reviewed(db, tmp_path, annotator):
+def test_skipped_and_imported_are_not_reviewed_mturk_consensus_is(db, tmp_path, annotator):
     project, task, labels, images, sr = done_world(tmp_path)
     s = suspects.lease_next(sr, annotator)
     suspects.resolve(s, user=annotator, action="skip", expected_version=None)
     # An import changing a label is no person's verdict.
     retag_image(image=images[4], task=task, label=labels["cat"], expected_version=None, source=EventSource.IMPORT)
     assert q.human_quality(sr)["reviewed"] == 0
+    # An applied MTurk consensus is one: image 10 (dog) becomes fox, image 1 (dog) is confirmed.
+    retag_image(image=images[10], task=task, label=labels["fox"], expected_version=1, source=EventSource.MTURK)
+    retag_image(image=images[1], task=task, label=labels["dog"], expected_version=1, source=EventSource.MTURK)
+    h = q.human_quality(sr)
+    assert (h["reviewed"], h["overall"]["changed"], h["overall"]["kept"]) == (2, 1, 1)
 
 
 # --------------------------------------------------------------------------- evidence health
@@ -243,3 +248,23 @@ def test_the_cluster_view_shows_the_cut_mlcore_reports(db, tmp_path, client, sci
     client.force_login(scientist)
     html = client.get(f"/suspects/{sr.pk}/clusters/?label={labels['dog'].id}").content.decode()
     assert "<strong>0.420</strong> (chosen from the data)" in html
+
+
+def test_fold_progress_shows_steps_and_the_time_left(db, tmp_path, client, scientist):
+    project, task, labels, images, sr = make_world()
+    run = sr.run
+    run.timings, run.config, run.n_train, run.n_test = {"train_s": 100.0, "execute_s": 120.0}, {"epochs": 10}, 800, 200
+    run.save()
+    running = TrainingRun.objects.create(project=project, task=task, parent=run, state=TrainingRun.State.RUNNING,
+                                         progress={"phase": "train", "epoch": 1, "epochs": 1, "step": 3,
+                                                   "steps": 10, "eta_s": 30.0})
+    queued = TrainingRun.objects.create(project=project, task=task, parent=run)
+    SuspectRun.objects.filter(pk=sr.pk).update(state=SuspectRun.State.FOLDS, fold_run_ids=[running.pk, queued.pk],
+                                               config={**sr.config, "k": 2, "fold_epochs": 1},
+                                               progress={"phase": "folds", "folds": 2, "folds_done": 0})
+    sr.refresh_from_db()
+    # The running fold's own ETA, plus one estimated fold: 100 s x 1/10 x 1/2 + 20 s x 400/1000.
+    assert suspects.status(sr)["folds_eta_s"] == pytest.approx(30.0 + 5.0 + 8.0)
+    client.force_login(scientist)
+    html = client.get(f"/suspects/{sr.pk}/").content.decode()
+    assert "step 3/10 · ETA 30 s" in html and "0 of 2 fold models done" in html and "about 43 s left" in html

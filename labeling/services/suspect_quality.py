@@ -288,6 +288,26 @@ def estimate(run: TrainingRun, *, k: int, fold_epochs: int | None = None) -> dic
             "parallel_s": round(per_fold, 1), "k": k, "fold_epochs": fold_epochs, "run_s": float(total or train_s)}
 
 
+def folds_eta(sr: SuspectRun, folds: list[dict]) -> float | None:
+    """Seconds until the last fold finishes with one gpu worker: the running folds' own ETA plus
+    the estimate (:func:`estimate`) for each fold still queued. None when nothing is left or
+    nothing is known."""
+    left = [f for f in folds if f["state"] in TrainingRun.ACTIVE_STATES]
+    if not left:
+        return None
+    per = estimate(sr.run, k=max(2, len(folds)), fold_epochs=sr.config.get("fold_epochs"))
+    total = 0.0
+    for f in left:
+        eta = (f.get("progress") or {}).get("eta_s")
+        if f["state"] == TrainingRun.State.RUNNING and eta is not None:
+            total += float(eta)
+        elif per is not None:
+            total += per["per_fold_s"]
+        else:
+            return None
+    return round(total, 1)
+
+
 # --------------------------------------------------------------------------- all of it
 
 def quality(sr: SuspectRun) -> dict:

@@ -725,7 +725,10 @@ def status(sr: SuspectRun) -> dict:
     """What the suspects run page polls (and advances: see :func:`advance`)."""
     if sr.state == State.FOLDS:
         sr = advance(sr.pk) or sr
+    from .suspect_quality import folds_eta
+
     folds = [{"id": r.pk, "state": r.state, "progress": r.progress}
              for r in TrainingRun.objects.filter(pk__in=sr.fold_run_ids).order_by("pk")]
     return {"id": sr.pk, "state": sr.state, "state_reason": sr.state_reason, "progress": sr.progress,
-            "folds": folds, "counts": sr.counts, "finished": sr.state in SuspectRun.FINAL_STATES}
+            "folds": folds, "folds_eta_s": folds_eta(sr, folds) if sr.state == State.FOLDS else None,
+            "counts": sr.counts, "finished": sr.state in SuspectRun.FINAL_STATES}
