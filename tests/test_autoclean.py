@@ -77,3 +77,11 @@ def test_bad_starts_are_refused_with_the_reason(trained, scientist, api_client_f
         autoclean.start_cleaning(run=run, by=scientist, enqueue=False)
     assert api_client_for(scientist).get(f"/api/cleaning-runs/{job.pk}/").json()["state"] == "queued"
     assert CleaningRun.objects.count() == 1
+
+
+def test_the_cleaning_task_trains_on_the_gpu_queue():
+    import labeling.tasks  # noqa: F401  (the worker imports it through autodiscovery)
+    from labeling.celery import app
+
+    assert "labeling.tasks.train_autoclean" in app.tasks
+    assert app.amqp.router.route({}, "labeling.tasks.train_autoclean")["queue"].name == "gpu"

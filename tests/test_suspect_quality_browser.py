@@ -56,3 +56,6 @@ def test_weak_evidence_warning_for_collapsed_fold_models(tmp_path, login, page, 
     expect(page.get_by_test_id("fold-f1")).to_have_text(["0.019", "0.019", "0.700", "0.019"])
     expect(page.locator("tr.weak")).to_have_count(3)
     shot(page, "weak-evidence")
+    # The queue says so too, before anyone works it.
+    page.goto(f"/suspects/{sr.id}/queue/")
+    expect(page.get_by_test_id("weak-evidence")).to_contain_text("Weak evidence: 3 of 4")

@@ -99,7 +99,8 @@ def suspect_queue(request, sr_id):
     sr = _sr(sr_id)
     suspect = svc.lease_next(sr, request.user) if sr.state == SuspectRun.State.DONE else None
     context = {"suspect": suspect, "throughput": svc.throughput(sr, request.user, _since(request, sr)),
-               "remaining": svc.queue(sr).count(), "labels": ordered_labels(sr.task)}
+               "remaining": svc.queue(sr).count(), "labels": ordered_labels(sr.task),
+               "evidence": quality.fold_health(sr)}
     if suspect is not None:
         ann = suspect.image.annotations.filter(task=sr.task).select_related("label").first()
         context.update(current=ann.label if ann else None, version=ann.version if ann else 0,
