@@ -43,6 +43,12 @@ class Task(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
     name = models.CharField(max_length=100)
     description = models.TextField(blank=True)
+    # A truth task holds the known-correct labels of another task of the project (a benchmark
+    # project: e.g. a dev set imported with its clean labels as a second column). It is hidden
+    # from annotators' pages and queues and only serves to measure suspects runs of ``truth_of``
+    # (services.suspect_quality). Its label names are those of the task it is the truth of.
+    truth_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="truths",
+                                 help_text="The task whose labels this task's labels are the truth of (hidden).")
 
     class Meta:
         ordering = ["project_id", "name"]
@@ -549,6 +555,12 @@ class SuspectRun(models.Model):
     index_uri = models.CharField(max_length=2048, blank=True, help_text="The similar-images index.")
     # suspects, skipped_verified, skipped_changed, clusters, outliers, near_duplicates.
     counts = models.JSONField(default=dict, blank=True)
+    # The cosine cut of each class's clustering, {label id (text): cut}, when mlcore reported one
+    # (it may choose the cut from the data); empty: the configured or default cut was used.
+    cluster_cuts = models.JSONField(default=dict, blank=True)
+    # Every scored image's score and flag (scores.npz: image_id, given label id, score, flagged):
+    # what the quality figures against a truth task are computed on (the suspects are only the flagged).
+    scores_uri = models.CharField(max_length=2048, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -584,6 +596,9 @@ class Suspect(models.Model):
     knn_agreement = models.FloatField(null=True, blank=True)
     reasons = models.PositiveSmallIntegerField(default=0)
     reason_text = models.CharField(max_length=500, blank=True)
+    # Position in the run's ranking: score first, ties broken by the other evidence (lower p(given),
+    # lower kNN agreement, more reasons), never by the order of import (which follows label names).
+    rank = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
     lease_holder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                                      related_name="+")
@@ -594,9 +609,9 @@ class Suspect(models.Model):
     resolved_label = models.ForeignKey(Label, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
 
     class Meta:
-        ordering = ["suspect_run_id", "-score", "id"]
+        ordering = ["suspect_run_id", "-score", "rank", "id"]
         constraints = [models.UniqueConstraint(fields=["suspect_run", "image"], name="suspect_unique")]
-        indexes = [models.Index(fields=["suspect_run", "status", "-score", "id"], name="suspect_queue_idx"),
+        indexes = [models.Index(fields=["suspect_run", "status", "-score", "rank", "id"], name="suspect_rank_idx"),
                    models.Index(fields=["resolved_by", "resolved_at"], name="suspect_resolved_idx")]
 
 
@@ -650,6 +665,13 @@ class TrainingExclusion(models.Model):
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="exclusions")
     reason = models.CharField(max_length=200, blank=True)
     suspect_run = models.ForeignKey(SuspectRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # The class the image was left out of (its label when excluded): "put the class back" must
+    # find it even after a retag moved it to another label.
+    label = models.ForeignKey(Label, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # The automatic cleaning job (and its round) that excluded it, if any.
+    cleaning_run = models.ForeignKey("CleaningRun", on_delete=models.SET_NULL, null=True, blank=True,
+                                     related_name="exclusions")
+    round = models.PositiveIntegerField(null=True, blank=True)
     active = models.BooleanField(default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                                    related_name="+")
@@ -660,4 +682,42 @@ class TrainingExclusion(models.Model):
         ordering = ["task_id", "image_id"]
         constraints = [models.UniqueConstraint(fields=["task", "image"], name="exclusion_unique")]
         indexes = [models.Index(fields=["task", "active"], name="exclusion_active_idx")]
+
+
+class CleaningRun(models.Model):
+    """Automatic cleaning rounds on a finished run: cluster each class's train images in the
+    last run's embeddings, leave the outliers out (TrainingExclusions, reversible), retrain;
+    ``rounds`` times or until no new outlier is found (services.autoclean)."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    FINAL_STATES = (State.DONE, State.FAILED)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="cleaning_runs")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="cleaning_runs")
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="cleaning_runs",
+                            help_text="The finished run round 1 clusters (round 0).")
+    # rounds, cluster_threshold (None: mlcore's cut).
+    config = models.JSONField(default=dict)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    state_reason = models.TextField(blank=True)
+    # One entry per round: {"round", "run", "excluded", "newly_excluded", "excluded_per_class":
+    # {label: n}, "test_macro_f1"}; round 0 is ``run``.
+    rounds = models.JSONField(default=list, blank=True)
+    stopped = models.CharField(max_length=20, blank=True, help_text="rounds, converged or restored")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"cleaning {self.id} of run {self.run_id}"
 # --- end Suspects -------------------------------------------------------------------------

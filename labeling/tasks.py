@@ -81,3 +81,15 @@ def advance_suspect_runs() -> None:
     from .services import suspects
 
     suspects.advance_open_runs()
+
+
+# --- Automatic cleaning rounds (services/autoclean.py holds the logic) -----------------------
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+             name="labeling.tasks.train_autoclean")
+def train_autoclean(self, cleaning_run_id: int) -> None:
+    """Run a cleaning job's rounds (routed to the gpu queue by its name: each round trains)."""
+    from .services import autoclean
+    from .services.runs import default_worker_id
+
+    autoclean.execute_cleaning(cleaning_run_id, worker=default_worker_id(self.request.hostname))

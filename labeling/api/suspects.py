@@ -13,15 +13,24 @@
     POST /api/suspect-runs/{id}/restore/  {"label": id?}     scientist+: back in
     GET  /api/suspect-runs/{id}/near-duplicates/?kind=cross_split|label_conflict
     GET  /api/images/{id}/similar/?k=12
+    GET  /api/suspect-runs/{id}/quality/            people's verdicts per signal and class (Wilson intervals),
+                                                    figures against the truth task, fold models' health
+    POST /api/cleaning-runs/  {"run": id, "config": {"rounds": 3}}   scientist+; 201 / 400
+    GET  /api/cleaning-runs/{id}/                   rounds: run, exclusions per class, test macro-F1
+    POST /api/cleaning-runs/{id}/restore/  {"round": r?}   scientist+: its exclusions back into training
 """
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..models import Image, Label, Suspect, SuspectRun, TrainingRun
+from ..models import CleaningRun, Image, Label, Suspect, SuspectRun, TrainingRun
+from ..services import autoclean
+from ..services import suspect_quality
 from ..services import suspects as svc
 from ..services.retag import RetagConflict, current_version
 from ..services.roles import ANNOTATOR, SCIENTIST
@@ -106,7 +115,7 @@ class SuspectList(Base):
         if wanted and wanted != "open":
             qs = qs.filter(status=wanted)
         limit = request.query_params.get("limit", "500")
-        qs = qs.select_related("given_label", "suggested_label", "resolved_by").order_by("-score", "id")
+        qs = qs.select_related("given_label", "suggested_label", "resolved_by").order_by("-score", "rank", "id")
         return Response(SuspectSerializer(qs[: int(limit) if limit.isdigit() else 500], many=True).data)
 
 
@@ -212,3 +221,138 @@ class SimilarImages(Base):
         return Response({"suspect_run": out["run"].pk if out["run"] else None,
                          "items": [{"image": it["image"].pk, "similarity": it["similarity"], "label": it["label"],
                                     "split": it["image"].split} for it in out["items"]]})
+
+
+class ShareSerializer(serializers.Serializer):
+    n = serializers.IntegerField(help_text="reviewed suspects")
+    changed = serializers.IntegerField()
+    kept = serializers.IntegerField()
+    share = serializers.FloatField(allow_null=True, help_text="changed / n: the precision as reviewed")
+    low = serializers.FloatField(allow_null=True, help_text="95% Wilson interval, lower end")
+    high = serializers.FloatField(allow_null=True, help_text="95% Wilson interval, upper end")
+
+
+class SignalShareSerializer(ShareSerializer):
+    signal = serializers.ChoiceField(choices=[name for _, name in suspect_quality.SIGNALS])
+
+
+class ClassShareSerializer(ShareSerializer):
+    label = serializers.IntegerField()
+    label_name = serializers.CharField(allow_null=True)
+
+
+class HumanQualitySerializer(serializers.Serializer):
+    suspects = serializers.IntegerField()
+    reviewed = serializers.IntegerField()
+    overall = ShareSerializer()
+    by_signal = SignalShareSerializer(many=True)
+    by_class = ClassShareSerializer(many=True)
+
+
+class TruthQualitySerializer(serializers.Serializer):
+    truth_task = serializers.CharField()
+    truth_task_id = serializers.IntegerField()
+    images = serializers.IntegerField(help_text="scored images with a truth label")
+    errors = serializers.IntegerField(required=False, help_text="of them mislabelled (given != truth)")
+    flagged = serializers.IntegerField(required=False)
+    true_positives = serializers.IntegerField(required=False)
+    precision = serializers.FloatField(required=False, allow_null=True)
+    recall = serializers.FloatField(required=False, allow_null=True)
+    f1 = serializers.FloatField(required=False, allow_null=True)
+    k = serializers.IntegerField(required=False, help_text="= errors")
+    precision_at_k = serializers.FloatField(required=False, allow_null=True)
+    auroc = serializers.FloatField(required=False, allow_null=True)
+
+
+class FoldHealthSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    state = serializers.CharField()
+    macro_f1 = serializers.FloatField(allow_null=True, help_text="on the fold's held-out images")
+    collapsed = serializers.BooleanField(help_text="predicted a single class")
+    weak = serializers.BooleanField()
+    why = serializers.CharField()
+    epochs = serializers.IntegerField(allow_null=True)
+    progress = serializers.DictField()
+
+
+class EvidenceSerializer(serializers.Serializer):
+    main_macro_f1 = serializers.FloatField(allow_null=True)
+    chance = serializers.FloatField()
+    weak_ratio = serializers.FloatField()
+    folds = FoldHealthSerializer(many=True)
+    weak = serializers.BooleanField()
+    warning = serializers.CharField()
+
+
+class QualitySerializer(serializers.Serializer):
+    suspect_run = serializers.IntegerField()
+    human = HumanQualitySerializer(allow_null=True)
+    truth = TruthQualitySerializer(allow_null=True, help_text="null without a truth task")
+    evidence = EvidenceSerializer()
+
+
+class SuspectRunQuality(Base):
+    """How good the run's suspects proved (labeling/services/suspect_quality.py has the rules)."""
+
+    @extend_schema(responses={200: QualitySerializer})
+    def get(self, request, pk):
+        return Response(suspect_quality.quality(_sr(pk)))
+
+
+class CleaningRunSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = CleaningRun
+        fields = ["id", "project", "task", "run", "config", "state", "state_reason", "stopped", "rounds",
+                  "created_by", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
+class CleaningRunList(Base):
+    write_role = SCIENTIST
+
+    @extend_schema(responses={200: CleaningRunSerializer(many=True)})
+    def get(self, request):
+        qs = CleaningRun.objects.all()
+        for name in ("task", "run", "project"):
+            v = request.query_params.get(name, "")
+            if v.isdigit():
+                qs = qs.filter(**{f"{name}_id": int(v)})
+        return Response(CleaningRunSerializer(qs.order_by("-id")[:200], many=True).data)
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={201: CleaningRunSerializer,
+                                                           400: OpenApiResponse(description="what is wrong")})
+    def post(self, request):
+        run_id = request.data.get("run")
+        if not str(run_id or "").isdigit():
+            return Response({"detail": "send run (a training run id)"}, status=400)
+        run = get_object_or_404(TrainingRun, pk=int(run_id))
+        config = request.data.get("config") or {}
+        if not isinstance(config, dict):
+            return Response({"detail": "config is an object: {\"rounds\": n, \"cluster_threshold\": x}"}, status=400)
+        try:
+            job = autoclean.start_cleaning(run=run, by=request.user, config=config)
+        except autoclean.CleaningError as e:
+            return Response({"detail": str(e)}, status=400)
+        return Response(CleaningRunSerializer(job).data, status=201)
+
+
+class CleaningRunDetail(Base):
+    @extend_schema(responses={200: CleaningRunSerializer})
+    def get(self, request, pk):
+        job = get_object_or_404(CleaningRun, pk=pk)
+        return Response({**CleaningRunSerializer(job).data, "summary": autoclean.summary(job)})
+
+
+class CleaningRestore(Base):
+    write_role = SCIENTIST
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request, pk):
+        job = get_object_or_404(CleaningRun, pk=pk)
+        r = request.data.get("round")
+        if r not in (None, "") and not str(r).isdigit():
+            return Response({"detail": "round is a round number"}, status=400)
+        n = autoclean.restore_cleaning(job, round=None if r in (None, "") else int(r))
+        return Response({"restored": n, "summary": autoclean.summary(job)})

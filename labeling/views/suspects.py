@@ -13,7 +13,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from ..models import Label, NearDuplicate, Project, Suspect, SuspectRun, TrainingRun
+from ..models import CleaningRun, Label, NearDuplicate, Project, Suspect, SuspectRun, TrainingRun
+from ..services import autoclean
+from ..services import suspect_quality as quality
 from ..services import suspects as svc
 from ..services.labels import ordered_labels
 from ..services.retag import RetagConflict, current_version
@@ -60,15 +62,23 @@ def suspect_start(request, run_id):
         else:
             messages.success(request, f"Suspects run {sr.pk} queued: {sr.config['k']} fold models, then scoring.")
             return redirect("suspect_run", sr_id=sr.pk)
-    return page(request, "suspects/start.html", {"run": run, "project": run.project, "error": error,
-                                                  "values": values}, project=run.project)
+    try:
+        k = int(values.get("k") or svc.DEFAULTS["k"])
+        fold_epochs = int(values["fold_epochs"]) if values.get("fold_epochs") else None
+    except (TypeError, ValueError):
+        k, fold_epochs = svc.DEFAULTS["k"], None
+    return page(request, "suspects/start.html", {
+        "run": run, "project": run.project, "error": error, "values": values,
+        "estimate": quality.estimate(run, k=max(2, k), fold_epochs=fold_epochs)}, project=run.project)
 
 
 @browse_required
 def suspect_run(request, sr_id):
     sr = _sr(sr_id)
-    return _page(request, "suspects/run.html", sr, {"status": svc.status(sr), "queue": svc.queue_counts(sr),
-                                                    "classes": svc.class_summary(sr) if sr.state == "done" else []})
+    return _page(request, "suspects/run.html", sr, {
+        "status": svc.status(sr), "queue": svc.queue_counts(sr), "quality": quality.quality(sr),
+        "classes": svc.class_summary(sr) if sr.state == "done" else [],
+        "cleanings": CleaningRun.objects.filter(run=sr.run)[:10]})
 
 
 @browse_required
@@ -89,7 +99,8 @@ def suspect_queue(request, sr_id):
     sr = _sr(sr_id)
     suspect = svc.lease_next(sr, request.user) if sr.state == SuspectRun.State.DONE else None
     context = {"suspect": suspect, "throughput": svc.throughput(sr, request.user, _since(request, sr)),
-               "remaining": svc.queue(sr).count(), "labels": ordered_labels(sr.task)}
+               "remaining": svc.queue(sr).count(), "labels": ordered_labels(sr.task),
+               "evidence": quality.fold_health(sr)}
     if suspect is not None:
         ann = suspect.image.annotations.filter(task=sr.task).select_related("label").first()
         context.update(current=ann.label if ann else None, version=ann.version if ann else 0,
@@ -140,7 +151,9 @@ def suspect_clusters(request, sr_id):
     view = svc.class_clusters(sr, selected.pk) if selected else None
     return _page(request, "suspects/clusters.html", sr, {
         "classes": classes, "selected": selected, "view": view, "labels": ordered_labels(sr.task),
-        "exclusions": svc.exclusion_summary(sr.task), "can_clean": has_role(request.user, SCIENTIST)})
+        "cut": svc.cut_shown(sr, selected.pk) if selected else None,
+        "exclusions": svc.exclusion_summary(sr.task), "can_clean": has_role(request.user, SCIENTIST),
+        "max_rounds": autoclean.MAX_ROUNDS, "default_rounds": autoclean.DEFAULT_ROUNDS})
 
 
 @require_POST
@@ -196,3 +209,46 @@ def duplicates(request, sr_id):
     return _page(request, "suspects/duplicates.html", sr, {
         "kind": kind, "kinds": [(v, name, counts[v]) for v, name in NearDuplicate.Kind.choices],
         "pairs": svc.near_duplicate_pairs(sr, kind)})
+
+
+# --------------------------------------------------------------------------- automatic cleaning
+
+@require_POST
+@scientist_required
+def cleaning_start(request, run_id):
+    run = get_object_or_404(TrainingRun.objects.select_related("project", "task"), pk=run_id)
+    config = {k: request.POST.get(k) for k in ("rounds", "cluster_threshold") if request.POST.get(k)}
+    try:
+        job = autoclean.start_cleaning(run=run, by=request.user, config=config)
+    except autoclean.CleaningError as e:
+        messages.error(request, f"Cleaning not started: {e}.")
+        return redirect(request.POST.get("next") or reverse("suspect_runs", args=[run.project.slug]))
+    messages.success(request, f"Cleaning {job.pk} queued: {job.config['rounds']} round(s) from run {run.pk}.")
+    return redirect("cleaning_run", job_id=job.pk)
+
+
+def _job(job_id) -> CleaningRun:
+    return get_object_or_404(CleaningRun.objects.select_related("project", "task", "run", "created_by"), pk=job_id)
+
+
+@browse_required
+def cleaning_run(request, job_id):
+    job = _job(job_id)
+    return page(request, "suspects/cleaning.html", {
+        "job": job, "project": job.project, "task": job.task, "summary": autoclean.summary(job),
+        "can_clean": has_role(request.user, SCIENTIST)}, project=job.project)
+
+
+@browse_required
+def cleaning_status(request, job_id):
+    return JsonResponse(autoclean.summary(_job(job_id)))
+
+
+@require_POST
+@scientist_required
+def cleaning_restore(request, job_id):
+    job = _job(job_id)
+    r = request.POST.get("round", "")
+    n = autoclean.restore_cleaning(job, round=int(r) if r.isdigit() else None)
+    messages.success(request, f"{n} image(s) are back in training.")
+    return redirect("cleaning_run", job_id=job.pk)
