@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
-from urllib.parse import unquote, urlparse
 
 from django.conf import settings
 from django.db import transaction
@@ -54,7 +53,6 @@ logger = logging.getLogger(__name__)
 MAX_PROBLEMS = 200            # problems kept on the job; ``problems_total`` counts them all
 CHUNK = 32                    # rows written per transaction
 PROGRESS_EVERY_S = 1.0        # how often the job row is updated for the progress bar
-MAX_MEMBER_BYTES = 512 << 20  # an archive member larger than this is refused (zip bombs)
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 SPLITS = {Split.TRAIN.value, Split.TEST.value}
 Kind = ImportJob.Kind
@@ -148,6 +146,7 @@ class Entry:
     split: str | None = None
     labels: dict[str, str] = field(default_factory=dict)  # task name -> label name
     copy: bool = False                 # archive member: store the bytes at ``uri`` when (re)validated
+    store: str = ""                    # ... and only inside this folder (checked at the write)
     refused: str = ""                  # why the row cannot be taken at all
 
 
@@ -191,6 +190,9 @@ def _layout(key: str) -> tuple[str | None, str]:
 def _layout_entry(row: int, key: str, shown: str, task: str, **kw) -> Entry:
     entry = Entry(row=row, key=key, shown=shown, **kw)
     if entry.refused:
+        return entry
+    if "\x00" in key:
+        entry.refused = "a NUL byte in the name"
         return entry
     try:
         entry.split, label = _layout(key)
@@ -241,7 +243,11 @@ def _s3_source(uri: str, roots: list[Root], task: str) -> Source:
 
 
 def unsafe_member(info: zipfile.ZipInfo) -> str:
-    """Why an archive member must not be read or extracted ("" when it is fine)."""
+    """Why an archive member must not be read or extracted ("" when it is fine).
+
+    Sizes come from the archive's directory; :mod:`zipfile` never returns more bytes than
+    that says (a member that lies fails its CRC), so these limits bound what is read.
+    """
     name = info.filename.replace("\\", "/")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         return f"absolute path {info.filename!r} in archive refused"
@@ -249,8 +255,14 @@ def unsafe_member(info: zipfile.ZipInfo) -> str:
         return f"path {info.filename!r} climbs out of the archive with '..'; refused"
     if stat.S_ISLNK(info.external_attr >> 16):
         return f"symbolic link {info.filename!r} in archive refused"
-    if info.file_size > MAX_MEMBER_BYTES:
-        return f"member {info.filename!r} is {info.file_size:,} bytes uncompressed (limit {MAX_MEMBER_BYTES:,})"
+    limit = settings.IMPORT_ZIP_MAX_MEMBER_BYTES
+    if info.file_size > limit:
+        return f"member {info.filename!r} is {info.file_size:,} bytes uncompressed (limit {limit:,})"
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > 64 << 10 and ratio > settings.IMPORT_ZIP_MAX_RATIO:
+        return (f"member {info.filename!r} has a compression ratio of {ratio:,.0f}:1 "
+                f"(limit {settings.IMPORT_ZIP_MAX_RATIO:g}:1, IMPORT_ZIP_MAX_RATIO): images do not "
+                "compress like that; refused")
     return ""
 
 
@@ -283,20 +295,36 @@ def safe_extract(zip_path: str | os.PathLike, dest_dir: str | os.PathLike) -> tu
 
 def _zip_source(project: Project, uri: str, path: Path, task: str) -> Source:
     """Members are read straight from the archive; their bytes are kept in project storage
-    (``originals/<archive>/<key>``) because training needs a URI to read them from."""
+    (``originals/<archive>/<key>``) because training needs a URI to read them from.
+
+    A member's name is data: it is quoted into the URI (:func:`mlcore.storage.join`), so a
+    ``%2e%2e%2f`` or a ``?`` stays part of a file name inside the store, and the write itself
+    is fenced to the store. The archive is refused as a whole when what it would expand to
+    passes ``IMPORT_ZIP_MAX_EXPANDED_BYTES``: nothing is read then.
+    """
     zf = zipfile.ZipFile(path)
     digest = hashlib.sha256(uri.encode()).hexdigest()[:8]
-    store = project_storage_uri(project, "originals", f"{path.stem}-{digest}")
-    entries = []
+    store = storage.to_uri(project_storage_uri(project, "originals", f"{path.stem}-{digest}"))
+    entries, expanded = [], 0
     for info in zf.infolist():
         if info.is_dir() or _hidden(info.filename):
             continue
         key = posixpath.normpath(info.filename.replace("\\", "/"))
-        reason = unsafe_member(info)
-        entries.append(_layout_entry(
-            len(entries) + 1, key, f"{uri}!{info.filename}", task, refused=reason, copy=True,
-            uri="" if reason else storage.join(store, key),
-            read=lambda i=info: zf.read(i)))
+        reason, member_uri = unsafe_member(info), ""
+        if not reason:
+            try:
+                member_uri = storage.to_uri(storage.join(store, key))
+            except (OSError, ValueError) as e:
+                reason = f"member name {info.filename!r} cannot be stored: {e}"
+        entry = _layout_entry(len(entries) + 1, key, f"{uri}!{info.filename}", task, refused=reason, copy=True,
+                              uri=member_uri, store=store, read=lambda i=info: zf.read(i))
+        entries.append(entry)
+        expanded += 0 if entry.refused else info.file_size
+    limit = settings.IMPORT_ZIP_MAX_EXPANDED_BYTES
+    if expanded > limit:
+        zf.close()
+        raise ImportRefused(f"the archive would expand to {expanded:,} bytes of images, more than the limit "
+                            f"of {limit:,} (IMPORT_ZIP_MAX_EXPANDED_BYTES); nothing was imported")
     return Source(uri, [task], entries, close=zf.close)
 
 
@@ -324,21 +352,30 @@ def _manifest_source(uri: str, roots: list[Root]) -> Source:
 
 
 def _manifest_entry(line: int, row: dict, tasks: list[str], base: str, roots: list[Root]) -> Entry:
+    """One row; whatever is wrong with it (a NUL byte, a URI that does not parse) is this
+    row's problem only."""
     written = row.get("uri", "")
-    entry = Entry(row=line, key=manifest_key(written), shown=written,
-                  labels={t: row.get(t, "") for t in tasks if row.get(t)})
-    split = row.get("split", "").lower()
-    if not written:
-        entry.refused = "empty uri"
-    elif split and split not in SPLITS:
-        entry.refused = f"split {split!r} is neither train nor test"
-    else:
-        entry.split = split or None
-        try:
+    entry = Entry(row=line, key="", shown=written.replace("\x00", "\\x00"))
+    try:
+        nul = next((h for h, v in row.items() if "\x00" in v), None)
+        if nul is not None:
+            entry.refused = f"a NUL byte in column {nul!r}"
+            return entry
+        entry.key = manifest_key(written)
+        entry.labels = {t: row.get(t, "") for t in tasks if row.get(t)}
+        split = row.get("split", "").lower()
+        if not written:
+            entry.refused = "empty uri"
+        elif split and split not in SPLITS:
+            entry.refused = f"split {split!r} is neither train nor test"
+        else:
+            entry.split = split or None
             entry.uri = check_allowed(_resolve(base, written), roots)
             entry.read = lambda u=entry.uri: storage.read_bytes(u)
-        except SourceRefused as e:
-            entry.refused = e.reason
+    except SourceRefused as e:
+        entry.refused = e.reason
+    except (ValueError, OSError) as e:
+        entry.refused = f"bad uri: {e}"
     return entry
 
 
@@ -351,7 +388,7 @@ def manifest_key(written: str) -> str:
         bucket, key = storage.split_s3(w)
         return f"s3://{bucket}/{posixpath.normpath(key)}"
     if w.startswith("file://"):
-        return "file://" + posixpath.normpath(unquote(urlparse(w).path))
+        return "file://" + posixpath.normpath(str(storage.local_path(w)))
     if "://" in w:
         return w
     return posixpath.normpath(w)
@@ -404,13 +441,15 @@ def inspect(project: Project, entry: Entry, known: Known | None) -> Inspection:
         return found
     found.validated = True
     try:
-        if entry.copy:
-            storage.write_bytes(entry.uri, data)
         picture = decode(data, settings.IMAGE_MAX_PIXELS)
+    except CorruptImage as e:  # kept as a corrupt image with the reason; its bytes are not stored
+        found.status, found.reason = ImageStatus.CORRUPT, e.reason
+        return found
+    try:
+        if entry.copy:  # only bytes that decoded, and only inside the store
+            storage.write_bytes(entry.uri, data, within=entry.store)
         found.width, found.height = picture.size
         found.thumbnail_uri = store_thumbnail(project, found.checksum, picture)
-    except CorruptImage as e:
-        found.status, found.reason = ImageStatus.CORRUPT, e.reason
     except Exception as e:  # noqa: BLE001 - e.g. the thumbnail store failed: this row only
         return Inspection(error=f"cannot store: {_short(e)}")
     return found
@@ -502,8 +541,9 @@ class _Run:
 
     def problem(self, entry: Entry, reason: str) -> None:
         self.job.problems_total += 1
-        if len(self.job.problems) < MAX_PROBLEMS:
-            self.job.problems.append({"row": entry.row, "uri": entry.shown, "reason": reason})
+        if len(self.job.problems) < MAX_PROBLEMS:  # JSON in PostgreSQL holds no NUL byte
+            self.job.problems.append({"row": entry.row, "uri": entry.shown.replace("\x00", "\\x00"),
+                                      "reason": reason.replace("\x00", "\\x00")})
 
     def flush(self, force: bool = False) -> None:
         if not force and time.monotonic() - self.flushed_at < PROGRESS_EVERY_S:
