@@ -186,6 +186,7 @@ MTURK_IMAGE_BUCKET = os.environ.get("MTURK_IMAGE_BUCKET", "")
 CELERY_BEAT_SCHEDULE = {
     "mturk-sync": {"task": "labeling.mturk_sync_open_batches", "schedule": 600.0},
     "check-stale-runs": {"task": "labeling.tasks.check_stale_runs", "schedule": 60.0},
+    "check-stale-imports": {"task": "labeling.tasks.check_stale_imports", "schedule": 60.0},
     "advance-suspect-runs": {"task": "labeling.tasks.advance_suspect_runs", "schedule": 60.0},
 }
 

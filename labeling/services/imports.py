@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image as PILImage
 
@@ -477,20 +477,24 @@ def ordered_map(pool: ThreadPoolExecutor, fn, items: Iterable, window: int) -> I
 def run_import(job: ImportJob) -> ImportJob:
     """Do the import in this process. A finished job (done or failed), or one that another
     worker is running (a redelivered message), is returned as is."""
-    if not claim(job):
+    attempt = claim(job)
+    if not attempt:
         job.refresh_from_db()
         return job
-    run = _Run(job)
-    run.begin()
-    if settings.IMAGE_MAX_PIXELS > (PILImage.MAX_IMAGE_PIXELS or 0):
-        PILImage.MAX_IMAGE_PIXELS = settings.IMAGE_MAX_PIXELS  # never lower a process-wide limit
+    run = _Run(job, attempt)
     source = None
     try:
+        run.begin()
+        if settings.IMAGE_MAX_PIXELS > (PILImage.MAX_IMAGE_PIXELS or 0):
+            PILImage.MAX_IMAGE_PIXELS = settings.IMAGE_MAX_PIXELS  # never lower a process-wide limit
         roots = allowed_roots()
         source = open_source(job, roots)
         run.set_total(len(source.entries))
         _sync(run, source)
         run.finish(State.DONE, run.summary())
+    except Superseded:
+        logger.warning("import job %s: taken over by another worker; this one stops", job.id)
+        job.refresh_from_db()
     except ImportRefused as e:
         run.finish(State.FAILED, e.reason)
     except Exception as e:  # noqa: BLE001 - the job records the failure for the page to show
@@ -502,14 +506,67 @@ def run_import(job: ImportJob) -> ImportJob:
     return job
 
 
-def claim(job: ImportJob) -> bool:
-    """Take the job for this process: a queued one, or a running one whose worker died (no
-    heartbeat for IMPORT_STALE_AFTER_S). One process wins; the sync is idempotent, so a
-    job taken over starts again from the top."""
-    stale = timezone.now() - timedelta(seconds=settings.IMPORT_STALE_AFTER_S)
-    lost = Q(state=State.RUNNING) & (Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale))
-    return ImportJob.objects.filter(Q(pk=job.pk) & (Q(state=State.QUEUED) | lost)).update(
-        state=State.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()) == 1
+class Superseded(Exception):
+    """The job was taken over (its attempt counter moved on): this worker must stop writing."""
+
+
+def _lost(stale_after: float) -> Q:
+    stale = timezone.now() - timedelta(seconds=stale_after)
+    return Q(state=State.RUNNING) & (Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale))
+
+
+def claim(job: ImportJob) -> int:
+    """Take the job for this process; returns its attempt number (0: not taken).
+
+    A queued job is taken, or a running one whose worker died (no heartbeat for
+    IMPORT_STALE_AFTER_S) while it has attempts left. One process wins. The sync is
+    idempotent, so a job taken over starts again from the top: what the lost worker
+    committed is found unchanged, nothing is imported twice.
+    """
+    lost = _lost(settings.IMPORT_STALE_AFTER_S) & Q(attempts__lt=settings.IMPORT_MAX_ATTEMPTS)
+    now = timezone.now()
+    won = ImportJob.objects.filter(Q(pk=job.pk) & (Q(state=State.QUEUED) | lost)).update(
+        state=State.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1)
+    if not won:
+        return 0
+    job.refresh_from_db(fields=["attempts"])
+    return job.attempts
+
+
+def take_over_stale_imports(*, stale_after: float | None = None, enqueue: bool = True) -> dict:
+    """Queue again, or fail, running imports whose worker stopped beating; return what was done.
+
+    Called every minute by the beat task (as :func:`labeling.services.runs.check_stale_runs`
+    is for training runs). A job with ``IMPORT_MAX_ATTEMPTS`` attempts already fails with
+    the reason; the others are queued and sent again, and the next worker's :func:`claim`
+    takes them. A worker that was only slow finds its attempt superseded at its next write.
+    """
+    stale_after = settings.IMPORT_STALE_AFTER_S if stale_after is None else stale_after
+    done = {"requeued": [], "failed": []}
+    for job_id in list(ImportJob.objects.filter(_lost(stale_after)).values_list("pk", flat=True)):
+        with transaction.atomic():
+            job = ImportJob.objects.select_for_update(skip_locked=True).filter(
+                Q(pk=job_id) & _lost(stale_after)).first()
+            if job is None:
+                continue
+            since = f"{(job.heartbeat_at or job.started_at):%Y-%m-%d %H:%M:%S} UTC"
+            if job.attempts >= settings.IMPORT_MAX_ATTEMPTS:
+                job.state, job.finished_at = State.FAILED, timezone.now()
+                job.message = (f"worker lost {job.attempts} times (last heartbeat {since}); "
+                               f"{job.processed} of {job.total} rows were done and stay imported. "
+                               "Start the import again to finish it.")
+                job.save(update_fields=["state", "finished_at", "message"])
+                done["failed"].append(job.pk)
+            else:
+                job.state = State.QUEUED
+                job.message = (f"worker lost (no heartbeat since {since}); taken over, "
+                               f"attempt {job.attempts + 1} of {settings.IMPORT_MAX_ATTEMPTS}")
+                job.save(update_fields=["state", "message"])
+                if enqueue:
+                    transaction.on_commit(lambda pk=job.pk: enqueue_import(pk))
+                done["requeued"].append(job.pk)
+            logger.warning("import job %s: %s", job.pk, job.message)
+    return done
 
 
 _COUNTERS = ("total", "processed", "added", "relabelled", "unchanged", "updated", "missing",
@@ -517,20 +574,26 @@ _COUNTERS = ("total", "processed", "added", "relabelled", "unchanged", "updated"
 
 
 class _Run:
-    """The job's counters and problems, flushed to its row about once a second."""
+    """The job's counters and problems, flushed to its row about once a second. Every write
+    names the attempt: one that was taken over raises :class:`Superseded` instead."""
 
-    def __init__(self, job: ImportJob):
+    def __init__(self, job: ImportJob, attempt: int = 1):
         self.job = job
+        self.attempt = attempt
         self.flushed_at = 0.0
+
+    def _update(self, **fields) -> None:
+        if not ImportJob.objects.filter(pk=self.job.pk, attempts=self.attempt).update(**fields):
+            raise Superseded(self.job.pk)
 
     def begin(self) -> None:
         j = self.job
         for name in _COUNTERS:
-            setattr(j, name, 0)  # a redelivered job starts over: the sync is idempotent
-        j.problems, j.message = [], ""
-        j.state, j.started_at, j.finished_at = State.RUNNING, timezone.now(), None
-        j.heartbeat_at = j.started_at
-        j.save()
+            setattr(j, name, 0)  # a job taken over starts over: the sync is idempotent
+        j.problems, j.message, j.finished_at = [], "", None
+        j.state, j.heartbeat_at = State.RUNNING, timezone.now()
+        self._update(problems=[], message="", finished_at=None, heartbeat_at=j.heartbeat_at,
+                     **{name: 0 for name in _COUNTERS})
 
     def set_total(self, total: int) -> None:
         self.job.total = total
@@ -549,14 +612,18 @@ class _Run:
         if not force and time.monotonic() - self.flushed_at < PROGRESS_EVERY_S:
             return
         fields = {name: getattr(self.job, name) for name in _COUNTERS}
-        ImportJob.objects.filter(pk=self.job.pk).update(problems=self.job.problems, heartbeat_at=timezone.now(),
-                                                        **fields)
+        self._update(problems=self.job.problems, heartbeat_at=timezone.now(), **fields)
         self.flushed_at = time.monotonic()
 
     def finish(self, state: str, message: str) -> None:
         j = self.job
         j.state, j.message, j.finished_at = state, message, timezone.now()
-        j.save()
+        try:
+            self._update(state=state, message=message, finished_at=j.finished_at, problems=j.problems,
+                         **{name: getattr(j, name) for name in _COUNTERS})
+        except Superseded:
+            logger.warning("import job %s: taken over; this worker's outcome (%s) is not recorded", j.pk, state)
+            j.refresh_from_db()
 
     def summary(self) -> str:
         j = self.job
@@ -566,6 +633,8 @@ class _Run:
             text += f"; {j.problems_total} problem(s)"
             if j.problems_total > len(j.problems):
                 text += f" (the first {len(j.problems)} listed)"
+        if self.attempt > 1:
+            text += f" (attempt {self.attempt}: the earlier one's worker was lost; what it committed was kept)"
         return text
 
 
