@@ -16,6 +16,7 @@ the resolved path of the file actually opened.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import posixpath
 import random
@@ -159,6 +160,7 @@ def _refuse(path, real: str, roots: Sequence[str]) -> OutsideRoot:
 # --------------------------------------------------------------------------- S3 with retries
 
 _local = threading.local()
+logger = logging.getLogger(__name__)
 
 #: S3 error codes worth another try (the service is there but busy or briefly broken).
 _TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
@@ -168,7 +170,7 @@ _TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavail
 def s3_client():
     """A boto3 S3 client per thread (clients are thread-safe, sessions are not).
 
-    botocore's own retries are kept short; :func:`_retrying` owns the back-off, so that an
+    botocore does not retry (one attempt); :func:`_retrying` owns the back-off, so that an
     outage is bridged for ``MLCORE_S3_RETRY_S`` seconds whatever the error's kind.
     """
     client = getattr(_local, "s3", None)
@@ -180,7 +182,7 @@ def s3_client():
             "s3",
             endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None,
             region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-            config=Config(retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=32,
+            config=Config(retries={"max_attempts": 1, "mode": "standard"}, max_pool_connections=32,
                           connect_timeout=5, read_timeout=60),
         )
         _local.s3 = client
@@ -222,7 +224,9 @@ def _retrying(what: str, fn):
                 raise StorageUnavailable(
                     f"S3 ({os.environ.get('S3_ENDPOINT_URL') or 'AWS'}) failed for {what} {tries} times over "
                     f"{retry_budget_s():.0f} s: {type(e).__name__}: {e}") from e
-            time.sleep(min(left, delay * (0.5 + random.random() / 2)))
+            wait = min(left, delay * (0.5 + random.random() / 2))
+            logger.warning("S3 failed for %s (try %d: %s: %s); again in %.1f s", what, tries, type(e).__name__, e, wait)
+            time.sleep(wait)
             delay = min(5.0, delay * 2)
 
 

@@ -48,8 +48,8 @@ class Root:
     def contains(self, scheme: str, bucket: str, path: str) -> bool:
         if scheme != self.scheme or bucket != self.bucket:
             return False
-        if scheme == "s3":
-            return path.startswith(self.path)
+        if scheme == "s3":  # the root's own prefix, with or without its slash, is inside it
+            return path.startswith(self.path) or path == self.path.rstrip("/")
         return path == self.path or path.startswith(self.path.rstrip("/") + "/")
 
 
