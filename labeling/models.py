@@ -186,6 +186,9 @@ class ImportJob(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     # Written with every progress flush: a running job whose heartbeat stopped lost its worker.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Claims so far (a job taken over after its worker died is claimed again); capped by
+    # IMPORT_MAX_ATTEMPTS, and every progress write names its attempt.
+    attempts = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)
     processed = models.PositiveIntegerField(default=0)
     added = models.PositiveIntegerField(default=0)

@@ -108,6 +108,13 @@ IMAGE_MAX_PIXELS = int(os.environ.get("IMAGE_MAX_PIXELS", "64000000"))
 THUMBNAIL_SIZE = 256
 # A running import whose worker has not written progress for this long is taken over.
 IMPORT_STALE_AFTER_S = float(os.environ.get("IMPORT_STALE_AFTER_S", "120"))
+# ... at most this many times in all; then it fails with the reason.
+IMPORT_MAX_ATTEMPTS = int(os.environ.get("IMPORT_MAX_ATTEMPTS", "3"))
+# Zip archives: what one member and the whole archive may expand to, and how much a member
+# may compress (photos hardly do; a 1000:1 member is a bomb, not an image).
+IMPORT_ZIP_MAX_MEMBER_BYTES = int(os.environ.get("IMPORT_ZIP_MAX_MEMBER_BYTES", str(128 << 20)))
+IMPORT_ZIP_MAX_EXPANDED_BYTES = int(os.environ.get("IMPORT_ZIP_MAX_EXPANDED_BYTES", str(16 << 30)))
+IMPORT_ZIP_MAX_RATIO = float(os.environ.get("IMPORT_ZIP_MAX_RATIO", "100"))
 # Share of images that go to the test split when the source gives no split.
 DEFAULT_TEST_RATIO = float(os.environ.get("DEFAULT_TEST_RATIO", "0.2"))
 
@@ -179,6 +186,7 @@ MTURK_IMAGE_BUCKET = os.environ.get("MTURK_IMAGE_BUCKET", "")
 CELERY_BEAT_SCHEDULE = {
     "mturk-sync": {"task": "labeling.mturk_sync_open_batches", "schedule": 600.0},
     "check-stale-runs": {"task": "labeling.tasks.check_stale_runs", "schedule": 60.0},
+    "check-stale-imports": {"task": "labeling.tasks.check_stale_imports", "schedule": 60.0},
     "advance-suspect-runs": {"task": "labeling.tasks.advance_suspect_runs", "schedule": 60.0},
 }
 

@@ -16,6 +16,14 @@ def run_import_job(job_id: int) -> None:
         run_import(job)
 
 
+@shared_task(ignore_result=True, name="labeling.tasks.check_stale_imports")
+def check_stale_imports() -> None:
+    """Periodic (CELERY_BEAT_SCHEDULE): take over, or fail, imports whose worker stopped beating."""
+    from .services.imports import take_over_stale_imports
+
+    take_over_stale_imports()
+
+
 # --- Training runs (services/runs.py holds the logic and the lease protocol) -------------
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,

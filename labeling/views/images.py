@@ -47,15 +47,19 @@ def image_detail(request, image_id):
 @require_GET
 @browse_required
 def image_original(request, image_id):
-    """The original bytes, read through storage (file:// or s3://)."""
+    """The original bytes, read through storage (file:// or s3://), and only from inside the
+    readable roots, checked on the file actually opened: a file swapped for a symlink after
+    its import is refused here, where its bytes are read."""
     from mlcore import storage
+
+    from ..services.storage_roots import readable_roots
 
     image = get_object_or_404(Image, id=image_id)
     if image.status != ImageStatus.OK:
         raise Http404(f"image is {image.status}: {image.status_reason}")
     try:
-        data = storage.read_bytes(image.uri)
-    except Exception as e:  # noqa: BLE001 - OSError locally, botocore's errors on S3
+        data = storage.read_bytes(image.uri, within=readable_roots())
+    except Exception as e:  # noqa: BLE001 - OSError locally, botocore's errors on S3, OutsideRoot
         log.warning("original of image %s unreadable: %s", image.id, e)
         raise Http404("the original cannot be read from storage") from None
     content_type = mimetypes.guess_type(image.key)[0] or "application/octet-stream"
