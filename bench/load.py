@@ -73,6 +73,8 @@ def parse_args(argv=None):
     p.add_argument("--db", default="retag_bench_load", help="PostgreSQL database to create and use")
     p.add_argument("--workers", type=int, default=3, help="gunicorn workers")
     p.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    p.add_argument("--baseline", type=float, default=30,
+                   help="seconds of one annotator and one scientist alone first (0: none)")
     p.add_argument("--keep", action="store_true", help="keep the database afterwards")
     p.add_argument("--out", default=str(RESULTS / "load.json"))
     return p.parse_args(argv)
@@ -246,25 +248,51 @@ def check_history(world: dict, accepted: dict[str, int]) -> dict:
     }
 
 
-def measure(base: str, world: dict, *, annotators: int, scientists: int, duration: float, workdir: Path) -> dict:
-    """Run the load and check the books; the figures of load.json (without ``machine``)."""
+def measure(base: str, world: dict, *, annotators: int, scientists: int, duration: float, workdir: Path,
+            baseline_s: float = 0) -> dict:
+    """Run the load and check the books; the figures of load.json (without ``machine``).
+
+    With ``baseline_s``, first one annotator and one scientist alone for that long, on the
+    same server and data: the latencies of the app unloaded, which the loaded ones are
+    divided by (``ratio_*``), so that the figures say what the load costs on this machine
+    whatever its speed. Their retags are in the books too."""
+    baseline = None
+    if baseline_s > 0:
+        baseline = run_locust(base, world, annotators=1, scientists=1, duration=baseline_s, workdir=workdir)
     t0 = time.time()
     counted = run_locust(base, world, annotators=annotators, scientists=scientists, duration=duration,
                          workdir=workdir)
     wall = time.time() - t0
-    books = check_history(world, counted["accepted"])
-    return {
+    accepted = Counter({int(k): v for k, v in counted["accepted"].items()})
+    if baseline is not None:
+        accepted.update({int(k): v for k, v in baseline["accepted"].items()})
+    books = check_history(world, {str(k): v for k, v in accepted.items()})
+    out = {
         "duration_s": round(counted["duration_s"], 1), "wall_s": round(wall, 1),
         "annotators": annotators, "scientists": scientists, "images": world["images"],
         "suspects": world["suspects"],
         "requests": counted["requests"], "errors": counted["errors"], "server_errors": counted["server_errors"],
         "requests_per_s": round(counted["requests"] / max(counted["duration_s"], 1e-9), 1),
         "p50_ms": counted["p50_ms"], "p95_ms": counted["p95_ms"], "p99_ms": counted["p99_ms"],
-        "retags_accepted": sum(counted["accepted"].values()), "retags_in_history": books["retags_in_history"],
+        # The same without the logins (one each, at the start: a password hash is slow on purpose).
+        "work_requests": counted["work_requests"], "work_p50_ms": counted["work_p50_ms"],
+        "work_p95_ms": counted["work_p95_ms"], "work_p99_ms": counted["work_p99_ms"],
+        "retags_accepted": sum(accepted.values()), "retags_in_history": books["retags_in_history"],
         "conflicts_409": counted["conflicts"], "queue_empty_204": counted["queue_empty"],
         "images_mismatched": books["images_mismatched"], "versions_mismatched": books["versions_mismatched"],
         "by_endpoint": counted["by_endpoint"], "error_samples": counted["error_samples"],
     }
+    if baseline is not None:
+        out["baseline"] = {k: baseline[k] for k in ("duration_s", "requests", "errors", "server_errors",
+                                                    "work_requests", "work_p50_ms", "work_p95_ms", "work_p99_ms")}
+        out["baseline"]["retags_accepted"] = sum(baseline["accepted"].values())
+        out["errors"] += baseline["errors"]
+        out["server_errors"] += baseline["server_errors"]
+        out["error_samples"] += baseline["error_samples"]
+        for q in ("p50", "p95", "p99"):
+            b, x = baseline[f"work_{q}_ms"], counted[f"work_{q}_ms"]
+            out[f"ratio_work_{q}"] = round(x / b, 2) if b and x is not None else None
+    return out
 
 
 def main(argv=None) -> int:
@@ -288,7 +316,7 @@ def main(argv=None) -> int:
             proc, base = start_gunicorn(db_url, workers=args.workers, threads=args.threads,
                                         log_path=workdir / "gunicorn.log")
             figures = measure(base, world, annotators=args.annotators, scientists=args.scientists,
-                              duration=args.duration, workdir=workdir)
+                              duration=args.duration, workdir=workdir, baseline_s=args.baseline)
             stop(proc)
             gunicorn_tail = (workdir / "gunicorn.log").read_text(errors="replace")[-2000:]
         load_after = [round(x, 2) for x in os.getloadavg()]
@@ -308,8 +336,10 @@ def main(argv=None) -> int:
                                         "loadavg_before/after (1, 5, 15 min) say how busy it was"}
     if figures["server_errors"]:
         figures["gunicorn_log_tail"] = gunicorn_tail
-    print_table([(k, figures[k]) for k in ("duration_s", "requests", "requests_per_s", "errors", "server_errors",
-                                           "p50_ms", "p95_ms", "p99_ms", "retags_accepted", "retags_in_history",
+    print_table([(k, figures.get(k)) for k in ("duration_s", "requests", "requests_per_s", "errors", "server_errors",
+                                           "p50_ms", "p95_ms", "p99_ms", "work_p50_ms", "work_p95_ms",
+                                           "work_p99_ms", "ratio_work_p50", "ratio_work_p95",
+                                           "retags_accepted", "retags_in_history",
                                            "conflicts_409", "queue_empty_204")],
                 f"\nload: {args.annotators} annotators + {args.scientists} scientists, gunicorn "
                 f"{args.workers}x{args.threads} threads, PostgreSQL; load average {load_before} -> {load_after}")
@@ -321,6 +351,15 @@ def main(argv=None) -> int:
           and not figures["images_mismatched"])
     print("books balance: every accepted retag has one event" if ok else "BOOKS DO NOT BALANCE or 5xx seen")
     return 0 if ok else 1
+
+
+def percentiles(times_ms: list[float]) -> dict:
+    """p50/p95/p99 in ms (nearest rank), rounded to 1 ms; None without times."""
+    times = sorted(times_ms)
+    if not times:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
+    return {f"p{q}_ms": round(times[min(len(times) - 1, int(round(q / 100 * (len(times) - 1))))])
+            for q in (50, 95, 99)}
 
 
 # --- the locustfile: locust imports this file with RETAG_LOAD_CONFIG set -------------------
@@ -338,8 +377,12 @@ if os.environ.get("RETAG_LOAD_CONFIG") and __name__ != "__main__":
     _names = {"annotator": itertools.count(), "scientist": itertools.count()}
     TIMEOUT = 60  # a request slower than this is a failure, not a hang
 
+    WORK_MS: list[float] = []       # response times of everything but the login
+
     @events.request.add_listener
-    def _count_server_errors(request_type, name, response=None, exception=None, **kwargs):
+    def _count_server_errors(request_type, name, response_time=None, response=None, exception=None, **kwargs):
+        if not name.startswith("/accounts/login/") and response_time is not None:
+            WORK_MS.append(response_time)
         status = getattr(response, "status_code", 0) or 0
         if status >= 500:
             TALLY["server_errors"] += 1
@@ -365,6 +408,7 @@ if os.environ.get("RETAG_LOAD_CONFIG") and __name__ != "__main__":
             "server_errors": TALLY["server_errors"],
             "p50_ms": total.get_response_time_percentile(0.5), "p95_ms": total.get_response_time_percentile(0.95),
             "p99_ms": total.get_response_time_percentile(0.99),
+            **{f"work_{k}": v for k, v in percentiles(WORK_MS).items()}, "work_requests": len(WORK_MS),
             "accepted": {str(k): v for k, v in ACCEPTED.items()},
             "conflicts": TALLY["conflicts"], "queue_empty": TALLY["queue_empty"],
             "by_endpoint": by_endpoint, "error_samples": ERRORS,
