@@ -313,11 +313,13 @@ def main(argv=None) -> int:
         connections.close_all()
         with tempfile.TemporaryDirectory(prefix="retag-load-") as tmp:
             workdir = Path(tmp)
+            busy0, ours0, t_load = cpu_busy_s(), children_cpu_s(), time.time()
             proc, base = start_gunicorn(db_url, workers=args.workers, threads=args.threads,
                                         log_path=workdir / "gunicorn.log")
             figures = measure(base, world, annotators=args.annotators, scientists=args.scientists,
                               duration=args.duration, workdir=workdir, baseline_s=args.baseline)
             stop(proc)
+            busy, ours, wall = cpu_busy_s() - busy0, children_cpu_s() - ours0, time.time() - t_load
             gunicorn_tail = (workdir / "gunicorn.log").read_text(errors="replace")[-2000:]
         load_after = [round(x, 2) for x in os.getloadavg()]
     finally:
@@ -333,7 +335,11 @@ def main(argv=None) -> int:
     figures["build_s"] = round(build_s, 1)
     figures["machine"] = {**machine_info("cpu"), "loadavg_before": load_before, "loadavg_after": load_after,
                           "contention": "the machine's cores are shared with other users' processes; "
-                                        "loadavg_before/after (1, 5, 15 min) say how busy it was"}
+                                        "loadavg_before/after (1, 5, 15 min) say how busy it was, cpu_s "
+                                        "where its CPU time went while the server ran",
+                          "cpu_s": {"capacity": round(wall * (os.cpu_count() or 1), 1), "busy": round(busy, 1),
+                                    "gunicorn_and_locust": round(ours, 1),
+                                    "postgresql_and_other_users": round(busy - ours, 1)}}
     if figures["server_errors"]:
         figures["gunicorn_log_tail"] = gunicorn_tail
     print_table([(k, figures.get(k)) for k in ("duration_s", "requests", "requests_per_s", "errors", "server_errors",
@@ -351,6 +357,22 @@ def main(argv=None) -> int:
           and not figures["images_mismatched"])
     print("books balance: every accepted retag has one event" if ok else "BOOKS DO NOT BALANCE or 5xx seen")
     return 0 if ok else 1
+
+
+def cpu_busy_s() -> float:
+    """CPU-seconds the whole machine has been busy since boot (all cores, /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """CPU-seconds of this process's finished children: gunicorn (with the workers it
+    reaped) and locust, once they were waited for."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def percentiles(times_ms: list[float]) -> dict:
