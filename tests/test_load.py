@@ -38,5 +38,6 @@ def test_load_no_server_error_and_every_accepted_retag_has_one_event(transaction
                  "GET /runs/[id]/"):
         assert name in hit, sorted(hit)
     assert figures["retags_accepted"] > 0
+    assert figures["retags_unanswered"] == 0 and figures["retags_lost"] == 0
     assert figures["retags_accepted"] == figures["retags_in_history"]
     assert figures["images_mismatched"] == [] and figures["versions_mismatched"] == []
