@@ -84,6 +84,9 @@ class TrainingProcess:
             return None
         ready, _, _ = select.select([self._fd], [], [], timeout)
         if not ready:
+            if self.proc.poll() is not None:  # exited; its loader's workers may hold the pipe a while
+                self._eof = True
+                return None
             return []
         chunk = os.read(self._fd, 1 << 16)
         if not chunk:
@@ -158,10 +161,38 @@ def _gone() -> None:
     os._exit(PARENT_GONE)
 
 
-def _listen(stop: threading.Event) -> None:
-    """stdin: ``stop`` lines; end of file when the parent is gone."""
-    for line in sys.stdin:
-        if line.strip() == "stop":
+class _Commands:
+    """The parent's pipe, read from its raw file descriptor.
+
+    Not through ``sys.stdin``: a thread blocked in ``sys.stdin.readline()`` holds the file
+    object's lock, a forked DataLoader worker inherits it locked, and multiprocessing's
+    bootstrap closes ``sys.stdin`` in every child: the loader's workers deadlocked at birth.
+    So the pipe moves to a descriptor of its own and ``sys.stdin`` becomes /dev/null.
+    """
+
+    def __init__(self):
+        self.fd = os.dup(0)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        sys.stdin = open(os.devnull)
+        self._buf = b""
+
+    def readline(self) -> bytes | None:
+        """The next line, or None at end of file (the parent is gone)."""
+        while b"\n" not in self._buf:
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
+
+def _listen(commands: _Commands, stop: threading.Event) -> None:
+    """``stop`` lines; end of file when the parent is gone."""
+    while (line := commands.readline()) is not None:
+        if line.strip() == b"stop":
             stop.set()
     _gone()
 
@@ -187,12 +218,13 @@ def main(argv: list[str] | None = None) -> int:
             _gone()
 
     ppid = os.getppid()
-    line = sys.stdin.readline()
-    if not line:
+    commands = _Commands()
+    line = commands.readline()
+    if line is None:
         _gone()
     config = json.loads(line)
     stop = threading.Event()
-    threading.Thread(target=_listen, args=(stop,), name="parent-stdin", daemon=True).start()
+    threading.Thread(target=_listen, args=(commands, stop), name="parent-pipe", daemon=True).start()
     threading.Thread(target=_watch_parent, args=(ppid,), name="parent-watch", daemon=True).start()
 
     from mlcore.train import Cancelled, TrainConfig, resolve_device, train

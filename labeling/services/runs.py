@@ -648,6 +648,8 @@ def train_in_process(run: TrainingRun, session: RunSession, *, resume: bool) -> 
     ``RUN_HANG_AFTER_S`` kills it and fails the run. Whatever happens, the child is gone when
     this returns or raises (a Celery soft time limit included).
     """
+    from celery.exceptions import SoftTimeLimitExceeded
+
     from .run_process import TrainingProcess
 
     ppid = os.getppid()
@@ -683,6 +685,16 @@ def train_in_process(run: TrainingRun, session: RunSession, *, resume: bool) -> 
                                      f"the training process was stopped")
             if session.cancel:
                 child.stop()
+    except SoftTimeLimitExceeded:
+        # The task's time limit: ask the child to stop (mlcore checkpoints at its next step),
+        # give it until shortly before the hard limit, then let execute_run fail the run.
+        child.stop()
+        deadline = time.monotonic() + settings.TASK_TIME_LIMIT_GRACE_S / 2
+        while time.monotonic() < deadline:
+            messages = child.read(POLL_S)
+            if messages is None or any(m.get("kind") in ("cancelled", "done", "error") for m in messages):
+                break
+        raise
     finally:
         # After its last word the child only exits (loader workers, interpreter shutdown);
         # in every other case it is killed here, before anyone else may take the run.
