@@ -211,16 +211,15 @@ def test_killed_worker_leaves_no_training_process_behind(small_fashion, celery_w
 
 
 def test_a_run_past_its_time_limit_stops_and_fails_with_the_reason(small_fashion, celery_worker_factory,
-                                                                   scientist, monkeypatch):
+                                                                   scientist):
     from django.conf import settings
 
-    # The sender puts the task's limits in the message (its settings; the same everywhere in
-    # a deployment): here the test is the sender.
-    monkeypatch.setattr(train_run, "soft_time_limit", 12)
-    monkeypatch.setattr(train_run, "time_limit", 12 + settings.TASK_TIME_LIMIT_GRACE_S)
     worker = celery_worker_factory("redis", extra_env={**WORKER_ENV, "RUN_TIME_LIMIT_S": "12"})
     run = runs.start_training_run(task=small_fashion, config={**LOADER, "batch_size": 4, "epochs": 50},
-                                  by=scientist)
+                                  by=scientist, enqueue=False)
+    # The sender puts the task's limits in the message (from its settings, the same everywhere
+    # in a deployment); here the test is the sender, with a short one.
+    train_run.apply_async((run.id,), soft_time_limit=12, time_limit=12 + settings.TASK_TIME_LIMIT_GRACE_S)
     wait_done(run, timeout=120)
     assert run.state == State.FAILED and "time limit" in run.state_reason and "RUN_TIME_LIMIT_S" in run.state_reason
     assert run.lease == "" and worker.poll() is None and not training_processes(worker.pid)
