@@ -204,6 +204,14 @@ def _watch_parent(ppid: int) -> None:
             _gone()
 
 
+def _failed(send, e: Exception) -> int:
+    import traceback
+
+    traceback.print_exc()  # the whole story in the worker's log
+    send(kind="error", error=f"{type(e).__name__}: {e}"[:2000])
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -227,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_listen, args=(commands, stop), name="parent-pipe", daemon=True).start()
     threading.Thread(target=_watch_parent, args=(ppid,), name="parent-watch", daemon=True).start()
 
-    from mlcore.train import Cancelled, TrainConfig, resolve_device, train
-
+    try:
+        from mlcore.train import Cancelled, TrainConfig, resolve_device, train
+    except Exception as e:  # noqa: BLE001 - a broken install: the run shows why
+        return _failed(send, e)
     try:
         send(kind="hello", pid=os.getpid(), device=device_name(resolve_device(config.get("device", "auto"))))
         train(TrainConfig(**config), progress=lambda p: send(kind="progress", p=p), should_stop=stop.is_set)
@@ -236,11 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         send(kind="cancelled")
         return 0
     except Exception as e:  # noqa: BLE001 - every failure goes to the run's reason
-        import traceback
-
-        traceback.print_exc()
-        send(kind="error", error=f"{type(e).__name__}: {e}"[:2000])
-        return 1
+        return _failed(send, e)
     send(kind="done")
     return 0
 
