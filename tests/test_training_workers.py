@@ -38,8 +38,7 @@ from tests.test_runs_integration import CONFIG, WORKER_ENV, assert_results_match
 
 pytestmark = pytest.mark.integration
 State = TrainingRun.State
-# The standard stem at 32 px: a sixteenth of the small-input stem's work, the same loader.
-LOADER = {**CONFIG, "small_input": False, "image_size": 32, "workers": 2}
+LOADER = {**CONFIG, "workers": 2}
 
 
 @pytest.fixture
