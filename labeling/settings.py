@@ -142,6 +142,24 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
+# Time limits. Every task has a soft one (the task hears SoftTimeLimitExceeded and records why)
+# and a hard one TASK_TIME_LIMIT_GRACE_S later (the pool process is killed). Imports, MTurk
+# syncs, scoring: TASK_TIME_LIMIT_S. Training runs and the fold runs of suspects runs:
+# RUN_TIME_LIMIT_S, generous (a week): a ResNet-50 on a million images for 90 epochs on one
+# GPU takes days; a run that hits it fails with the reason and keeps its checkpoint.
+TASK_TIME_LIMIT_S = float(os.environ.get("TASK_TIME_LIMIT_S", str(6 * 3600)))
+RUN_TIME_LIMIT_S = float(os.environ.get("RUN_TIME_LIMIT_S", str(7 * 24 * 3600)))
+TASK_TIME_LIMIT_GRACE_S = 120.0
+CELERY_TASK_SOFT_TIME_LIMIT = TASK_TIME_LIMIT_S
+CELERY_TASK_TIME_LIMIT = TASK_TIME_LIMIT_S + TASK_TIME_LIMIT_GRACE_S
+if CELERY_BROKER_URL.startswith(("redis", "rediss", "sqs")):
+    # A message not acknowledged within the visibility timeout is delivered again, to a second
+    # worker while the first still runs it (tasks are acknowledged late). Above the longest
+    # task, so that this never happens to a live run; a worker that was killed is recovered
+    # well before by the stale-run check (RUN_STALE_AFTER_S), and a redelivery that comes
+    # anyway finds the run's lease held or the run finished and does nothing.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": int(max(RUN_TIME_LIMIT_S, TASK_TIME_LIMIT_S) + TASK_TIME_LIMIT_GRACE_S + 3600)}
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

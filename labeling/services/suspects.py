@@ -192,7 +192,9 @@ def prepare_folds(sr_id: int, *, enqueue: bool = True) -> SuspectRun | None:
 
 
 def execute_fold(sr_id: int, fold_run_id: int, *, worker: str | None = None, enqueue: bool = True) -> None:
-    """Train one fold (the ordinary run machinery), then see whether scoring can start."""
+    """Train one fold, then see whether scoring can start. The fold is an ordinary training run:
+    ``execute_run`` trains it in a process of its own (so its DataLoader may start workers inside
+    a Celery pool process) under the run's lease, heartbeats and cancel."""
     from .runs import execute_run
 
     execute_run(fold_run_id, worker=worker)
