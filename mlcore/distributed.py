@@ -11,7 +11,7 @@ What stays as in one process, so that checkpoints, resume and metrics are the sa
 - the data: every process walks the same global batches (:class:`~mlcore.data.EpochBatches`
   with ``rank``/``world``) and takes every N-th image of each, with the same seeded crops;
 - the gradient: each process's loss is its share of the global batch's weighted mean (the
-  class-weight sums are all-reduced with the batch), batch norm is synchronised
+  class-weight sums are all-reduced with the batch), batch norm is synchronised on GPUs
   (``SyncBatchNorm``), so the mean of the N gradients is the one-process gradient;
 - the files: rank 0 alone validates, checkpoints and writes the run's outputs, in the
   one-process format (the plain model's state_dict, not DDP's); resume loads them on all ranks;
@@ -59,10 +59,15 @@ class Dist:
         return self.rank == 0
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """DDP around ``model`` with its batch norms synchronised (in place: keys stay the same)."""
+        """DDP around ``model``; on GPUs its batch norms synchronised (in place: keys stay the same).
+
+        torch's SyncBatchNorm runs on GPUs only: on the CPU (gloo) each process normalises
+        over its own share of the batch, so a CPU run with batch norm in training mode is
+        close to, not equal to, one process (a frozen backbone, BN in eval mode, is equal).
+        """
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        if torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) is not model:  # swaps child BNs in place
+        if self.device.type == "cuda" and torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) is not model:
             raise TypeError("expected a model whose batch norms are children, not the model itself")
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DDP(model, device_ids=ids, broadcast_buffers=False)
