@@ -334,6 +334,18 @@ def eval_crop(size: int) -> Crop:
     return Crop(size, train=False)
 
 
+_AFFINE: dict = {}
+
+
+def _affine(mean, std, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1/(255 std), -mean/std) on ``device``, made once per device."""
+    key = (tuple(mean), tuple(std), str(device))
+    if key not in _AFFINE:
+        m, s = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+        _AFFINE[key] = ((1 / (255 * s)).float().to(device), (-m / s).float().to(device))
+    return _AFFINE[key]
+
+
 def to_input(batch: dict, device: torch.device, channels_last: bool = False,
              mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """A batch's images as the model's float input on ``device``.
@@ -344,13 +356,12 @@ def to_input(batch: dict, device: torch.device, channels_last: bool = False,
     """
     x = batch["image"].to(device, non_blocking=True)
     if x.dtype == torch.uint8:
-        x = x.permute(0, 3, 1, 2)  # NCHW view of NHWC memory: channels_last strides
-        if "flip" in batch:
+        if "flip" in batch:  # on the bytes, before they become floats; no host sync (where, not indexing)
             flip = batch["flip"].to(device, non_blocking=True)
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        m = torch.tensor(mean, device=device).mul_(255).view(1, 3, 1, 1)
-        s = torch.tensor(std, device=device).mul_(255).view(1, 3, 1, 1)
-        x = x.float().sub_(m).div_(s)
+            x = torch.where(flip[:, None, None, None], x.flip(2), x)
+        scale, shift = _affine(mean, std, device)
+        x = x.float().mul_(scale).add_(shift)  # (x/255 - mean)/std along the contiguous last axis
+        x = x.permute(0, 3, 1, 2)  # NCHW view of NHWC memory: channels_last strides
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
@@ -385,8 +396,8 @@ class ImageDataset(Dataset):
             img = decode_at(data, crop.size) if crop else decode(data)
         except Exception as e:  # corrupt, missing or unreachable: reported, never fatal
             return {"index": i, "ok": False, "reason": getattr(e, "reason", None) or f"{type(e).__name__}: {e}"}
-        if seed is not None:
-            torch.manual_seed(seed)
+        if seed is not None:  # the CPU generator only: torch.manual_seed also seeds CUDA, ~1 ms a call
+            torch.default_generator.manual_seed(seed)
         if crop is None:
             return {"index": i, "ok": True, "image": self.transform(img), "target": self.targets[i]}
         arr, flip = crop(img)
