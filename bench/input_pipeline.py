@@ -1,14 +1,16 @@
 """Bench: mlcore's training input per core, against the fastest bare decode of the same files;
 and a K=4 frozen-backbone fold run with and without cached features.
 
-Input: images/s from mlcore's loader to the training step's input tensor (``ImageDataset``
-with ``train_crop``: reduced-size JPEG decode, seeded crop + resize, uint8 collate, then
-``to_input``: flip and normalise), one process, one thread (so: per core), on
+Input: images/s from mlcore's loader to the training step's input (``ImageDataset`` with
+``train_crop``: read, reduced-size JPEG decode, seeded crop + resize, uint8, collated into
+the batch a DataLoader worker hands over; ``to_input``, the flip and normalisation, runs on
+the training device and is timed on the CPU separately, ``*_cpu_normalise``), one process,
+one thread (so: per core), on
   photos  the clothing JPEGs as shipped (short side 224, in a temporary folder), and
   large   the same photos upscaled once to 1600x1200 (JPEG q90, kept in ``--work``).
 Ceiling: the fastest bare decode-and-resize to 224x224 of the same bytes (Pillow draft
 mode, and simplejpeg's scaled decode + Pillow resize where simplejpeg is installed), in
-the same process, rounds interleaved with mlcore's. ``ratio_large`` = mlcore / ceiling
+the same process, each batch timed for every contender in turn. ``ratio_large`` = mlcore / ceiling
 on the large files (median of the per-round ratios). The old path (full decode,
 torchvision float transforms in the worker) is measured beside them for reference.
 
@@ -33,6 +35,8 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -59,74 +63,90 @@ def prepare_photos(data: Path, work: Path, n: int) -> tuple[list[Path], list[Pat
     return sorted(photos.glob("*.jpg")), sorted(large.glob("*.jpg"))
 
 
-def mlcore_input(files: list[Path], size: int, batch: int, legacy: bool = False) -> float:
-    """images/s of mlcore's loader (workers=0, this process) to the step's input tensor."""
+def _mlcore_batch(files: list[Path], size: int, legacy: bool = False):
+    """A function: (a batch of files, seed) -> (seconds to the loader's batch, seconds of to_input on the CPU)."""
     import numpy as np
     import torch
-    from torch.utils.data import DataLoader
 
     from mlcore import data, storage
 
     transform = data.train_transform(size) if legacy else data.train_crop(size)
     ds = data.ImageDataset([storage.to_uri(f) for f in files], np.zeros(len(files), dtype=np.int64), transform)
-    sampler = data.EpochBatches(np.arange(len(files)), batch, shuffle=True, seed=0)
-    loader = DataLoader(ds, batch_sampler=sampler, num_workers=0, collate_fn=data.collate)
     cpu = torch.device("cpu")
-    t0, n = time.perf_counter(), 0
-    for b in loader:
-        x = data.to_input(b, cpu)
-        n += len(x)
-    return n / (time.perf_counter() - t0)
+
+    def one(rows: list[int], epoch: int) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        batch = data.collate([ds[(i, data._sample_seed(0, epoch, i))] for i in rows])  # what the loader does
+        t1 = time.perf_counter()
+        data.to_input(batch, cpu)
+        return t1 - t0, time.perf_counter() - t1
+
+    return one
 
 
-def bare_pillow(files: list[Path], size: int) -> float:
+def _bare(files: list[Path], size: int, kind: str):
     import numpy as np
     from PIL import Image
 
-    t0 = time.perf_counter()
-    for f in files:
-        img = Image.open(io.BytesIO(f.read_bytes()))
-        img.draft("RGB", (size, size))
-        np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
-    return len(files) / (time.perf_counter() - t0)
+    if kind == "simplejpeg":
+        try:
+            import simplejpeg
+        except ImportError:
+            return None
 
+    def one(rows: list[int]) -> float:
+        t0 = time.perf_counter()
+        for i in rows:
+            raw = files[i].read_bytes()
+            if kind == "pillow":
+                img = Image.open(io.BytesIO(raw))
+                img.draft("RGB", (size, size))
+                np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+            else:
+                arr = simplejpeg.decode_jpeg(raw, colorspace="RGB", min_height=size, min_width=size)
+                np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.BILINEAR))
+        return time.perf_counter() - t0
 
-def bare_simplejpeg(files: list[Path], size: int) -> float | None:
-    try:
-        import simplejpeg
-    except ImportError:
-        return None
-    import numpy as np
-    from PIL import Image
-
-    t0 = time.perf_counter()
-    for f in files:
-        arr = simplejpeg.decode_jpeg(f.read_bytes(), colorspace="RGB", min_height=size, min_width=size)
-        np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.BILINEAR))
-    return len(files) / (time.perf_counter() - t0)
+    return one
 
 
 def input_rounds(sets: dict[str, list[Path]], size: int, batch: int, rounds: int) -> dict:
-    per = {name: {"mlcore": [], "pillow": [], "simplejpeg": [], "legacy": [], "ratio": []} for name in sets}
-    for name, files in sets.items():  # warm the page cache and the imports
-        mlcore_input(files[:batch], size, batch)
-        bare_pillow(files[:batch], size)
+    """Per round and set: images/s of each contender, timed batch by batch in turn (so a burst of
+    load from the neighbours falls on all of them alike)."""
+    per = {name: {k: [] for k in ("mlcore", "mlcore_cpu_normalise", "pillow", "simplejpeg", "legacy", "ratio",
+                                  "ratio_cpu_normalise")} for name in sets}
     for r in range(rounds):
         for name, files in sets.items():
-            m = mlcore_input(files, size, batch)
-            p = bare_pillow(files, size)
-            s = bare_simplejpeg(files, size)
-            legacy = mlcore_input(files, size, batch, legacy=True) if r < 2 else None  # slow: twice is enough
-            ceiling = max(p, s or 0.0)
+            m, legacy = _mlcore_batch(files, size), _mlcore_batch(files, size, legacy=True)
+            pil, sj = _bare(files, size, "pillow"), _bare(files, size, "simplejpeg")
+            t = {"mlcore": 0.0, "norm": 0.0, "pillow": 0.0, "simplejpeg": 0.0, "legacy": 0.0}
+            order = np.random.default_rng(r).permutation(len(files)).tolist()
+            m(order[:4], r), pil(order[:4])  # warm
+            chunks = [order[i:i + batch] for i in range(0, len(order), batch)]
+            for k, rows in enumerate(chunks):
+                load_s, norm_s = m(rows, r)
+                t["mlcore"] += load_s
+                t["norm"] += norm_s
+                t["pillow"] += pil(rows)
+                if sj:
+                    t["simplejpeg"] += sj(rows)
+                if k % 4 == 0:  # the old path is slow: a quarter of the batches is enough
+                    t["legacy"] += sum(legacy(rows, r)) * 4
+            n = len(order)
             rec = per[name]
-            rec["mlcore"].append(m), rec["pillow"].append(p), rec["ratio"].append(m / ceiling)
-            if s is not None:
-                rec["simplejpeg"].append(s)
-            if legacy is not None:
-                rec["legacy"].append(legacy)
-            print(f"round {r + 1}/{rounds} {name:<6} mlcore {m:7.1f}  pillow-draft {p:7.1f}  "
-                  f"simplejpeg {s or 0:7.1f}  ratio {m / ceiling:.3f}"
-                  + (f"  old path {legacy:6.1f}" if legacy else ""), flush=True)
+            rates = {"mlcore": n / t["mlcore"], "mlcore_cpu_normalise": n / (t["mlcore"] + t["norm"]),
+                     "pillow": n / t["pillow"], "simplejpeg": n / t["simplejpeg"] if sj else None,
+                     "legacy": n / t["legacy"] if t["legacy"] else None}
+            ceiling = max(rates["pillow"], rates["simplejpeg"] or 0.0)
+            for k, v in rates.items():
+                if v is not None:
+                    rec[k].append(v)
+            rec["ratio"].append(rates["mlcore"] / ceiling)
+            rec["ratio_cpu_normalise"].append(rates["mlcore_cpu_normalise"] / ceiling)
+            print(f"round {r + 1}/{rounds} {name:<6} mlcore {rates['mlcore']:7.1f} (+cpu normalise "
+                  f"{rates['mlcore_cpu_normalise']:7.1f})  pillow-draft {rates['pillow']:7.1f}  simplejpeg "
+                  f"{rates['simplejpeg'] or 0:7.1f}  ratio {rec['ratio'][-1]:.3f}  old path {rates['legacy'] or 0:6.1f}",
+                  flush=True)
     med = {name: {k: (statistics.median(v) if v else None) for k, v in rec.items()} for name, rec in per.items()}
     return {"median": med, "rounds": per}
 
@@ -169,6 +189,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--fold-images", type=int, default=400, help="clothing subset for the fold run (0: skip it)")
     ap.add_argument("--fold-epochs", type=int, default=3)
+    ap.add_argument("--fold-repeats", type=int, default=2, help="before/after pairs, interleaved")
     ap.add_argument("--fold-size", type=int, default=128)
     ap.add_argument("--data", type=Path, default=shared_data() / "clothing")
     ap.add_argument("--weights", type=Path,
@@ -187,7 +208,7 @@ def main(argv=None) -> int:
     med = res["median"]
     folds = {}
     if args.fold_images:
-        for cache in (False, True, False, True):  # interleaved: before, after, before, after
+        for cache in (False, True) * args.fold_repeats:  # interleaved: before, after, before, after ...
             r = fold_run(args.data, args.work, args.weights, args.fold_images, 4, args.fold_epochs, args.fold_size,
                          cache)
             folds.setdefault("after" if cache else "before", []).append(r)
@@ -207,22 +228,30 @@ def main(argv=None) -> int:
         "large_ceiling_images_per_s": ceiling("large"),
         "ratio_large": med["large"]["ratio"],
         "ratio_photos": med["photos"]["ratio"],
+        "large_images_per_s_cpu_normalise": med["large"]["mlcore_cpu_normalise"],
+        "photos_images_per_s_cpu_normalise": med["photos"]["mlcore_cpu_normalise"],
+        "ratio_large_cpu_normalise": med["large"]["ratio_cpu_normalise"],
         "large_images_per_s_old_path": med["large"]["legacy"],
         "photos_images_per_s_old_path": med["photos"]["legacy"],
+        "input_measures": "mlcore: dataset items (read, reduced decode, seeded crop + resize, uint8) collated into "
+                          "the batch the loader hands the step, the CPU work per image when the device is a GPU "
+                          "(to_input then runs there); *_cpu_normalise adds to_input on the CPU (a CPU device); "
+                          "old_path: full decode + torchvision float transforms, as before this change",
         "fold_run_s_before": statistics.median(r["wall_s"] for r in folds["before"]) if folds else None,
         "fold_run_s_after": statistics.median(r["wall_s"] for r in folds["after"]) if folds else None,
         "fold_held_out_accuracy_before": folds["before"][0]["held_out_accuracy"] if folds else None,
         "fold_held_out_accuracy_after": folds["after"][0]["held_out_accuracy"] if folds else None,
         "details": {"input_rounds": res["rounds"], "input_median": med, "folds": folds},
         "setup": {"per_core": "one process, torch.set_num_threads(1), DataLoader workers=0",
-                  "input": f"train_crop({args.size}) + to_input, batch {args.batch_size}, {args.images} files per set",
+                  "input": f"ImageDataset(train_crop({args.size})) + collate [+ to_input], batch {args.batch_size}, "
+                           f"{args.images} files per set, each batch timed for every contender in turn",
                   "ceiling": "max(Pillow draft + resize, simplejpeg scaled decode + Pillow resize), same bytes, "
                              "same process, interleaved",
                   "large": "clothing photos upscaled to 1600x1200, JPEG q90",
                   "fold_run": f"K=4 fold runs of mobilenet_v2 (shared ImageNet weights), frozen backbone, "
                               f"{args.fold_images} clothing subset images, {args.fold_epochs} epochs, "
                               f"{args.fold_size} px, CPU; before = cache_features off",
-                  "rounds": args.rounds},
+                  "rounds": args.rounds, "fold_repeats": args.fold_repeats},
         "contention": {"load_average_before": load_before, "load_average_after": load_after,
                        "note": "a 2-core machine shared with other engineers' tests and workers; absolute "
                                "images/s move with their load, the ratios are measured within each round"},
