@@ -233,9 +233,10 @@ def fit(config: TrainConfig, model, tasks: dict[str, list[str]], train_set, trai
     device = dist.device if dist is not None else resolve_device(config.device)
     amp = config.amp if config.amp is not None else device.type == "cuda"
     channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
-    workers = config.workers if config.workers is not None else default_workers(device)
     main = dist is None or dist.main
     world, rank = (dist.world, dist.rank) if dist is not None else (1, 0)
+    workers = config.workers if config.workers is not None else \
+        -(-default_workers(device) // world)  # the machine's cores shared among the processes
     skipped = {} if skipped is None else skipped
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels once
