@@ -471,6 +471,8 @@ def train(config: TrainConfig, progress: Progress | None = None,
         raise ValueError("config.output_uri is required")
     if config.gpus < 1:
         raise ValueError(f"gpus must be at least 1, not {config.gpus}")
+    config.output_uri = storage.to_uri(config.output_uri) if not storage.is_s3(config.output_uri) \
+        else config.output_uri
     if config.gpus > 1 and not _heads_only(config):
         from .distributed import launch
 
