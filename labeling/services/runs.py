@@ -122,6 +122,7 @@ NUMBERS = {
     "warmup_epochs": (float, 0.0, 100.0), "label_smoothing": (float, 0.0, 0.5),
     "val_fraction": (float, 0.0, 0.5), "patience": (int, 0, 1000), "checkpoint_every": (int, 0, 10**7),
     "seed": (int, 0, 2**31 - 1), "workers": (int, 0, 64), "eval_batch_size": (int, 1, 8192),
+    "gpus": (int, 1, 64),  # >1: mlcore trains with DistributedDataParallel under torchrun
 }
 BOOLS = ("freeze_backbone", "small_input", "maxpool", "amp", "compile")
 CHOICES = {"arch": ARCHS, "class_weights": ("inverse", "none"), "optimizer": ("sgd", "adamw")}
