@@ -28,6 +28,7 @@ METRIC_KEYS = ("precision", "recall", "f1")
 PAGE_SIZE = 60
 TOP_PROBS = 5
 SERIES_RUNS = 50  # the F1-over-runs chart shows at most the latest 50 finished runs
+FLAT = 0.0005  # a change smaller than this (F1/precision/recall units) did not move (shown as ±0)
 
 # The kinds of prediction grid: false negatives of a class (given X, predicted other),
 # false positives (predicted X, given other), and one confusion cell (given X, predicted Y).
@@ -53,11 +54,11 @@ def run_labels(run: TrainingRun) -> list[Label]:
 
 
 def previous_finished_run(run: TrainingRun) -> TrainingRun | None:
-    """The latest finished run of the same task started before ``run``: what the
-    dashboard compares against (did the retags since then help?)."""
-    return (TrainingRun.objects.filter(task_id=run.task_id, state=TrainingRun.State.DONE)
-            .filter(Q(created_at__lt=run.created_at) | Q(created_at=run.created_at, id__lt=run.id))
-            .exclude(id=run.id).order_by("-created_at", "-id").first())
+    """The run the dashboard compares ``run`` with: the run it retrains, else the previous
+    finished training run of the task; never a suspects fold model (services.runs.baseline_run)."""
+    from .runs import baseline_run
+
+    return baseline_run(run)
 
 
 def duration_s(run: TrainingRun) -> float | None:
@@ -86,13 +87,15 @@ def run_summary(run: TrainingRun) -> dict:
         "snapshot_size": run.n_train + run.n_test,
         "device": run.device,
         "parent": run.parent_id,
+        "fold_of": run.fold_of_id,
         "config": run.config,
     }
 
 
 def task_runs(task: Task, limit: int = 200) -> list[TrainingRun]:
-    """The task's runs, newest first, with who started them."""
-    return list(TrainingRun.objects.filter(task=task).select_related("created_by")
+    """The task's training runs, newest first, with who started them (fold models are listed
+    with their suspects run, not here)."""
+    return list(TrainingRun.objects.main().filter(task=task).select_related("created_by")
                 .order_by("-created_at", "-id")[:limit])
 
 
@@ -214,19 +217,48 @@ def class_metrics(run: TrainingRun, previous: TrainingRun | None = None) -> dict
     return out
 
 
+# The figures the dashboard's sentence speaks of, in this order: (split, average, name).
+HEADLINE = ((Split.TEST, "macro", "test macro-F1"), (Split.TEST, "micro", "test micro-F1"),
+            (Split.TRAIN, "macro", "train macro-F1"))
+
+
+def movement(name: str, before: float | None, now: float | None) -> dict | None:
+    """One figure's move between two runs: direction rose / fell / did not move, and the sentence
+    part that says it ("test macro-F1 fell from 0.766 to 0.755")."""
+    if before is None or now is None:
+        return None
+    change = now - before
+    direction = "rose" if change > FLAT else "fell" if change < -FLAT else "flat"
+    text = (f"{name} did not move ({now:.3f})" if direction == "flat"
+            else f"{name} {direction} from {before:.3f} to {now:.3f}")
+    return {"name": name, "before": before, "now": now, "change": change, "direction": direction, "text": text}
+
+
 def dashboard(run: TrainingRun) -> dict:
-    """Everything the run dashboard shows: the per-class table of both splits, the run it
-    is compared with, and how many retags of this task happened between the two runs."""
+    """Everything the run dashboard shows: the per-class table of both splits, the run it is
+    compared with and why (the run it retrains, else the previous training run of the task),
+    how many retags of this task happened between the two, and which way each headline
+    figure moved."""
     previous = previous_finished_run(run)
     retags = None
+    moves = []
     if previous is not None:
         from .runs import retags_between
 
         retags = retags_between(previous, run)
+        for split, avg, name in HEADLINE:
+            m = movement(name, (split_metrics(previous, split).get(avg) or {}).get("f1"),
+                         (split_metrics(run, split).get(avg) or {}).get("f1"))
+            if m is not None:
+                moves.append(m)
     return {
         "run": run_summary(run),
         "previous": run_summary(previous) if previous is not None else None,
+        "compared_because": (None if previous is None else
+                             "retrains" if previous.pk == run.parent_id else "previous"),
         "retags_since_previous": retags,
+        "moves": moves,
+        "sentence": "; ".join(m["text"] for m in moves),
         "labels": [{"id": lb.id, "name": lb.name} for lb in run_labels(run)],
         "splits": class_metrics(run, previous),
     }
@@ -445,13 +477,14 @@ def _grid_items(q: GridQuery, rows: list[Prediction], with_current: bool) -> lis
 # --- F1 over runs ------------------------------------------------------------------------------
 
 def f1_series(task: Task, split: str = Split.TEST, limit: int = SERIES_RUNS) -> dict:
-    """F1 of every class of ``task`` over its finished runs (oldest first), and macro-F1.
+    """F1 of every class of ``task`` over its finished training runs (oldest first; no suspects
+    fold models), and macro-F1.
 
     One query for the runs, one for their ClassMetric rows. A class a run did not know
     (added later) has ``None`` for that run.
     """
     split = check_split(split)
-    runs = list(TrainingRun.objects.filter(task=task, state=TrainingRun.State.DONE)
+    runs = list(TrainingRun.objects.main().filter(task=task, state=TrainingRun.State.DONE)
                 .order_by("-created_at", "-id")[:limit])[::-1]
     values = {(m["run_id"], m["label_id"]): m["f1"] for m in ClassMetric.objects.filter(
         run__in=[r.id for r in runs], split=split).values("run_id", "label_id", "f1")}

@@ -173,7 +173,7 @@ def prepare_folds(sr_id: int, *, enqueue: bool = True) -> SuspectRun | None:
         for i, cfg in enumerate(configs):
             fields = dataclasses.asdict(cfg)
             fold = TrainingRun.objects.create(
-                project_id=run.project_id, task_id=run.task_id, parent=run, created_by=sr.created_by,
+                project_id=run.project_id, task_id=run.task_id, parent=run, fold_of=sr, created_by=sr.created_by,
                 config={k: v for k, v in fields.items() if k in KNOWN}, manifest_uri=cfg.manifest_uri,
                 manifest_sha256=run.manifest_sha256, label_ids=list(run.label_ids),
                 label_names=list(run.label_names), snapshot_at=run.snapshot_at, code_version=code_version(),
