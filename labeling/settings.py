@@ -194,3 +194,8 @@ RUN_HANG_AFTER_S = float(os.environ.get("RUN_HANG_AFTER_S", "3600"))
 # --- Suspects ---------------------------------------------------------------------
 # How long an annotator holds a suspect the queue showed them before another may get it.
 SUSPECT_LEASE_S = float(os.environ.get("SUSPECT_LEASE_S", "300"))
+# Near duplicates: perceptual hashes always; with a pretrained backbone's state_dict (torchvision
+# keys, e.g. ImageNet MobileNetV2) also its features, for near copies such as crops.
+DUPLICATES_WEIGHTS = os.environ.get("DUPLICATES_WEIGHTS", "")
+DUPLICATES_ARCH = os.environ.get("DUPLICATES_ARCH", "mobilenet_v2")
+DUPLICATES_IMAGE_SIZE = int(os.environ.get("DUPLICATES_IMAGE_SIZE", "128"))
