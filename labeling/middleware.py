@@ -2,7 +2,8 @@
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 
-OPEN_PREFIXES = ("/accounts/login/", "/" + settings.STATIC_URL.lstrip("/"))
+# /mturk/image/: MTurk workers load a batch's images through signed, expiring links (views.mturk.signed_image).
+OPEN_PREFIXES = ("/accounts/login/", "/" + settings.STATIC_URL.lstrip("/"), "/mturk/image/")
 
 
 class LoginRequiredMiddleware:

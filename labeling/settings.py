@@ -174,6 +174,10 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 MTURK_PRODUCTION = env_bool("MTURK_PRODUCTION", False)
 # Images that are not on S3 are uploaded here (as thumbnails) and shown through presigned URLs.
 MTURK_IMAGE_BUCKET = os.environ.get("MTURK_IMAGE_BUCKET", "")
+# Else Retag serves them itself through signed, expiring links under its public address
+# (e.g. https://retag.example.com, behind the reverse proxy); a CSV exported from the page
+# falls back to the address the admin uses (the page warns when workers cannot reach it).
+RETAG_PUBLIC_URL = os.environ.get("RETAG_PUBLIC_URL", "")
 
 # --- Periodic work (the worker of `make run` runs beat too) -----------------------
 CELERY_BEAT_SCHEDULE = {
