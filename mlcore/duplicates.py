@@ -15,9 +15,12 @@ score 0.999 there, so a fixed cosine cut on them finds "duplicates" everywhere. 
 Thresholds are not constants: :func:`calibrate` makes synthetic copies of a sample of the
 images themselves (JPEG quality 60, half size, a light crop), measures how far a copy lies
 from its original (positives) and how far each image lies from its nearest *other* image
-(negatives), and picks the cut that best separates the two (Youden's J: recall on the
-copies minus the share of images with a different image that close). The app shows the
-cut and both figures.
+(negatives), and picks the cut that best separates the two for the hash (Youden's J:
+recall on the copies minus the share of images with a different image that close; the two
+are far apart). For the features, where crops and look-alike photos overlap, the cut is the
+best recall on the copies that keeps the expected number of false pairs (pairs of different
+images inside the cut, estimated from random pairs) at most 1 % of the number of images.
+The app shows the cuts and these figures.
 
 Knows nothing of Django; numpy, scipy, Pillow, and torch/torchvision only for features.
 """
@@ -208,20 +211,6 @@ def cosine_pairs(feats: np.ndarray, threshold: float, *, valid: np.ndarray | Non
     return cat(ii, np.int64), cat(jj, np.int64), cat(ss, np.float32)
 
 
-def nearest_similarity(feats: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """The cosine similarity of each of ``rows`` (default: all) to its nearest *other* unit row
-    (-1 when alone). A sample of rows keeps calibration cheap on a large set: O(len(rows) x N x D)."""
-    e = np.asarray(feats, dtype=np.float32)
-    rows = np.arange(len(e)) if rows is None else np.asarray(rows, dtype=np.int64)
-    out = np.full(len(rows), -1.0, dtype=np.float32)
-    for s in range(0, len(rows), BLOCK):
-        r = rows[s:s + BLOCK]
-        sim = e[r] @ e.T
-        sim[np.arange(len(r)), r] = -1.0
-        out[s:s + len(r)] = sim.max(axis=1) if len(e) > 1 else -1.0
-    return out
-
-
 # --------------------------------------------------------------------------- calibration
 
 def copies(img: Image.Image, kind: str) -> Image.Image:
@@ -273,24 +262,68 @@ def calibrate_hash(images: Sequence[Image.Image], hashes: np.ndarray, *, kinds=T
     return cut
 
 
+FALSE_PAIR_BUDGET = 0.01  # expected false feature pairs: at most 1 % of the number of images
+PAIR_SAMPLE = 1_000_000   # random pairs of different images that estimate it on a large set
+
+
+def pair_similarities(feats: np.ndarray, rows: np.ndarray, *, max_pairs: int = PAIR_SAMPLE, seed: int = 0
+                      ) -> tuple[np.ndarray, int]:
+    """Cosine similarities of pairs of ``rows`` (all pairs when there are at most ``max_pairs``,
+    else that many random ones) and the number of pairs there are in all."""
+    e = np.asarray(feats, dtype=np.float32)[np.asarray(rows, dtype=np.int64)]
+    n = len(e)
+    total = n * (n - 1) // 2
+    if total <= max_pairs:
+        out = []
+        for s in range(0, n, BLOCK):
+            block = e[s:s + BLOCK] @ e[s:].T  # row r of the block is row s + r; column c is row s + c
+            out.append(block[np.triu_indices(len(block), 1, m=block.shape[1])])
+        return (np.concatenate(out) if out else np.zeros(0, np.float32)), total
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, n, max_pairs)
+    j = (i + rng.integers(1, n, max_pairs)) % n  # never i itself
+    sims = np.concatenate([np.sum(e[i[k:k + 100_000]] * e[j[k:k + 100_000]], axis=1)
+                           for k in range(0, max_pairs, 100_000)])
+    return sims, total
+
+
 def calibrate_features(model, images: Sequence[Image.Image], feats: np.ndarray, *, image_size: int = 128,
-                       kinds=TRANSFORMS, max_negatives: int = 2000, seed: int = 0) -> dict:
-    """The cosine cut of the features from synthetic copies (all kinds) against the nearest-other-
-    image similarities of (a sample of at most ``max_negatives`` rows of) the set's ``feats``;
-    recall per kind."""
+                       kinds=TRANSFORMS, negative_rows: np.ndarray | None = None,
+                       budget: float = FALSE_PAIR_BUDGET, seed: int = 0) -> dict:
+    """The cosine cut of the features: the best recall on synthetic copies (all kinds) of
+    ``images`` such that the expected number of pairs of *different* images inside the cut is
+    at most ``budget`` x the number of images.
+
+    That number is the share of pairs of ``negative_rows`` (pass the rows without a hash copy:
+    copies the hash found are not false pairs) above the cut, times the number of pairs: on a
+    large set from a sample of random pairs, which a few real near copies barely touch. (The
+    nearest other image of each image is no measure here: crops and look-alike garments
+    overlap, and a cut chosen on it lets every image have a false partner.)"""
     orig = features_of(model, list(images), image_size=image_size)
     by_kind = {}
     for kind in kinds:
         cp = features_of(model, [copies(im, kind) for im in images], image_size=image_size)
         by_kind[kind] = np.sum(orig * cp, axis=1)
     pos = np.concatenate(list(by_kind.values()) or [np.zeros(0)])
-    rows = np.arange(len(feats))
-    if len(rows) > max_negatives:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, max_negatives, replace=False))
-    neg = nearest_similarity(feats, rows)
-    cut = choose_cut(pos, neg, np.round(np.arange(0.80, 0.9995, 0.0025), 4), higher_is_closer=True)
-    cut["recall_by_kind"] = {k: float((v >= cut["threshold"]).mean()) if len(v) else None for k, v in by_kind.items()}
-    return cut
+    rows = np.arange(len(feats)) if negative_rows is None else np.asarray(negative_rows, dtype=np.int64)
+    sims, total = pair_similarities(feats, rows, seed=seed)
+    allowed = budget * len(feats)
+    best = None
+    for t in np.round(np.arange(0.80, 0.9995, 0.0025), 4):
+        share = float((sims >= t).mean()) if len(sims) else 0.0
+        expected = share * total
+        recall = float((pos >= t).mean()) if len(pos) else 0.0
+        if expected <= allowed and (best is None or recall > best["recall"] + 1e-12):
+            best = {"threshold": float(t), "recall": recall, "false_positive_rate": share,
+                    "expected_false_pairs": round(expected, 1)}
+    if best is None:
+        best = {"threshold": 0.9995, "recall": float((pos >= 0.9995).mean()) if len(pos) else 0.0,
+                "false_positive_rate": 0.0, "expected_false_pairs": 0.0}
+    best.update(positives=int(len(pos)), negative_pairs=int(len(sims)), pairs_in_all=int(total),
+                false_pair_budget=round(allowed, 1))
+    best["recall_by_kind"] = {k: float((v >= best["threshold"]).mean()) if len(v) else None
+                              for k, v in by_kind.items()}
+    return best
 
 
 # --------------------------------------------------------------------------- pairs
@@ -304,6 +337,15 @@ def pair_kind(i: int, j: int, *, splits=None, labels=None) -> str:
     if labels is not None and labels[i] >= 0 and labels[j] >= 0 and labels[i] != labels[j]:
         kind.append("label_conflict")
     return "+".join(kind) or "duplicate"
+
+
+def rows_without_pairs(n: int, pairs, valid: np.ndarray | None = None) -> np.ndarray:
+    """Rows (of ``n``, ``valid`` ones) that are in none of ``pairs`` (``(i, j, ...)`` arrays)."""
+    paired = np.zeros(n, dtype=bool)
+    paired[np.asarray(pairs[0], dtype=np.int64)] = True
+    paired[np.asarray(pairs[1], dtype=np.int64)] = True
+    keep = ~paired if valid is None else (~paired & np.asarray(valid, dtype=bool))
+    return np.flatnonzero(keep)
 
 
 def merge_pairs(hash_pairs, feature_pairs=None) -> list[tuple[int, int, float, str]]:

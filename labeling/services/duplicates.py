@@ -41,11 +41,12 @@ def backbone_config() -> dict | None:
             "image_size": int(getattr(settings, "DUPLICATES_IMAGE_SIZE", 128))}
 
 
-def _calibration_sample(images: list[Image], ok: np.ndarray, n: int = CALIBRATION_IMAGES) -> list:
+def _calibration_sample(images: list[Image], ok: np.ndarray, n: int | None = None) -> list:
     """Up to ``n`` decoded images spread over the set (every k-th readable one: deterministic)."""
     from mlcore import storage
     from mlcore.images import CorruptImage, decode
 
+    n = n or CALIBRATION_IMAGES
     idx = np.flatnonzero(ok)
     step = max(1, len(idx) // n)
     out = []
@@ -114,8 +115,8 @@ def find_near_duplicates(sr: SuspectRun, *, image_ids, splits, labels) -> dict:
     hp = dup.hamming_pairs(d["phash"], int(hash_cut["threshold"]), valid=d["ok"])
     fp = None
     if d["features"] is not None:
-        feat_cut = dup.calibrate_features(d["model"], sample, d["features"][d["ok"]],
-                                          image_size=backbone["image_size"])
+        feat_cut = dup.calibrate_features(d["model"], sample, d["features"], image_size=backbone["image_size"],
+                                          negative_rows=dup.rows_without_pairs(len(images), hp, d["ok"]))
         stats["features"] = {"method": f"{backbone['arch']} pretrained features at {backbone['image_size']} px, "
                                        f"cosine similarity", "weights": backbone["weights"], **_plain(feat_cut)}
         fp = dup.cosine_pairs(d["features"], feat_cut["threshold"], valid=d["ok"])
