@@ -153,7 +153,8 @@ def main() -> None:
     rows += [("hash cut (phash bits)", f"<= {hash_cut['threshold']}  (calibration recall "
                                        f"{hash_cut['recall']:.3f}, nearest-other share {hash_cut['false_positive_rate']:.4f})"),
              ("features cut (cosine)", f">= {feat_cut['threshold']:.4f}  (calibration recall "
-                                       f"{feat_cut['recall']:.3f}, nearest-other share {feat_cut['false_positive_rate']:.4f})"),
+                                       f"{feat_cut['recall']:.3f}, expected false pairs "
+                                       f"{feat_cut['expected_false_pairs']} of a budget of {feat_cut['false_pair_budget']})"),
              ("seconds", f"{seconds:.1f} (decode+hash+features {t_describe:.1f}, calibrate {t_calibrate:.1f}, "
                          f"pairs {t_pairs:.2f})")]
     print_table(rows, f"Near duplicates: {len(blobs)} clothing photos, {args.pairs} injected copies")
