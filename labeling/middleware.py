@@ -10,7 +10,8 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 
 logger = logging.getLogger(__name__)
-OPEN_PREFIXES = ("/accounts/login/", "/" + settings.STATIC_URL.lstrip("/"))
+# /mturk/image/: MTurk workers load a batch's images through signed, expiring links (views.mturk.signed_image).
+OPEN_PREFIXES = ("/accounts/login/", "/" + settings.STATIC_URL.lstrip("/"), "/mturk/image/")
 
 
 class LoginRequiredMiddleware:

@@ -386,6 +386,18 @@ class MTurkWorker(models.Model):
 # A run trains on a label snapshot (the training manifest), then its predictions and
 # per-class metrics are loaded here so that the quality views never read storage.
 
+class RunQuerySet(models.QuerySet):
+    """Runs by lineage: a suspects run's fold models are TrainingRuns too (so that leases,
+    progress and resume apply to them), but they are not training runs of the task."""
+
+    def main(self):
+        """The task's own training runs: no fold models (never a baseline, never "the latest")."""
+        return self.filter(fold_of__isnull=True)
+
+    def folds(self):
+        return self.filter(fold_of__isnull=False)
+
+
 class TrainingRun(models.Model):
     """One training of a task's model on a frozen label snapshot, and what it found.
 
@@ -411,6 +423,8 @@ class TrainingRun(models.Model):
     ACTIVE_STATES = (State.QUEUED, State.RUNNING)
     FINAL_STATES = (State.DONE, State.FAILED, State.CANCELLED)
 
+    objects = RunQuerySet.as_manager()
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs")
     # Architecture, weights URI, epochs, batch size, lr, class weighting, freeze backbone...
@@ -428,7 +442,12 @@ class TrainingRun(models.Model):
     n_train = models.PositiveIntegerField(default=0)
     n_test = models.PositiveIntegerField(default=0)
     parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children",
-                               help_text="The run this one retrains (same config, newer labels).")
+                               help_text="The run this one retrains (same config, newer labels); for a fold "
+                                         "model, the run whose snapshot it folds.")
+    # Set on the K fold models of a suspects run: they belong to it and show only there
+    # (RunQuerySet.main() leaves them out of run lists, baselines, latest predictions, F1 over runs).
+    fold_of = models.ForeignKey("SuspectRun", on_delete=models.CASCADE, null=True, blank=True,
+                                related_name="fold_runs", help_text="The suspects run this is a fold model of.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                                    related_name="+")
     code_version = models.CharField(max_length=64, blank=True)
@@ -470,6 +489,10 @@ class TrainingRun(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state in self.ACTIVE_STATES
+
+    @property
+    def is_fold(self) -> bool:
+        return self.fold_of_id is not None
 
 
 class Prediction(models.Model):
@@ -564,6 +587,9 @@ class SuspectRun(models.Model):
     # Every scored image's score and flag (scores.npz: image_id, given label id, score, flagged):
     # what the quality figures against a truth task are computed on (the suspects are only the flagged).
     scores_uri = models.CharField(max_length=2048, blank=True)
+    # How near duplicates were found: per method (hash, features) the calibrated threshold and
+    # what the calibration measured (services.duplicates), shown on the near-duplicates page.
+    duplicate_stats = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -643,21 +669,42 @@ class ClusterMember(models.Model):
 
 
 class NearDuplicate(models.Model):
-    """Two images nearly the same in embedding space: across splits (leakage) or with two labels."""
+    """Two images that are (nearly) the same picture, found by a perceptual hash of their bytes
+    or by a pretrained backbone's features (services.duplicates): across splits (leakage),
+    with two labels, or plain copies (same split and label)."""
 
     class Kind(models.TextChoices):
         CROSS_SPLIT = "cross_split", "across train and test"
         LABEL_CONFLICT = "label_conflict", "different labels"
+        DUPLICATE = "duplicate", "same split and label"
+
+    class Method(models.TextChoices):
+        HASH = "hash", "perceptual hash"
+        FEATURES = "features", "pretrained features"
 
     suspect_run = models.ForeignKey(SuspectRun, on_delete=models.CASCADE, related_name="near_duplicates")
     image_a = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
     image_b = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    # 1 - Hamming distance / 64 for a hash pair, cosine similarity for a features pair.
     similarity = models.FloatField()
     kind = models.CharField(max_length=20, choices=Kind.choices)
+    method = models.CharField(max_length=10, choices=Method.choices, default=Method.HASH)
 
     class Meta:
         ordering = ["suspect_run_id", "-similarity", "id"]
         indexes = [models.Index(fields=["suspect_run", "kind", "-similarity"], name="neardup_kind_idx")]
+
+
+class ImageHash(models.Model):
+    """Perceptual hashes of an image's bytes (mlcore.duplicates), kept with the checksum they
+    were computed from: new bytes (a re-import that changed the file) mean new hashes."""
+
+    image = models.OneToOneField(Image, on_delete=models.CASCADE, primary_key=True, related_name="hash")
+    checksum = models.CharField(max_length=64, blank=True)
+    # 64-bit hashes stored as signed integers (PostgreSQL bigint).
+    phash = models.BigIntegerField()
+    dhash = models.BigIntegerField()
+    computed_at = models.DateTimeField(auto_now=True)
 
 
 class TrainingExclusion(models.Model):

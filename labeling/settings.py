@@ -209,6 +209,10 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 MTURK_PRODUCTION = env_bool("MTURK_PRODUCTION", False)
 # Images that are not on S3 are uploaded here (as thumbnails) and shown through presigned URLs.
 MTURK_IMAGE_BUCKET = os.environ.get("MTURK_IMAGE_BUCKET", "")
+# Else Retag serves them itself through signed, expiring links under its public address
+# (e.g. https://retag.example.com, behind the reverse proxy); a CSV exported from the page
+# falls back to the address the admin uses (the page warns when workers cannot reach it).
+RETAG_PUBLIC_URL = os.environ.get("RETAG_PUBLIC_URL", "")
 
 # --- Periodic work (the worker of `make run` runs beat too) -----------------------
 CELERY_BEAT_SCHEDULE = {
@@ -230,3 +234,8 @@ RUN_HANG_AFTER_S = float(os.environ.get("RUN_HANG_AFTER_S", "3600"))
 # --- Suspects ---------------------------------------------------------------------
 # How long an annotator holds a suspect the queue showed them before another may get it.
 SUSPECT_LEASE_S = float(os.environ.get("SUSPECT_LEASE_S", "300"))
+# Near duplicates: perceptual hashes always; with a pretrained backbone's state_dict (torchvision
+# keys, e.g. ImageNet MobileNetV2) also its features, for near copies such as crops.
+DUPLICATES_WEIGHTS = os.environ.get("DUPLICATES_WEIGHTS", "")
+DUPLICATES_ARCH = os.environ.get("DUPLICATES_ARCH", "mobilenet_v2")
+DUPLICATES_IMAGE_SIZE = int(os.environ.get("DUPLICATES_IMAGE_SIZE", "128"))

@@ -112,6 +112,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         qs = TrainingRun.objects.select_related("task", "created_by")
         if self.action != "list":
             return qs
+        qs = qs.main()  # suspects fold models are listed with their suspects run, not here
         params = self.request.query_params
         for name in ("task", "project"):
             if params.get(name, "").isdigit():
@@ -146,7 +147,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
         return Response(RunSerializer(run).data)
 
-    @extend_schema(request=None, responses={201: RunSerializer, 400: RunErrorSerializer})
+    @extend_schema(request=None, responses={201: RunSerializer, 400: RunErrorSerializer, 409: RunErrorSerializer})
     @action(detail=True, methods=["post"])
     def retrain(self, request, pk=None):
         """A new run with this run's config on the current labels (parent = this run)."""
@@ -154,6 +155,8 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             run = run_service.retrain(self.get_object(), by=request.user)
         except run_service.RunConfigError as e:
             return config_error(e)
+        except run_service.RunStateError as e:  # a suspects fold model
+            return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(parameters=[OpenApiParameter("since", OpenApiTypes.INT,

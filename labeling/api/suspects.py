@@ -205,9 +205,11 @@ class Restore(Base):
 
 class NearDuplicates(Base):
     def get(self, request, pk):
-        pairs = svc.near_duplicate_pairs(_sr(pk), request.query_params.get("kind") or None)
+        from ..services.duplicates import near_duplicate_pairs
+
+        pairs = near_duplicate_pairs(_sr(pk), request.query_params.get("kind") or None)
         return Response([{"image_a": p.image_a_id, "image_b": p.image_b_id, "similarity": p.similarity,
-                          "kind": p.kind, "split_a": p.image_a.split, "split_b": p.image_b.split,
+                          "kind": p.kind, "method": p.method, "split_a": p.image_a.split, "split_b": p.image_b.split,
                           "label_a": p.label_a, "label_b": p.label_b} for p in pairs])
 
 

@@ -351,7 +351,11 @@ def enqueue_run(run_id: int) -> None:
 
 
 def retrain(run: TrainingRun, by=None, *, trigger: str = Trigger.RETRAIN, enqueue: bool = True) -> TrainingRun:
-    """A new run with ``run``'s config on the task's current labels (a new snapshot); parent=run."""
+    """A new run with ``run``'s config on the task's current labels (a new snapshot); parent=run.
+    A suspects fold model is not retrained: it is a part of its suspects run."""
+    if run.fold_of_id is not None:
+        raise RunStateError(f"run {run.pk} is a fold model of suspects run {run.fold_of_id}; retrain run "
+                            f"{run.parent_id} instead")
     return start_training_run(task=run.task, config=run.config, by=by, parent=run, trigger=trigger,
                               enqueue=enqueue)
 
@@ -821,17 +825,44 @@ def check_stale_runs(*, stale_after: float | None = None, enqueue: bool = True) 
     return done
 
 
-# --------------------------------------------------------------------------- queries
+# --------------------------------------------------------------------------- queries (lineage)
+#
+# A suspects run's K fold models are TrainingRuns (leases, progress, resume apply to them),
+# but they are not training runs of the task: they train on part of the train split, often
+# for fewer epochs. ``TrainingRun.fold_of`` marks them and ``TrainingRun.objects.main()``
+# leaves them out, so a fold is never "the latest run", never a baseline to compare with,
+# never in a run list or F1 over runs.
+
+def main_runs(task: Task):
+    """The task's own training runs (no fold models)."""
+    return TrainingRun.objects.main().filter(task=task)
+
 
 def latest_finished_run(task: Task) -> TrainingRun | None:
-    """The task's most recent run that finished successfully (the dashboard's default)."""
-    return TrainingRun.objects.filter(task=task, state=State.DONE).order_by(
+    """The task's most recent training run that finished successfully (the dashboard's default,
+    the image page's predictions); never a suspects fold model."""
+    return main_runs(task).filter(state=State.DONE).order_by(
         F("finished_at").desc(nulls_last=True), "-id").first()
 
 
 def active_run(task: Task) -> TrainingRun | None:
-    """A queued or running run of the task, if any (newest)."""
-    return TrainingRun.objects.filter(task=task, state__in=TrainingRun.ACTIVE_STATES).order_by("-id").first()
+    """A queued or running training run of the task, if any (newest; fold models are the
+    suspects run's business and do not count)."""
+    return main_runs(task).filter(state__in=TrainingRun.ACTIVE_STATES).order_by("-id").first()
+
+
+def baseline_run(run: TrainingRun) -> TrainingRun | None:
+    """The run ``run`` is compared with: the run it retrains (its parent) when that finished,
+    else the previous finished training run of the task (started before it). Never a fold
+    model, and None for a fold model itself (its numbers are about a part of the split)."""
+    if run.fold_of_id is not None:
+        return None
+    parent = run.parent if run.parent_id else None
+    if parent is not None and parent.fold_of_id is None and parent.state == State.DONE:
+        return parent
+    return (main_runs(run.task).filter(state=State.DONE)
+            .filter(Q(created_at__lt=run.created_at) | Q(created_at=run.created_at, id__lt=run.id))
+            .exclude(id=run.id).order_by("-created_at", "-id").first())
 
 
 def retags_between(run_a: TrainingRun, run_b: TrainingRun) -> int:
@@ -868,7 +899,7 @@ def maybe_auto_retrain(task: Task, *, enqueue: bool = True) -> TrainingRun | Non
         Task.objects.select_for_update().filter(pk=task.pk).first()
         if active_run(task) is not None:
             return None
-        latest = TrainingRun.objects.filter(task=task).order_by("-created_at", "-id").first()
+        latest = main_runs(task).order_by("-created_at", "-id").first()
         base = latest_finished_run(task)
         if base is None or retags_since(latest) < n:
             return None

@@ -174,7 +174,7 @@ def prepare_folds(sr_id: int, *, enqueue: bool = True) -> SuspectRun | None:
         for i, cfg in enumerate(configs):
             fields = dataclasses.asdict(cfg)
             fold = TrainingRun.objects.create(
-                project_id=run.project_id, task_id=run.task_id, parent=run, created_by=sr.created_by,
+                project_id=run.project_id, task_id=run.task_id, parent=run, fold_of=sr, created_by=sr.created_by,
                 config={k: v for k, v in fields.items() if k in KNOWN}, manifest_uri=cfg.manifest_uri,
                 manifest_sha256=run.manifest_sha256, label_ids=list(run.label_ids),
                 label_names=list(run.label_names), snapshot_at=run.snapshot_at, code_version=code_version(),
@@ -255,7 +255,6 @@ def score_suspect_run(sr_id: int) -> SuspectRun | None:
     if sr is None or sr.state != State.SCORING:
         return sr
     try:
-        from mlcore.cluster import near_duplicates
         from mlcore.folds import combine_folds
         from mlcore.similar import SimilarIndex
         from mlcore.suspects import score
@@ -281,14 +280,16 @@ def score_suspect_run(sr_id: int) -> SuspectRun | None:
         if sr.config.get("cluster_threshold") is not None:
             kwargs["cluster_threshold"] = sr.config["cluster_threshold"]
         scores = score(prob, given, emb, **kwargs)
-        pairs = near_duplicates(emb, sr.config.get("duplicate_threshold", 0.97), splits=split, labels=given)
         image_ids = image_ids_for(run, uris)
         index_uri = storage.join(sr.output_uri, "similar.npz")
         SimilarIndex(emb, image_ids).save(index_uri)
         t2 = time.perf_counter()
         SuspectRun.objects.filter(pk=sr.pk).update(oos_uri=oos_uri, index_uri=index_uri)
         sr.oos_uri, sr.index_uri = oos_uri, index_uri
-        store_results(sr, image_ids=image_ids, given=given, scores=scores, pairs=pairs, prob=prob)
+        store_results(sr, image_ids=image_ids, given=given, scores=scores, prob=prob)
+        from .duplicates import find_near_duplicates  # hashes / pretrained features, not the run's embedding
+
+        find_near_duplicates(sr, image_ids=image_ids, splits=split, labels=given)
         sr.timings = {**sr.timings, "combine_s": round(t1 - t0, 3), "score_s": round(t2 - t1, 3),
                       "store_s": round(time.perf_counter() - t2, 3)}
         sr.state, sr.finished_at = State.DONE, timezone.now()
@@ -709,18 +710,6 @@ def latest_done(task=None, *, project=None) -> SuspectRun | None:
     if project is not None:
         qs = qs.filter(project=project)
     return qs.order_by("-finished_at", "-id").first()
-
-
-def near_duplicate_pairs(sr: SuspectRun, kind: str | None = None, limit: int = 500):
-    qs = NearDuplicate.objects.filter(suspect_run=sr).select_related("image_a", "image_b")
-    if kind:
-        qs = qs.filter(kind=kind)
-    pairs = list(qs.order_by("-similarity", "id")[:limit])
-    ids = {p.image_a_id for p in pairs} | {p.image_b_id for p in pairs}
-    labels = dict(Annotation.objects.filter(task_id=sr.task_id, image_id__in=ids).values_list("image_id", "label__name"))
-    for p in pairs:
-        p.label_a, p.label_b = labels.get(p.image_a_id), labels.get(p.image_b_id)
-    return pairs
 
 
 def status(sr: SuspectRun) -> dict:

@@ -1,6 +1,6 @@
 """Suspects pages: the runs of a project, starting one from a training run (scientists), the
 keyboard queue (annotators), the cluster view per class with group retags and automatic
-cleaning (exclusions), and near duplicates. Thin: services.suspects does the work."""
+cleaning (exclusions). Thin: services.suspects does the work. (Near duplicates: views.duplicates.)"""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from ..models import CleaningRun, Label, NearDuplicate, Project, Suspect, SuspectRun, TrainingRun
+from ..models import CleaningRun, Label, Project, Suspect, SuspectRun, TrainingRun
 from ..services import autoclean
 from ..services import suspect_quality as quality
 from ..services import suspects as svc
@@ -197,18 +197,6 @@ def restore(request, sr_id):
     n = svc.restore_exclusions(sr.task, label_id=label_id)
     messages.success(request, f"{n} image(s) are back in training.")
     return redirect(request.POST.get("next") or reverse("suspect_clusters", args=[sr.pk]))
-
-
-@browse_required
-def duplicates(request, sr_id):
-    sr = _sr(sr_id)
-    kind = request.GET.get("kind") or NearDuplicate.Kind.CROSS_SPLIT
-    if kind not in NearDuplicate.Kind.values:
-        kind = NearDuplicate.Kind.CROSS_SPLIT
-    counts = {k: sr.near_duplicates.filter(kind=k).count() for k in NearDuplicate.Kind.values}
-    return _page(request, "suspects/duplicates.html", sr, {
-        "kind": kind, "kinds": [(v, name, counts[v]) for v, name in NearDuplicate.Kind.choices],
-        "pairs": svc.near_duplicate_pairs(sr, kind)})
 
 
 # --------------------------------------------------------------------------- automatic cleaning
