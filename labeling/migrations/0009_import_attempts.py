@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('labeling', '0007_import_heartbeat'),
+        ('labeling', '0008_suspect_quality'),
     ]
 
     operations = [

@@ -16,7 +16,7 @@ def mark_fold_runs(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('labeling', '0007_import_heartbeat'),
+        ('labeling', '0009_import_attempts'),
     ]
 
     operations = [
