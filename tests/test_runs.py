@@ -175,7 +175,7 @@ def test_execute_loads_results_retrain_and_duplicate(transactional_db, tmp_path,
 
     # Retrain: same config, new snapshot of the current labels, parent = run.
     image = Image.objects.filter(project=project, split="train").order_by("key").first()
-    retag_image(image=image, task=task, label=labels["red"], by=annotator, expected_version=None,
+    retag_image(image=image, task=task, label=labels["red"], by=annotator, expected_version=1,
                 source=EventSource.ANNOTATOR)  # the first key is a blue image
     child = runs.retrain(run, by=scientist, enqueue=False)
     assert child.parent == run and child.config == run.config and child.trigger == "retrain"

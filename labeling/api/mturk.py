@@ -13,6 +13,7 @@ from ..models import MTurkBatch, MTurkItem, Task
 from ..services import mturk
 from ..services.mturk import client as mt
 from ..services.roles import ADMIN
+from .serializers import IdField
 
 
 class AdminOnly:
@@ -44,7 +45,7 @@ class BatchSerializer(serializers.ModelSerializer):
 
 
 class BuildSerializer(serializers.Serializer):
-    task = serializers.PrimaryKeyRelatedField(queryset=Task.objects.select_related("project"))
+    task = IdField(queryset=Task.objects.select_related("project"))
     name = serializers.CharField(required=False, allow_blank=True, default="")
     selection = serializers.ChoiceField(choices=sorted(mturk.SELECTORS), default="filter")
     selection_params = serializers.DictField(required=False, default=dict)

@@ -23,6 +23,7 @@ from rest_framework.response import Response
 from ..models import ClassMetric, Task, TrainingRun
 from ..services import runs as run_service
 from ..services.roles import SCIENTIST
+from .serializers import IdField
 
 
 class RunPagination(CursorPagination):
@@ -58,7 +59,7 @@ class ConfigField(serializers.JSONField):
 
 
 class RunCreateSerializer(serializers.Serializer):
-    task = serializers.PrimaryKeyRelatedField(queryset=Task.objects.all())
+    task = IdField(queryset=Task.objects.all())
     config = ConfigField(required=False, default=dict,
                          help_text="arch, weights, epochs, batch_size, lr, class_weights (inverse/none), "
                                    "freeze_backbone, image_size, small_input, ... (defaults filled in)")

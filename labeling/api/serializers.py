@@ -13,7 +13,32 @@ from ..services import labels as label_service
 from ..services import projects as project_service
 
 
-class ProjectSerializer(serializers.ModelSerializer):
+# The largest id the database holds (bigint primary keys).
+MAX_ID = 2**63 - 1
+
+
+class IdField(serializers.PrimaryKeyRelatedField):
+    """A related object by id, the id checked first as a whole number in the database's
+    range: ``1e400``, ``1.5``, ``true``, ``[1]`` or ``"x"`` are a 400 that says so, never a
+    crash in the ORM (``int(inf)`` raises OverflowError, which DRF does not catch)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and data.strip().isdigit():
+            data = int(data)
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        if not 1 <= data <= MAX_ID:
+            self.fail("does_not_exist", pk_value=data)
+        return super().to_internal_value(data)
+
+
+class ModelSerializer(serializers.ModelSerializer):
+    """The API's model serializers: foreign keys are :class:`IdField` s."""
+
+    serializer_related_field = IdField
+
+
+class ProjectSerializer(ModelSerializer):
     class Meta:
         model = Project
         fields = ["id", "name", "slug", "description", "test_ratio", "auto_retrain_after", "created_at"]
@@ -34,13 +59,13 @@ class ProjectSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError({"name": ["a project with this name (or slug) already exists"]})
 
 
-class LabelBriefSerializer(serializers.ModelSerializer):
+class LabelBriefSerializer(ModelSerializer):
     class Meta:
         model = Label
         fields = ["id", "name", "position"]
 
 
-class TaskSerializer(serializers.ModelSerializer):
+class TaskSerializer(ModelSerializer):
     labels = LabelBriefSerializer(many=True, read_only=True, help_text="In their display order.")
     label_names = serializers.ListField(
         child=serializers.CharField(max_length=200), write_only=True, required=False,
@@ -71,7 +96,7 @@ class TaskSerializer(serializers.ModelSerializer):
         return instance
 
 
-class LabelSerializer(serializers.ModelSerializer):
+class LabelSerializer(ModelSerializer):
     class Meta:
         model = Label
         fields = ["id", "task", "name", "position"]
@@ -88,7 +113,7 @@ class LabelSerializer(serializers.ModelSerializer):
 
 
 class ReorderLabelsSerializer(serializers.Serializer):
-    label_ids = serializers.ListField(child=serializers.IntegerField(), allow_empty=False,
+    label_ids = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=MAX_ID), allow_empty=False,
                                       help_text="Every label id of the task, once each, in the new order.")
 
 
@@ -139,7 +164,7 @@ class ImageListSerializer(serializers.ListSerializer):
 _DATETIME = serializers.DateTimeField()
 
 
-class ImageSerializer(serializers.ModelSerializer):
+class ImageSerializer(ModelSerializer):
     """Read-only. ``to_representation`` builds the dict directly: a page of 100 images is
     the API's hottest path, and DRF's field-by-field walk costs more than the queries."""
 
@@ -166,7 +191,7 @@ class ImageSerializer(serializers.ModelSerializer):
         }
 
 
-class AnnotationSerializer(serializers.ModelSerializer):
+class AnnotationSerializer(ModelSerializer):
     updated_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
@@ -175,7 +200,7 @@ class AnnotationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class LabelEventSerializer(serializers.ModelSerializer):
+class LabelEventSerializer(ModelSerializer):
     by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
@@ -185,11 +210,11 @@ class LabelEventSerializer(serializers.ModelSerializer):
 
 
 class RetagRequestSerializer(serializers.Serializer):
-    task = serializers.PrimaryKeyRelatedField(queryset=Task.objects.all())
-    label = serializers.PrimaryKeyRelatedField(queryset=Label.objects.all(), allow_null=True,
+    task = IdField(queryset=Task.objects.all())
+    label = IdField(queryset=Label.objects.all(), allow_null=True,
                                                help_text="null removes the label.")
     expected_version = serializers.IntegerField(
-        min_value=0, help_text="The annotation version you saw; 0 when the image had no label for the task.")
+        min_value=0, max_value=2**31 - 1, help_text="The annotation version you saw; 0 when the image had no label for the task.")
 
 
 class RetagResultSerializer(serializers.Serializer):
@@ -224,7 +249,7 @@ class RetagConflictSerializer(serializers.Serializer):
         return cls({"detail": str(conflict), "current": current}).data
 
 
-class ImportJobSerializer(serializers.ModelSerializer):
+class ImportJobSerializer(ModelSerializer):
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     progress = serializers.SerializerMethodField(help_text="processed / total, 0..1; null before the total is known.")
 
@@ -239,7 +264,7 @@ class ImportJobSerializer(serializers.ModelSerializer):
         return min(1.0, job.processed / job.total) if job.total else None
 
 
-class StorageRootSerializer(serializers.ModelSerializer):
+class StorageRootSerializer(ModelSerializer):
     class Meta:
         model = StorageRoot
         fields = ["id", "uri", "note", "created_at"]

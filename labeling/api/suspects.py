@@ -53,6 +53,42 @@ class SuspectSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ResolveRequestSerializer(serializers.Serializer):
+    """What resolving a suspect needs, for the API and the queue page alike: the action, a
+    label of the suspect's task (action ``label``), and the annotation version the client
+    saw (every action but ``skip``: a retag without it could overwrite a concurrent one).
+
+    ``context["suspect"]`` is the suspect being resolved.
+    """
+
+    action = serializers.ChoiceField(choices=svc.ACTIONS)
+    label = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**63 - 1)
+    expected_version = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1,
+                                                help_text="The annotation version you saw; needed unless skip.")
+
+    def validate_label(self, value):
+        if value is None:
+            return None
+        label = Label.objects.filter(pk=value, task_id=self.context["suspect"].task_id).first()
+        if label is None:
+            raise serializers.ValidationError("not a label of this suspect's task")
+        return label
+
+    def validate(self, data):
+        if data["action"] != "skip" and data.get("expected_version") is None:
+            raise serializers.ValidationError({"expected_version": ["send the version of the label you saw"]})
+        if data["action"] == "label" and data.get("label") is None:
+            raise serializers.ValidationError({"label": ["action label needs a label"]})
+        return data
+
+
+def bad_request(errors) -> dict:
+    """The 400 body of the suspects endpoints: one line for a person, the field errors for code."""
+    text = "; ".join(f"{k}: {' '.join(map(str, v))}" if isinstance(v, list) else f"{k}: {v}"
+                     for k, v in (errors.items() if isinstance(errors, dict) else [("body", errors)]))
+    return {"error": "bad_request", "message": text, "errors": errors}
+
+
 class Base(APIView):
     permission_classes = [RolePermission]
     read_role = ANNOTATOR
@@ -128,19 +164,13 @@ def conflict(suspect: Suspect, message: str) -> Response:
 class ResolveSuspect(Base):
     def post(self, request, pk):
         suspect = get_object_or_404(Suspect.objects.select_related("image", "task"), pk=pk)
-        action = request.data.get("action")
-        label = None
-        if request.data.get("label") not in (None, ""):
-            label = Label.objects.filter(pk=int(request.data["label"]), task_id=suspect.task_id).first()
-            if label is None:
-                return Response({"error": "bad_request", "message": "label is not a label of this task"}, status=400)
-        expected = request.data.get("expected_version")
+        body = ResolveRequestSerializer(data=request.data, context={"suspect": suspect})
+        if not body.is_valid():
+            return Response(bad_request(body.errors), status=400)
+        d = body.validated_data
         try:
-            expected = None if action == "skip" and expected is None else int(expected)
-        except (TypeError, ValueError):
-            return Response({"error": "bad_request", "message": "send expected_version"}, status=400)
-        try:
-            s = svc.resolve(suspect, user=request.user, action=action, label=label, expected_version=expected)
+            s = svc.resolve(suspect, user=request.user, action=d["action"], label=d.get("label"),
+                            expected_version=d.get("expected_version"))
         except RetagConflict:
             return conflict(suspect, "Someone else changed this label since you saw it. Nothing was overwritten.")
         except svc.SuspectResolved as e:
