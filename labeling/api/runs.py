@@ -23,7 +23,7 @@ from rest_framework.response import Response
 from ..models import ClassMetric, Task, TrainingRun
 from ..services import runs as run_service
 from ..services.roles import SCIENTIST
-from .serializers import IdField
+from .serializers import FiniteJSONField, IdField
 
 
 class RunPagination(CursorPagination):
@@ -54,8 +54,14 @@ class RunSerializer(RunListSerializer):
 
 
 @extend_schema_field(OpenApiTypes.OBJECT)
-class ConfigField(serializers.JSONField):
-    pass
+class ConfigField(FiniteJSONField):
+    """A run's config: an object of settings (services.runs checks the names and values)."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("config is an object of settings, e.g. {\"epochs\": 3}")
+        return value
 
 
 class RunCreateSerializer(serializers.Serializer):

@@ -32,6 +32,40 @@ class IdField(serializers.PrimaryKeyRelatedField):
         return super().to_internal_value(data)
 
 
+def query(serializer_class, data) -> dict:
+    """``data`` (query parameters, or a body) checked by ``serializer_class``: the valid
+    values, or a 400 that names what is wrong (raised, DRF answers it)."""
+    s = serializer_class(data=data)
+    s.is_valid(raise_exception=True)
+    return {k: v for k, v in s.validated_data.items() if v is not None}
+
+
+def reject_non_finite(value, path="body"):
+    """JSON numbers like ``1e400`` parse as infinity, ``NaN`` as NaN: no setting means
+    that, and ``int(inf)`` crashes deep in a service. Refuse them where they come in."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise serializers.ValidationError(f"{path}: {value!r} is not a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            reject_non_finite(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            reject_non_finite(v, f"{path}[{i}]")
+    elif isinstance(value, str) and "\x00" in value:
+        raise serializers.ValidationError(f"{path}: NUL characters are not allowed")
+
+
+class FiniteJSONField(serializers.JSONField):
+    """Free-form JSON (a config, selection parameters) without infinities, NaN or NUL bytes."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        reject_non_finite(value, self.field_name or "value")
+        return value
+
+
 class ModelSerializer(serializers.ModelSerializer):
     """The API's model serializers: foreign keys are :class:`IdField` s."""
 

@@ -62,7 +62,7 @@ def retag_image(*, image: Image, task: Task, label: Label | None, by=None,
     """
     if expected_version is None:
         if source not in UNVERSIONED_SOURCES:
-            raise RetagError(f"a retag from {source!r} needs the version of the label it saw (expected_version)")
+            raise RetagError(f"a retag from {getattr(source, 'value', source)!r} needs the version of the label it saw (expected_version)")
     elif isinstance(expected_version, bool) or not isinstance(expected_version, int) or expected_version < 0:
         raise RetagError(f"expected_version is a whole number >= 0, not {expected_version!r}")
     if task.project_id != image.project_id:
