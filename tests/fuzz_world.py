@@ -3,6 +3,7 @@ every kind of id a URL takes, the users of each role, and the site's URL pattern
 from the resolver (so a new route is seen without anyone listing it)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from django.urls import URLPattern, URLResolver, get_resolver
@@ -27,6 +28,19 @@ def walk(patterns=None, prefix: str = ""):
             yield from walk(p.url_patterns, prefix + route)
         elif isinstance(p, URLPattern):
             yield prefix + route, p
+
+
+def normalize(route: str) -> str:
+    """A route in OpenAPI's syntax: ``/api/projects/{id}/`` for ``(?P<pk>[^/.]+)`` or ``<int:pk>``
+    (drf-spectacular names a ``pk`` ``id``)."""
+    route = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", route)
+    route = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route)
+    return route.replace("{pk}", "{id}")
+
+
+def is_format_suffix(route: str) -> bool:
+    """DRF's ``.json`` twins of router routes: the same view, the same checks."""
+    return "(?P<format>" in route or "<drf_format_suffix:" in route
 
 
 def site_routes() -> list[str]:

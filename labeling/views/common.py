@@ -92,7 +92,8 @@ def local_next(request) -> str | None:
     """The ``next`` a form posted (or a link carried), when it is a path of this site;
     None for anything else, so a redirect never leaves the site (no open redirect)."""
     target = request.POST.get("next") or request.GET.get("next")
-    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                                  require_https=request.is_secure()):
+    # An absolute path only: redirect() would take a bare word for a URL name to reverse.
+    if target and target.startswith("/") and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
         return target
     return None
