@@ -39,3 +39,16 @@ def lockout_response(request, original_response=None, credentials=None):
         return JsonResponse({"detail": f"too many failed logins for this user or address; try again in {wait} s"},
                             status=429)
     return render(request, "registration/locked.html", {"cooloff_s": wait}, status=429)
+
+
+def login_username(request, credentials=None) -> str | None:
+    """The username a login attempt names, as django-axes records it: what a client sent
+    (any length, any characters) cut to what a username can be, so that recording a
+    failed attempt never fails itself (a 300-character name overflowed its column: a 500)."""
+    if credentials:
+        name = credentials.get("username")
+    else:
+        name = getattr(request, "POST", {}).get("username")
+    if name is None:
+        return None
+    return str(name).replace("\x00", "")[:150]

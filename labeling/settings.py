@@ -106,6 +106,7 @@ AXES_HTTP_RESPONSE_CODE = 429
 # (RETAG_PROXY_COUNT=N); without proxies it is REMOTE_ADDR, never a header a client sets.
 PROXY_COUNT = int(os.environ.get("RETAG_PROXY_COUNT", "0"))
 AXES_CLIENT_IP_CALLABLE = "labeling.middleware.client_ip"
+AXES_USERNAME_CALLABLE = "labeling.middleware.login_username"
 
 INSTALLED_APPS = [
     "django.contrib.admin",

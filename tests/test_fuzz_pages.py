@@ -26,8 +26,8 @@ pytestmark = pytest.mark.django_db
 
 # Values that have crashed parsers: wrong types, numbers no column holds, NUL bytes,
 # paths, markup, open redirects.
-HOSTILE = ["x", "-1", "1.5", "1e400", "99999999999999999999999", "a\x00b", "[]", "é" * 300,
-           "https://evil.example/", "//evil.example/", "/\\evil.example/"]
+HOSTILE = ["x", "-1.5", "1e400", "99999999999999999999999", "a\x00b", "é" * 300, "https://evil.example/",
+           "/\\evil.example/"]
 # The names the pages read from a query or a form (a wrong one is ignored, never fatal).
 PARAMS = ["task", "label", "split", "status", "after", "before", "kind", "given", "predicted", "page_size", "since",
           "k", "fold_epochs", "what", "next", "project", "corrupt_after", "missing_after", "action", "order", "move",
@@ -63,7 +63,8 @@ def _local(response) -> bool:
 
 
 @pytest.fixture
-def admin_client(make_user, tmp_path, monkeypatch):
+def admin_client(make_user, tmp_path, monkeypatch, settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # users made per route
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # MTurk calls fail at once, offline
     world = build_world(make_user, tmp_path)
     client = Client(raise_request_exception=False)

@@ -8,13 +8,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from ..models import MTurkBatch, MTurkItem, Task
 from ..services import mturk
 from ..services.mturk import client as mt
 from ..services.roles import ADMIN
+from .pagination import CheckedCursorPagination
+from .views import ID_REGEX
 from .serializers import FiniteJSONField, IdField, query
 
 
@@ -97,11 +98,12 @@ class BlockSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=1000)
 
 
-class BatchPagination(CursorPagination):
+class BatchPagination(CheckedCursorPagination):
     ordering = "-created_at"
 
 
 class MTurkBatchViewSet(AdminOnly, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    lookup_value_regex = ID_REGEX
     queryset = MTurkBatch.objects.select_related("project", "task")
     serializer_class = BatchSerializer
     pagination_class = BatchPagination

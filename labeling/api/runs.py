@@ -17,16 +17,17 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from ..models import ClassMetric, Task, TrainingRun
 from ..services import runs as run_service
 from ..services.roles import SCIENTIST
+from .pagination import CheckedCursorPagination
+from .views import ID_REGEX
 from .serializers import FiniteJSONField, IdField
 
 
-class RunPagination(CursorPagination):
+class RunPagination(CheckedCursorPagination):
     ordering = "-id"
     page_size = 50
     page_size_query_param = "page_size"
@@ -110,6 +111,7 @@ def config_error(e: run_service.RunConfigError) -> Response:
 class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Training runs: reading and starting them needs the scientist role."""
 
+    lookup_value_regex = ID_REGEX
     read_role = SCIENTIST
     write_role = SCIENTIST
     pagination_class = RunPagination

@@ -4,7 +4,7 @@ the JSON renderer escapes them, nothing here interprets or sanitises them.
 Writes that do something (create a project, a task, a label, a retag, an import) go
 through labeling/services; the serializers only check the shape of the input.
 """
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -86,9 +86,10 @@ class ProjectSerializer(ModelSerializer):
 
     def create(self, validated_data):
         try:
-            return project_service.create_project(
-                name=validated_data["name"], description=validated_data.get("description", ""),
-                test_ratio=validated_data.get("test_ratio"))
+            with transaction.atomic():  # a savepoint: the clash must not poison the request's transaction
+                return project_service.create_project(
+                    name=validated_data["name"], description=validated_data.get("description", ""),
+                    test_ratio=validated_data.get("test_ratio"))
         except IntegrityError:
             raise serializers.ValidationError({"name": ["a project with this name (or slug) already exists"]})
 
