@@ -15,10 +15,98 @@ def env_bool(name, default=False):
     return os.environ.get(name, str(default)).lower() in ("1", "true", "yes", "on")
 
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "retag-embedded-default-not-for-production")
+# --- Security and authentication ---------------------------------------------------
 DEBUG = env_bool("DEBUG", False)
+
+# Keys that are public (they are in this repository's history or docs): signing
+# sessions, CSRF tokens and password resets with one of them lets anyone forge them.
+EMBEDDED_SECRET_KEYS = frozenset({"retag-embedded-default-not-for-production"})
+
+
+def _secret_key() -> str:
+    """``SECRET_KEY`` from the environment, else this installation's own random key.
+
+    The embedded default (``make run``) has no environment to set, and a key written in
+    the code is public. So when ``SECRET_KEY`` is unset a random key is written once to
+    ``var/secret_key`` (mode 0600) and read from there afterwards: sessions survive a
+    restart and no two installations share a key. Production sets ``SECRET_KEY`` (the
+    same on every web machine). With ``DEBUG`` off, a known public key refuses to start.
+    """
+    from django.core.exceptions import ImproperlyConfigured
+
+    key = os.environ.get("SECRET_KEY", "")
+    if key:
+        if key in EMBEDDED_SECRET_KEYS and not DEBUG:
+            raise ImproperlyConfigured(
+                "SECRET_KEY is the embedded public default: with DEBUG off set a secret one "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), or unset it for a "
+                "random key kept in RETAG_VAR_DIR/secret_key")
+        return key
+    path = VAR_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # O_EXCL: two processes starting at once keep one key, the first one's
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(50))
+        return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+# HTTPS. Off by default: the embedded default serves plain HTTP on a loopback address.
+# RETAG_HTTPS=true (the site is served over HTTPS, usually by a proxy in front) turns on
+# secure cookies, the redirect to HTTPS and HSTS; each of Django's own variables below
+# overrides its part.
+HTTPS = env_bool("RETAG_HTTPS", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", HTTPS)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 31536000 if HTTPS else 0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", HTTPS)
+# The header a TLS-terminating proxy sets, as "HEADER,value" (e.g. "X-Forwarded-Proto,https");
+# only set it when the proxy always sets or strips that header, or clients can claim HTTPS.
+_proxy_ssl = [p.strip() for p in os.environ.get("SECURE_PROXY_SSL_HEADER", "").split(",") if p.strip()]
+if _proxy_ssl:
+    if len(_proxy_ssl) != 2:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("SECURE_PROXY_SSL_HEADER is 'Header-Name,value', e.g. 'X-Forwarded-Proto,https'")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl[0].upper().replace("-", "_").removeprefix("HTTP_"), _proxy_ssl[1])
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins a username, and
+# separately an IP address, is locked out for RETAG_LOGIN_COOLOFF_S seconds, on the login
+# page, the Django admin and the API's HTTP basic auth alike (every path goes through
+# django.contrib.auth.authenticate, where the axes backend sits first). A success resets
+# the username's count.
+from datetime import timedelta  # noqa: E402
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("RETAG_LOGIN_FAILURE_LIMIT", "10"))
+AXES_COOLOFF_TIME = timedelta(seconds=float(os.environ.get("RETAG_LOGIN_COOLOFF_S", "900")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "labeling.middleware.lockout_response"  # the page, or JSON for the API
+AXES_HTTP_RESPONSE_CODE = 429
+# Behind N reverse proxies the client is the Nth address from the right of X-Forwarded-For
+# (RETAG_PROXY_COUNT=N); without proxies it is REMOTE_ADDR, never a header a client sets.
+PROXY_COUNT = int(os.environ.get("RETAG_PROXY_COUNT", "0"))
+AXES_CLIENT_IP_CALLABLE = "labeling.middleware.client_ip"
+AXES_USERNAME_CALLABLE = "labeling.middleware.login_username"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -28,6 +116,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "axes",
     "rest_framework",
     "django_filters",
     "drf_spectacular",
@@ -45,6 +134,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "labeling.middleware.LoginRequiredMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into the 429 page
 ]
 
 ROOT_URLCONF = "labeling.urls"
@@ -86,8 +176,13 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
+# Django's full set: not like the username, at least 8 characters, not a common
+# password, not all digits.
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
@@ -174,7 +269,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "labeling.api.authentication.BasicAuthentication",  # DRF's, throttled by django-axes
     ],
     "DEFAULT_PERMISSION_CLASSES": ["labeling.api.permissions.RolePermission"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
@@ -190,6 +285,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Four models have a "state": one enum name each in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "TrainingRunStateEnum": "labeling.models.TrainingRun.State",
+        "ImportJobStateEnum": "labeling.models.ImportJob.State",
+        "MTurkBatchStateEnum": "labeling.models.MTurkBatch.State",
+        "SuspectRunStateEnum": "labeling.models.SuspectRun.State",
+    },
 }
 
 LOGGING = {

@@ -3,7 +3,6 @@ keyboard queue (annotators), the cluster view per class with group retags and au
 cleaning (exclusions). Thin: services.suspects does the work. (Near duplicates: views.duplicates.)"""
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from django.contrib import messages
@@ -20,7 +19,8 @@ from ..services import suspects as svc
 from ..services.labels import ordered_labels
 from ..services.retag import RetagConflict, current_version
 from ..services.roles import SCIENTIST, has_role
-from .common import browse_required, page, role_required
+from ..api.suspects import ResolveRequestSerializer, bad_request
+from .common import browse_required, int_or_none, json_body, json_endpoint, local_next as _next, page, role_required
 
 scientist_required = role_required(SCIENTIST)
 
@@ -111,19 +111,17 @@ def suspect_queue(request, sr_id):
 
 @require_POST
 @browse_required
+@json_endpoint
 def suspect_resolve(request, suspect_id):
     """JSON in ``{"action", "label", "expected_version"}``; 200, or 409 with the label as it is now."""
     suspect = get_object_or_404(Suspect.objects.select_related("image", "task", "suspect_run"), pk=suspect_id)
+    body = ResolveRequestSerializer(data=json_body(request), context={"suspect": suspect})
+    if not body.is_valid():
+        return JsonResponse(bad_request(body.errors), status=400)
+    d = body.validated_data
     try:
-        body = json.loads(request.body or b"{}")
-        action = body.get("action")
-        label = None if body.get("label") in (None, "") else Label.objects.get(pk=int(body["label"]),
-                                                                              task_id=suspect.task_id)
-        expected = None if body.get("expected_version") is None else int(body["expected_version"])
-    except (ValueError, TypeError, Label.DoesNotExist):
-        return JsonResponse({"error": "bad_request", "message": "send action, label and expected_version"}, status=400)
-    try:
-        s = svc.resolve(suspect, user=request.user, action=action, label=label, expected_version=expected)
+        s = svc.resolve(suspect, user=request.user, action=d["action"], label=d.get("label"),
+                        expected_version=d.get("expected_version"))
     except (RetagConflict, svc.SuspectResolved) as e:
         ann = suspect.image.annotations.filter(task_id=suspect.task_id).select_related("label").first()
         message = ("Someone else changed this label while you were looking: it is now "
@@ -159,12 +157,31 @@ def suspect_clusters(request, sr_id):
 @require_POST
 @browse_required
 def cluster_retag(request, sr_id):
-    """Retag an outlier group in one action (one LabelEvent per image, each with the version seen)."""
+    """Retag an outlier group in one action (one LabelEvent per image, each with the version seen).
+
+    The form sends ``v_<image id>`` = the version the page showed for every image of the
+    group, and ``image`` for the ticked ones (none ticked: the whole group). A ticked
+    image without its version is refused and named, never retagged blind.
+    """
     sr = _sr(sr_id)
-    label = get_object_or_404(Label, pk=int(request.POST.get("label") or 0), task_id=sr.task_id)
-    versions = {int(k[2:]): int(v) for k, v in request.POST.items() if k.startswith("v_") and v.isdigit()}
-    chosen = set(int(i) for i in request.POST.getlist("image") if i.isdigit())
+    back = _next(request) or reverse("suspect_clusters", args=[sr.pk])
+    label_id = int_or_none(request.POST.get("label"))
+    label = Label.objects.filter(pk=label_id, task_id=sr.task_id).first() if label_id else None
+    if label is None:
+        messages.error(request, "Pick a label of this task to retag the group with.")
+        return redirect(back)
+    versions = {}
+    for k, v in request.POST.items():
+        image_id, version = int_or_none(k[2:]) if k.startswith("v_") else None, int_or_none(v)
+        if image_id is not None and version is not None and version >= 0:
+            versions[image_id] = version
+    chosen = {i for i in map(int_or_none, request.POST.getlist("image")) if i is not None}
     if chosen:
+        missing = sorted(chosen - set(versions))
+        if missing:
+            messages.error(request, f"Nothing retagged: no version was sent for image(s) "
+                                    f"{', '.join(map(str, missing[:20]))}; reload the page and try again.")
+            return redirect(back)
         versions = {k: v for k, v in versions.items() if k in chosen}
     out = svc.retag_group(sr, versions=versions, label=label, by=request.user)
     text = f"{len(out['changed'])} image(s) set to {label.name}"
@@ -175,28 +192,26 @@ def cluster_retag(request, sr_id):
                                          "left as they are.")
     else:
         messages.success(request, text + ".")
-    return redirect(request.POST.get("next") or reverse("suspect_clusters", args=[sr.pk]))
+    return redirect(back)
 
 
 @require_POST
 @scientist_required
 def exclude(request, sr_id):
     sr = _sr(sr_id)
-    label_id = int(request.POST["label"]) if request.POST.get("label", "").isdigit() else None
-    n = svc.exclude_outliers(sr, label_id=label_id, by=request.user)
+    n = svc.exclude_outliers(sr, label_id=int_or_none(request.POST.get("label")), by=request.user)
     messages.success(request, f"{n} outlier(s) will be left out of the next training of {sr.task.name} "
                               "(train split only; restore them any time).")
-    return redirect(request.POST.get("next") or reverse("suspect_clusters", args=[sr.pk]))
+    return redirect(_next(request) or reverse("suspect_clusters", args=[sr.pk]))
 
 
 @require_POST
 @scientist_required
 def restore(request, sr_id):
     sr = _sr(sr_id)
-    label_id = int(request.POST["label"]) if request.POST.get("label", "").isdigit() else None
-    n = svc.restore_exclusions(sr.task, label_id=label_id)
+    n = svc.restore_exclusions(sr.task, label_id=int_or_none(request.POST.get("label")))
     messages.success(request, f"{n} image(s) are back in training.")
-    return redirect(request.POST.get("next") or reverse("suspect_clusters", args=[sr.pk]))
+    return redirect(_next(request) or reverse("suspect_clusters", args=[sr.pk]))
 
 
 # --------------------------------------------------------------------------- automatic cleaning
