@@ -225,7 +225,7 @@ def cleaning_start(request, run_id):
         job = autoclean.start_cleaning(run=run, by=request.user, config=config)
     except autoclean.CleaningError as e:
         messages.error(request, f"Cleaning not started: {e}.")
-        return redirect(request.POST.get("next") or reverse("suspect_runs", args=[run.project.slug]))
+        return redirect(_next(request) or reverse("suspect_runs", args=[run.project.slug]))
     messages.success(request, f"Cleaning {job.pk} queued: {job.config['rounds']} round(s) from run {run.pk}.")
     return redirect("cleaning_run", job_id=job.pk)
 
