@@ -43,6 +43,12 @@ class Task(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
     name = models.CharField(max_length=100)
     description = models.TextField(blank=True)
+    # A truth task holds the known-correct labels of another task of the project (a benchmark
+    # project: e.g. a dev set imported with its clean labels as a second column). It is hidden
+    # from annotators' pages and queues and only serves to measure suspects runs of ``truth_of``
+    # (services.suspect_quality). Its label names are those of the task it is the truth of.
+    truth_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="truths",
+                                 help_text="The task whose labels this task's labels are the truth of (hidden).")
 
     class Meta:
         ordering = ["project_id", "name"]
@@ -180,6 +186,9 @@ class ImportJob(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     # Written with every progress flush: a running job whose heartbeat stopped lost its worker.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Claims so far (a job taken over after its worker died is claimed again); capped by
+    # IMPORT_MAX_ATTEMPTS, and every progress write names its attempt.
+    attempts = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)
     processed = models.PositiveIntegerField(default=0)
     added = models.PositiveIntegerField(default=0)
@@ -377,6 +386,18 @@ class MTurkWorker(models.Model):
 # A run trains on a label snapshot (the training manifest), then its predictions and
 # per-class metrics are loaded here so that the quality views never read storage.
 
+class RunQuerySet(models.QuerySet):
+    """Runs by lineage: a suspects run's fold models are TrainingRuns too (so that leases,
+    progress and resume apply to them), but they are not training runs of the task."""
+
+    def main(self):
+        """The task's own training runs: no fold models (never a baseline, never "the latest")."""
+        return self.filter(fold_of__isnull=True)
+
+    def folds(self):
+        return self.filter(fold_of__isnull=False)
+
+
 class TrainingRun(models.Model):
     """One training of a task's model on a frozen label snapshot, and what it found.
 
@@ -402,6 +423,8 @@ class TrainingRun(models.Model):
     ACTIVE_STATES = (State.QUEUED, State.RUNNING)
     FINAL_STATES = (State.DONE, State.FAILED, State.CANCELLED)
 
+    objects = RunQuerySet.as_manager()
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs")
     # Architecture, weights URI, epochs, batch size, lr, class weighting, freeze backbone...
@@ -419,7 +442,12 @@ class TrainingRun(models.Model):
     n_train = models.PositiveIntegerField(default=0)
     n_test = models.PositiveIntegerField(default=0)
     parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children",
-                               help_text="The run this one retrains (same config, newer labels).")
+                               help_text="The run this one retrains (same config, newer labels); for a fold "
+                                         "model, the run whose snapshot it folds.")
+    # Set on the K fold models of a suspects run: they belong to it and show only there
+    # (RunQuerySet.main() leaves them out of run lists, baselines, latest predictions, F1 over runs).
+    fold_of = models.ForeignKey("SuspectRun", on_delete=models.CASCADE, null=True, blank=True,
+                                related_name="fold_runs", help_text="The suspects run this is a fold model of.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                                    related_name="+")
     code_version = models.CharField(max_length=64, blank=True)
@@ -461,6 +489,10 @@ class TrainingRun(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state in self.ACTIVE_STATES
+
+    @property
+    def is_fold(self) -> bool:
+        return self.fold_of_id is not None
 
 
 class Prediction(models.Model):
@@ -549,6 +581,15 @@ class SuspectRun(models.Model):
     index_uri = models.CharField(max_length=2048, blank=True, help_text="The similar-images index.")
     # suspects, skipped_verified, skipped_changed, clusters, outliers, near_duplicates.
     counts = models.JSONField(default=dict, blank=True)
+    # The cosine cut of each class's clustering, {label id (text): cut}, when mlcore reported one
+    # (it may choose the cut from the data); empty: the configured or default cut was used.
+    cluster_cuts = models.JSONField(default=dict, blank=True)
+    # Every scored image's score and flag (scores.npz: image_id, given label id, score, flagged):
+    # what the quality figures against a truth task are computed on (the suspects are only the flagged).
+    scores_uri = models.CharField(max_length=2048, blank=True)
+    # How near duplicates were found: per method (hash, features) the calibrated threshold and
+    # what the calibration measured (services.duplicates), shown on the near-duplicates page.
+    duplicate_stats = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -584,6 +625,9 @@ class Suspect(models.Model):
     knn_agreement = models.FloatField(null=True, blank=True)
     reasons = models.PositiveSmallIntegerField(default=0)
     reason_text = models.CharField(max_length=500, blank=True)
+    # Position in the run's ranking: score first, ties broken by the other evidence (lower p(given),
+    # lower kNN agreement, more reasons), never by the order of import (which follows label names).
+    rank = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
     lease_holder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                                      related_name="+")
@@ -594,9 +638,9 @@ class Suspect(models.Model):
     resolved_label = models.ForeignKey(Label, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
 
     class Meta:
-        ordering = ["suspect_run_id", "-score", "id"]
+        ordering = ["suspect_run_id", "-score", "rank", "id"]
         constraints = [models.UniqueConstraint(fields=["suspect_run", "image"], name="suspect_unique")]
-        indexes = [models.Index(fields=["suspect_run", "status", "-score", "id"], name="suspect_queue_idx"),
+        indexes = [models.Index(fields=["suspect_run", "status", "-score", "rank", "id"], name="suspect_rank_idx"),
                    models.Index(fields=["resolved_by", "resolved_at"], name="suspect_resolved_idx")]
 
 
@@ -625,21 +669,42 @@ class ClusterMember(models.Model):
 
 
 class NearDuplicate(models.Model):
-    """Two images nearly the same in embedding space: across splits (leakage) or with two labels."""
+    """Two images that are (nearly) the same picture, found by a perceptual hash of their bytes
+    or by a pretrained backbone's features (services.duplicates): across splits (leakage),
+    with two labels, or plain copies (same split and label)."""
 
     class Kind(models.TextChoices):
         CROSS_SPLIT = "cross_split", "across train and test"
         LABEL_CONFLICT = "label_conflict", "different labels"
+        DUPLICATE = "duplicate", "same split and label"
+
+    class Method(models.TextChoices):
+        HASH = "hash", "perceptual hash"
+        FEATURES = "features", "pretrained features"
 
     suspect_run = models.ForeignKey(SuspectRun, on_delete=models.CASCADE, related_name="near_duplicates")
     image_a = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
     image_b = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    # 1 - Hamming distance / 64 for a hash pair, cosine similarity for a features pair.
     similarity = models.FloatField()
     kind = models.CharField(max_length=20, choices=Kind.choices)
+    method = models.CharField(max_length=10, choices=Method.choices, default=Method.HASH)
 
     class Meta:
         ordering = ["suspect_run_id", "-similarity", "id"]
         indexes = [models.Index(fields=["suspect_run", "kind", "-similarity"], name="neardup_kind_idx")]
+
+
+class ImageHash(models.Model):
+    """Perceptual hashes of an image's bytes (mlcore.duplicates), kept with the checksum they
+    were computed from: new bytes (a re-import that changed the file) mean new hashes."""
+
+    image = models.OneToOneField(Image, on_delete=models.CASCADE, primary_key=True, related_name="hash")
+    checksum = models.CharField(max_length=64, blank=True)
+    # 64-bit hashes stored as signed integers (PostgreSQL bigint).
+    phash = models.BigIntegerField()
+    dhash = models.BigIntegerField()
+    computed_at = models.DateTimeField(auto_now=True)
 
 
 class TrainingExclusion(models.Model):
@@ -650,6 +715,13 @@ class TrainingExclusion(models.Model):
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="exclusions")
     reason = models.CharField(max_length=200, blank=True)
     suspect_run = models.ForeignKey(SuspectRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # The class the image was left out of (its label when excluded): "put the class back" must
+    # find it even after a retag moved it to another label.
+    label = models.ForeignKey(Label, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # The automatic cleaning job (and its round) that excluded it, if any.
+    cleaning_run = models.ForeignKey("CleaningRun", on_delete=models.SET_NULL, null=True, blank=True,
+                                     related_name="exclusions")
+    round = models.PositiveIntegerField(null=True, blank=True)
     active = models.BooleanField(default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                                    related_name="+")
@@ -660,4 +732,42 @@ class TrainingExclusion(models.Model):
         ordering = ["task_id", "image_id"]
         constraints = [models.UniqueConstraint(fields=["task", "image"], name="exclusion_unique")]
         indexes = [models.Index(fields=["task", "active"], name="exclusion_active_idx")]
+
+
+class CleaningRun(models.Model):
+    """Automatic cleaning rounds on a finished run: cluster each class's train images in the
+    last run's embeddings, leave the outliers out (TrainingExclusions, reversible), retrain;
+    ``rounds`` times or until no new outlier is found (services.autoclean)."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    FINAL_STATES = (State.DONE, State.FAILED)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="cleaning_runs")
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="cleaning_runs")
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="cleaning_runs",
+                            help_text="The finished run round 1 clusters (round 0).")
+    # rounds, cluster_threshold (None: mlcore's cut).
+    config = models.JSONField(default=dict)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    state_reason = models.TextField(blank=True)
+    # One entry per round: {"round", "run", "excluded", "newly_excluded", "excluded_per_class":
+    # {label: n}, "test_macro_f1"}; round 0 is ``run``.
+    rounds = models.JSONField(default=list, blank=True)
+    stopped = models.CharField(max_length=20, blank=True, help_text="rounds, converged or restored")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"cleaning {self.id} of run {self.run_id}"
 # --- end Suspects -------------------------------------------------------------------------

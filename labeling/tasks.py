@@ -1,6 +1,7 @@
 """Celery tasks: thin wrappers that call services (which hold the logic and are tested
 without a broker)."""
 from celery import shared_task
+from django.conf import settings
 
 from .models import ImportJob
 from .services.imports import run_import
@@ -16,13 +17,28 @@ def run_import_job(job_id: int) -> None:
         run_import(job)
 
 
+@shared_task(ignore_result=True, name="labeling.tasks.check_stale_imports")
+def check_stale_imports() -> None:
+    """Periodic (CELERY_BEAT_SCHEDULE): take over, or fail, imports whose worker stopped beating."""
+    from .services.imports import take_over_stale_imports
+
+    take_over_stale_imports()
+
+
 # --- Training runs (services/runs.py holds the logic and the lease protocol) -------------
 
+# The training tasks' time limits (settings.RUN_TIME_LIMIT_S, generous): at the soft one the
+# run stops its training process and fails with the reason; the hard one follows.
+TRAINING_LIMITS = {"soft_time_limit": settings.RUN_TIME_LIMIT_S,
+                   "time_limit": settings.RUN_TIME_LIMIT_S + settings.TASK_TIME_LIMIT_GRACE_S}
+
+
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
-             name="labeling.tasks.train_run")
+             name="labeling.tasks.train_run", **TRAINING_LIMITS)
 def train_run(self, run_id: int) -> None:
-    """Execute a training run (routed to the gpu queue). A redelivered message for a run that
-    another live worker holds, or that is finished, does nothing (services.runs.claim_run)."""
+    """Execute a training run (routed to the gpu queue) in a training process of its own
+    (services.run_process). A redelivered message for a run that another live worker holds,
+    or that is finished, does nothing (services.runs.claim_run)."""
     from .services.runs import default_worker_id, execute_run
 
     execute_run(run_id, worker=default_worker_id(self.request.hostname))
@@ -58,7 +74,7 @@ def suspects_prepare(suspect_run_id: int) -> None:
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
-             name="labeling.tasks.train_suspects_fold")
+             name="labeling.tasks.train_suspects_fold", **TRAINING_LIMITS)
 def train_suspects_fold(self, suspect_run_id: int, fold_run_id: int) -> None:
     """Train one fold (routed to the gpu queue by its name), then advance the suspects run."""
     from .services import suspects
@@ -81,3 +97,15 @@ def advance_suspect_runs() -> None:
     from .services import suspects
 
     suspects.advance_open_runs()
+
+
+# --- Automatic cleaning rounds (services/autoclean.py holds the logic) -----------------------
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+             name="labeling.tasks.train_autoclean")
+def train_autoclean(self, cleaning_run_id: int) -> None:
+    """Run a cleaning job's rounds (routed to the gpu queue by its name: each round trains)."""
+    from .services import autoclean
+    from .services.runs import default_worker_id
+
+    autoclean.execute_cleaning(cleaning_run_id, worker=default_worker_id(self.request.hostname))

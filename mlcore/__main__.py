@@ -156,6 +156,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--weights", help="torchvision weights name in the local cache (e.g. IMAGENET1K_V1) "
                                      "or a state_dict path/URI")
     t.add_argument("--freeze-backbone", action="store_true", default=None, help="train only the head(s)")
+    t.add_argument("--no-cache-features", dest="cache_features", action="store_false", default=None,
+                   help="with --freeze-backbone: run the backbone every epoch instead of once per image")
+    t.add_argument("--feature-views", type=int,
+                   help="with cached features: augmented views per training image (default 0: the plain view)")
     t.add_argument("--small-input", action="store_true", default=None, help="3x3 stride-1 stem for small images")
     t.add_argument("--no-maxpool", dest="maxpool", action="store_false", default=None,
                    help="drop ResNet's stem max-pool")
@@ -181,6 +185,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--channels-last", type=_bool, help="default: on for CUDA")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     t.add_argument("--workers", type=int, help="data loader processes")
+    t.add_argument("--gpus", type=int, help="train with DistributedDataParallel in this many processes under "
+                                          "torchrun, one per GPU (on the CPU: gloo)")
     t.add_argument("--no-predict", dest="predict", action="store_false", default=None,
                    help="skip predictions/metrics/embeddings at the end")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

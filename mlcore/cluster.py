@@ -1,9 +1,12 @@
-"""Embedding neighbourhoods: complete-linkage clusters per class, kNN label agreement, near-duplicates.
+"""Embedding neighbourhoods: complete-linkage clusters per class, kNN label agreement.
+
+(Near duplicates are not found here: a trained model's embedding collapses per class, so
+mlcore.duplicates uses perceptual hashes and pretrained features instead.)
 
 All functions take L2-normalised embeddings (``embeddings.npz``'s ``emb``, any float
 dtype) and work in cosine distance ``1 - a.b``. Memory is bounded: the per-class linkage
-holds one condensed distance matrix of at most ``max_per_class`` images, and the kNN and
-near-duplicate scans take matrix products in row blocks, never an N x N matrix.
+holds one condensed distance matrix of at most ``max_per_class`` images, and the kNN
+scans take matrix products in row blocks, never an N x N matrix.
 """
 from __future__ import annotations
 
@@ -262,34 +265,3 @@ def knn_agreement(emb: np.ndarray, labels: np.ndarray, k: int = 10) -> np.ndarra
     lab = labels >= 0
     out[lab] = dist[np.flatnonzero(lab), labels[lab]]
     return out
-
-
-def near_duplicates(emb: np.ndarray, threshold: float = 0.98, *, splits=None, labels=None,
-                    max_pairs: int = 1_000_000) -> list[tuple[int, int, float, str]]:
-    """Pairs ``(i, j, sim, kind)`` with ``i < j`` and cosine similarity >= ``threshold``, most similar first.
-
-    ``kind`` is ``"duplicate"``, or ``"cross_split"`` (the two images are in different
-    splits: a test image with a near-copy in train is leakage), ``"label_conflict"`` (both
-    labelled, differently), or ``"cross_split+label_conflict"``. Blockwise products: memory
-    is ``BLOCK x N``; at most ``max_pairs`` pairs are returned.
-    """
-    e = _unit(emb)
-    splits = None if splits is None else np.asarray(splits)
-    labels = None if labels is None else np.asarray(labels)
-    pairs = []
-    for s in range(0, len(e), BLOCK):
-        sim = e[s:s + BLOCK] @ e[s:].T  # only j >= s: each pair once
-        ii, jj = np.nonzero(sim >= threshold)
-        keep = jj > ii  # j index is relative to s, as is i
-        for a, b in zip(ii[keep], jj[keep]):
-            i, j = s + int(a), s + int(b)
-            kind = []
-            if splits is not None and splits[i] != splits[j]:
-                kind.append("cross_split")
-            if labels is not None and labels[i] >= 0 and labels[j] >= 0 and labels[i] != labels[j]:
-                kind.append("label_conflict")
-            pairs.append((i, j, float(sim[a, b]), "+".join(kind) or "duplicate"))
-        if len(pairs) >= max_pairs:
-            break
-    pairs.sort(key=lambda p: -p[2])
-    return pairs[:max_pairs]

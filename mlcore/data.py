@@ -9,6 +9,14 @@ image is predicted and embedded, but not trained on or scored for that task.
 A dataset never raises on a bad image: it returns a sentinel sample
 (``ok=False`` with a reason) that :func:`collate` drops and reports, so one
 truncated JPEG cannot end a training run.
+
+The training input path keeps the CPU work per image small, so that a few cores feed a
+GPU: a :class:`Crop` dataset decodes a JPEG at the size the model needs (libjpeg's DCT
+scaling through Pillow's draft mode: a 1600x1200 photo for a 224 px model is decoded at
+400x300, a sixteenth of the pixels), crops and resizes it in the same Pillow call and
+hands the loader a uint8 HWC array; :func:`to_input` then moves the batch to the device
+and flips, converts and normalises it there, batched (channels_last for free: an NHWC
+batch viewed as NCHW already has those strides).
 """
 from __future__ import annotations
 
@@ -28,7 +36,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import storage
-from .images import decode
+from .images import MAX_PIXELS, decode
 
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val"}
@@ -260,6 +268,103 @@ def eval_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     ])
 
 
+def _scaled_open(data: bytes, min_side: int):
+    """A plain JPEG decoded at reduced size (shorter side still >= ``min_side``), upright RGB;
+    None for anything else (PNG, CMYK, a bomb, a damaged file...), which then goes through
+    :func:`mlcore.images.decode`, the one place that says why an image is unusable."""
+    from PIL import Image, ImageOps
+
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if img.format != "JPEG" or w * h > MAX_PIXELS or img.mode not in ("RGB", "L"):
+            return None
+        img.draft("RGB", (min_side, min_side))  # libjpeg scales by 1/2, 1/4 or 1/8 while decoding
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return img if img.mode == "RGB" else img.convert("RGB")
+    except Exception:  # noqa: BLE001 - decode() below gives the reason
+        return None
+
+
+def decode_at(data: bytes, min_side: int):
+    """Bytes -> upright RGB image, decoded no larger than needed for a ``min_side`` px input.
+    Raises :class:`mlcore.images.CorruptImage` exactly as :func:`mlcore.images.decode` does."""
+    return _scaled_open(data, min_side) or decode(data)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """The model's input, made from a decoded image with one Pillow call (crop + resize).
+
+    Training: the crop of ``train_transform`` (RandomResizedCrop, scale 0.5-1, drawn by
+    torchvision from the sample's seed) and a left-right flip drawn after it, applied on the
+    device; evaluation: the centre square of ``eval_transform``. Returns a uint8 HWC array
+    and the flip; :func:`to_input` normalises on the device.
+    """
+
+    size: int
+    train: bool = False
+    scale: tuple = (0.5, 1.0)
+    ratio: tuple = (3 / 4, 4 / 3)
+
+    def __call__(self, img) -> tuple[np.ndarray, bool]:
+        from PIL import Image
+        from torchvision import transforms as T
+
+        w, h = img.size
+        if self.train:
+            top, left, ch, cw = T.RandomResizedCrop.get_params(img, list(self.scale), list(self.ratio))
+            flip = bool(torch.rand(1) < 0.5)
+        else:
+            side = min(w, h)
+            left, top, ch, cw, flip = (w - side) // 2, (h - side) // 2, side, side, False
+        out = img.resize((self.size, self.size), Image.Resampling.BILINEAR, box=(left, top, left + cw, top + ch),
+                         reducing_gap=None)
+        return np.array(out), flip  # a writable copy: torch.from_numpy wants one
+
+
+def train_crop(size: int) -> Crop:
+    return Crop(size, train=True)
+
+
+def eval_crop(size: int) -> Crop:
+    return Crop(size, train=False)
+
+
+_AFFINE: dict = {}
+
+
+def _affine(mean, std, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1/(255 std), -mean/std) on ``device``, made once per device."""
+    key = (tuple(mean), tuple(std), str(device))
+    if key not in _AFFINE:
+        m, s = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+        _AFFINE[key] = ((1 / (255 * s)).float().to(device), (-m / s).float().to(device))
+    return _AFFINE[key]
+
+
+def to_input(batch: dict, device: torch.device, channels_last: bool = False,
+             mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """A batch's images as the model's float input on ``device``.
+
+    uint8 NHWC batches (from a :class:`Crop` dataset) are copied as bytes, a quarter of
+    float32, then flipped, converted and normalised on the device in a few batched ops;
+    float NCHW batches (legacy transforms, :class:`TensorImages`) are moved as they are.
+    """
+    x = batch["image"].to(device, non_blocking=True)
+    if x.dtype == torch.uint8:
+        if "flip" in batch:  # on the bytes, before they become floats; no host sync (where, not indexing)
+            flip = batch["flip"].to(device, non_blocking=True)
+            x = torch.where(flip[:, None, None, None], x.flip(2), x)
+        scale, shift = _affine(mean, std, device)
+        x = x.float().mul_(scale).add_(shift)  # (x/255 - mean)/std along the contiguous last axis
+        x = x.permute(0, 3, 1, 2)  # NCHW view of NHWC memory: channels_last strides
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
 # --------------------------------------------------------------------------- datasets
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -269,7 +374,11 @@ def _sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class ImageDataset(Dataset):
-    """Images by URI with their targets. Keys are an index, or ``(index, aug_seed)``."""
+    """Images by URI with their targets. Keys are an index, or ``(index, aug_seed)``.
+
+    ``transform`` is a :class:`Crop` (the fast path: reduced-size decode, uint8 out) or any
+    PIL -> tensor transform such as :func:`train_transform` (full decode, float out).
+    """
 
     def __init__(self, uris: Sequence[str], targets: np.ndarray, transform):
         self.uris = list(uris)
@@ -281,13 +390,18 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, key):
         i, seed = key if isinstance(key, tuple) else (key, None)
+        crop = self.transform if isinstance(self.transform, Crop) else None
         try:
-            img = decode(fetch(self.uris[i]))
+            data = fetch(self.uris[i])
+            img = decode_at(data, crop.size) if crop else decode(data)
         except Exception as e:  # corrupt, missing or unreachable: reported, never fatal
             return {"index": i, "ok": False, "reason": getattr(e, "reason", None) or f"{type(e).__name__}: {e}"}
-        if seed is not None:
-            torch.manual_seed(seed)
-        return {"index": i, "ok": True, "image": self.transform(img), "target": self.targets[i]}
+        if seed is not None:  # the CPU generator only: torch.manual_seed also seeds CUDA, ~1 ms a call
+            torch.default_generator.manual_seed(seed)
+        if crop is None:
+            return {"index": i, "ok": True, "image": self.transform(img), "target": self.targets[i]}
+        arr, flip = crop(img)
+        return {"index": i, "ok": True, "image": torch.from_numpy(arr), "flip": flip, "target": self.targets[i]}
 
 
 class TensorImages(Dataset):
@@ -330,6 +444,8 @@ def collate(samples: list[dict]) -> dict:
     batch = {"skipped": [(s["index"], s["reason"]) for s in samples if not s["ok"]]}
     if good:
         batch["image"] = torch.stack([s["image"] for s in good])
+        if "flip" in good[0]:
+            batch["flip"] = torch.tensor([s["flip"] for s in good])
         batch["target"] = torch.stack([s["target"] for s in good])
         batch["index"] = torch.tensor([s["index"] for s in good])
     return batch
@@ -339,13 +455,16 @@ class EpochBatches(torch.utils.data.Sampler):
     """Batches of keys in a seeded per-epoch order, that can start mid-epoch (for resume).
 
     With ``shuffle`` the keys are ``(index, aug_seed)`` so training transforms are
-    reproducible; otherwise plain indices in order.
+    reproducible; otherwise plain indices in order. With ``world`` > 1 each process gets
+    every ``world``-th key of the same global batch (from ``rank``): together the processes
+    see exactly the batches, crops and flips that one process would.
     """
 
     def __init__(self, indices: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0,
-                 drop_last: bool = False):
+                 drop_last: bool = False, rank: int = 0, world: int = 1):
         self.indices = np.asarray(indices, dtype=np.int64)
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.rank, self.world = rank, world  # data parallel: this process's share of each global batch
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
@@ -361,7 +480,7 @@ class EpochBatches(torch.utils.data.Sampler):
             g = torch.Generator().manual_seed(self.seed * 1_000 + self.epoch)
             idx = idx[torch.randperm(len(idx), generator=g).numpy()]
         for b in range(self.start, len(self)):
-            chunk = idx[b * self.batch_size:(b + 1) * self.batch_size]
+            chunk = idx[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world]
             if self.shuffle:
                 yield [(int(i), _sample_seed(self.seed, self.epoch, int(i))) for i in chunk]
             else:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from . import storage
-from .data import ImageDataset, eval_transform, prefetch
+from .data import ImageDataset, eval_crop, prefetch
 from .evaluate import infer, npz_bytes
 from .models import load_run
 from .train import default_workers, resolve_device
@@ -23,7 +23,7 @@ def embed_uris(model, uris: Sequence[str], image_size: int, *, device: torch.dev
     uris = [storage.to_uri(u) for u in uris]
     failures = prefetch(uris)
     keep = [i for i, u in enumerate(uris) if u not in failures]
-    ds = ImageDataset(uris, np.full((len(uris), 1), -1), eval_transform(image_size))
+    ds = ImageDataset(uris, np.full((len(uris), 1), -1), eval_crop(image_size))
     res = infer(model, ds, keep, device=device, batch_size=batch_size,
                 workers=default_workers(device) if workers is None else workers,
                 amp=device.type == "cuda", channels_last=device.type == "cuda", progress=progress, phase="embed")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .data import EpochBatches, collate
+from .data import EpochBatches, collate, to_input
 
 
 # --------------------------------------------------------------------------- metrics
@@ -76,24 +76,25 @@ def autocast(device: torch.device, enabled: bool):
 def infer(model, dataset, indices: Sequence[int], *, device: torch.device, batch_size: int = 128,
           workers: int = 0, amp: bool = False, channels_last: bool = False,
           progress: Callable[[dict], None] | None = None, phase: str = "eval",
-          epoch: int = 0, epochs: int = 0) -> dict:
+          epoch: int = 0, epochs: int = 0, loader: DataLoader | None = None) -> dict:
     """One pass in eval mode. Returns ``index`` (good rows), ``features`` (L2-normalised,
     float32), ``probs`` {task: float32 [n, C]}, ``loss_terms`` {task: per-image CE or None}
-    and ``skipped`` [(index, reason)]."""
+    and ``skipped`` [(index, reason)].
+
+    ``loader``: a DataLoader over ``dataset[indices]`` in order that the caller keeps (the
+    per-epoch validation reuses its persistent workers instead of starting new ones)."""
     was_training = model.training
     model.eval()
-    sampler = EpochBatches(indices, batch_size, shuffle=False)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                        pin_memory=device.type == "cuda")
+    if loader is None:
+        loader = DataLoader(dataset, batch_sampler=EpochBatches(indices, batch_size, shuffle=False),
+                            num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda")
     idx, feats, probs, skipped = [], [], {}, []
-    t0, seen, steps = time.perf_counter(), 0, len(sampler)
+    t0, seen, steps = time.perf_counter(), 0, len(loader)
     for step, batch in enumerate(loader):
         skipped += batch["skipped"]
         if "image" not in batch:
             continue
-        x = batch["image"].to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = to_input(batch, device, channels_last)
         with autocast(device, amp):
             f, logits = model(x)
         feats.append(F.normalize(f.float(), dim=1).cpu())
@@ -189,7 +190,7 @@ def test_run(run_uri: str, manifest_uri: str | None = None, output_uri: str | No
     """Score a trained run on a manifest (default: the one it trained on); writes ``metrics.json``,
     ``predictions.npz`` and ``embeddings.npz`` under ``output_uri`` (default: the run)."""
     from . import storage
-    from .data import ImageDataset, eval_transform, prefetch, read_manifest
+    from .data import ImageDataset, eval_crop, prefetch, read_manifest
     from .models import load_run
     from .train import default_workers, resolve_device, write_json, _metrics_doc
 
@@ -198,7 +199,7 @@ def test_run(run_uri: str, manifest_uri: str | None = None, output_uri: str | No
     manifest = read_manifest(manifest_uri or run["manifest"]["uri"], run["tasks"])
     failures = prefetch(manifest.uris)
     keep = [i for i, u in enumerate(manifest.uris) if u not in failures]
-    ds = ImageDataset(manifest.uris, manifest.targets, eval_transform(run["config"]["image_size"]))
+    ds = ImageDataset(manifest.uris, manifest.targets, eval_crop(run["config"]["image_size"]))
     res = infer(model, ds, keep, device=dev, batch_size=batch_size, workers=default_workers(dev),
                 amp=dev.type == "cuda", channels_last=dev.type == "cuda", progress=progress)
     metrics = _metrics_doc(split_metrics(res, manifest.targets, manifest.splits, manifest.tasks), manifest.tasks)

@@ -73,9 +73,15 @@ def _hub_file(arch: str, name: str) -> Path:
     return path
 
 
-def load_state_dict(uri: str) -> dict:
-    """A state_dict from a path or URI, tensors only (``weights_only=True``), on the CPU."""
-    data = storage.read_bytes(storage.to_uri(uri))
+def load_state_dict(uri: str, *, exact: bool = True) -> dict:
+    """A state_dict from a path or URI, tensors only (``weights_only=True``), on the CPU.
+
+    The path or URI is taken as the place that was checked (a run's weights are checked when
+    the run is made and read later by a worker): it is not resolved again, and with
+    ``exact`` the file opened must be exactly there, so a file swapped for a symlink since
+    is refused (pass the real path, not one through a link).
+    """
+    data = storage.read_bytes(uri, exact=exact)
     sd = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
         sd = sd["model"]  # an mlcore checkpoint
@@ -132,5 +138,5 @@ def load_run(run_uri: str, device: str | torch.device = "cpu") -> tuple[Net, dic
     cfg = run["config"]
     model = build_model(cfg["arch"], {t: len(v) for t, v in run["tasks"].items()},
                         small_input=cfg.get("small_input", False), maxpool=cfg.get("maxpool", True))
-    model.load_state_dict(load_state_dict(storage.join(run_uri, "model.pt")))
+    model.load_state_dict(load_state_dict(storage.join(run_uri, "model.pt"), exact=False))
     return model.to(device).eval(), run

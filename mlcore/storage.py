@@ -6,19 +6,26 @@ boto3 is imported lazily: a GPU box that only reads local files needs only torch
 
 S3 settings come from the environment: ``S3_ENDPOINT_URL`` (S3-compatible stores,
 moto in tests), ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
-``AWS_DEFAULT_REGION`` as boto3 reads them.
+``AWS_DEFAULT_REGION`` as boto3 reads them; ``MLCORE_S3_RETRY_S`` (default 60) is how long
+a transient S3 failure is retried with back-off before the call fails with the reason.
+
+Keys and file names are data, never URI syntax: :func:`join` quotes them, :func:`local_path`
+decodes exactly once, and writes and reads can be fenced to roots (``within``) checked on
+the resolved path of the file actually opened.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import posixpath
-import tempfile
+import random
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
-from urllib.parse import quote, unquote, urlparse
+from typing import Iterator, Sequence
+from urllib.parse import quote, unquote
 
 
 @dataclass(frozen=True)
@@ -28,16 +35,35 @@ class StoredFile:
     etag: str  # S3 ETag, or "<mtime_ns>-<size>" for local files
 
 
+class OutsideRoot(ValueError):
+    """A file resolves (symlinks followed) to a place outside the roots it may be read from
+    or written to: refused before a byte moves."""
+
+
+class StorageUnavailable(OSError):
+    """S3 kept failing (connection refused, 5xx, throttling) for the whole retry budget."""
+
+
 def to_uri(path_or_uri: str | os.PathLike) -> str:
-    """Canonical URI: ``s3://bucket/key`` stays, a plain path becomes absolute ``file://``."""
+    """Canonical URI: ``s3://bucket/key`` stays, a plain path becomes absolute ``file://``.
+
+    A ``file://`` URI is percent-encoded: a file name is data, so its ``%``, ``?`` and ``#``
+    are quoted and come back unchanged from :func:`local_path`.
+    """
     s = os.fspath(path_or_uri)
     if s.startswith("s3://"):
         return s
     if s.startswith("file://"):
-        return "file://" + quote(str(Path(unquote(urlparse(s).path)).resolve()))
+        return "file://" + quote(str(local_path(s).resolve()))
     if "://" in s:
         raise ValueError(f"unsupported URI scheme: {s.split('://', 1)[0]!r} (use a path, file:// or s3://)")
+    _no_nul(s)
     return "file://" + quote(str(Path(s).resolve()))
+
+
+def _no_nul(s: str) -> None:
+    if "\x00" in s:
+        raise ValueError(f"a NUL byte in {s!r}")
 
 
 def is_s3(uri: str) -> bool:
@@ -45,36 +71,108 @@ def is_s3(uri: str) -> bool:
 
 
 def split_s3(uri: str) -> tuple[str, str]:
-    """``s3://bucket/key`` -> (bucket, key)."""
-    p = urlparse(uri)
-    if p.scheme != "s3" or not p.netloc:
+    """``s3://bucket/key`` -> (bucket, key). Keys are literal: a ``?``, ``#`` or ``%`` in a key
+    is part of it (``urlparse`` would cut a query or a fragment off)."""
+    if not uri.startswith("s3://"):
         raise ValueError(f"not an s3:// URI: {uri!r}")
-    return p.netloc, p.path.lstrip("/")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError(f"not an s3:// URI (no bucket): {uri!r}")
+    return bucket, key.lstrip("/")
 
 
 def local_path(uri: str) -> Path:
-    """The filesystem path of a ``file://`` URI or a plain path."""
+    """The filesystem path of a ``file://`` URI or a plain path.
+
+    A ``file://`` URI is percent-decoded exactly once. A raw ``?`` or ``#`` (a query or a
+    fragment: never in a URI that :func:`to_uri` or :func:`join` made), a host other than
+    ``localhost`` and a NUL byte are refused rather than silently cut or sent somewhere else.
+    """
     if is_s3(uri):
         raise ValueError(f"{uri!r} is on S3, not on the local filesystem")
     if uri.startswith("file://"):
-        return Path(unquote(urlparse(uri).path))
+        host, slash, rest = uri[len("file://"):].partition("/")
+        if host not in ("", "localhost"):
+            raise ValueError(f"file URI with a host ({host!r}) is not a local file: {uri!r}")
+        if "?" in rest or "#" in rest:
+            raise ValueError(f"file URI with a raw '?' or '#' (quote file names as %3F, %23): {uri!r}")
+        path = unquote(slash + rest) or "/"
+        _no_nul(path)
+        return Path(path)
     if "://" in uri:
         raise ValueError(f"unsupported URI scheme in {uri!r}")
+    _no_nul(uri)
     return Path(uri)
 
 
 def join(base: str, *parts: str) -> str:
-    """Join path parts onto a URI (no normalisation of ``..``: callers validate keys)."""
-    if is_s3(base) or base.startswith("file://"):
+    """Join path parts onto a URI. Parts are data, never URI syntax: onto a ``file://`` base
+    they are percent-encoded (a ``%2e%2e%2f`` or a ``?`` in a name stays a literal name).
+    No normalisation of ``..``: writes check containment with ``within``."""
+    if base.startswith("file://"):
+        return posixpath.join(base.rstrip("/"), *[quote(p.strip("/")) for p in parts])
+    if is_s3(base):
         return posixpath.join(base.rstrip("/"), *[p.strip("/") for p in parts])
     return os.path.join(base, *parts)
 
 
+# --------------------------------------------------------------------------- containment
+
+def _real_fd_path(fd: int, fallback: str) -> str:
+    """Where an open file or folder really is (Linux: the kernel's answer, no race)."""
+    link = f"/proc/self/fd/{fd}"
+    try:
+        return os.readlink(link)
+    except OSError:
+        return os.path.realpath(fallback)
+
+
+def _inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip("/") + "/")
+
+
+def _s3_inside(uri: str, roots: Sequence[str]) -> bool:
+    bucket, key = split_s3(uri)
+    for r in roots:
+        if is_s3(r):
+            rb, rk = split_s3(r)
+            if rb == bucket and (not rk or key == rk.rstrip("/") or key.startswith(rk.rstrip("/") + "/")):
+                return True
+    return False
+
+
+def _local_roots(roots: Sequence[str]) -> list[str]:
+    """Resolved local folders of ``roots`` (S3 roots are skipped); the filesystem root is never one."""
+    out = []
+    for r in roots:
+        if is_s3(r):
+            continue
+        real = os.path.realpath(local_path(r))
+        if real != "/":
+            out.append(real)
+    return out
+
+
+def _refuse(path, real: str, roots: Sequence[str]) -> OutsideRoot:
+    return OutsideRoot(f"{path} resolves to {real}, outside {', '.join(roots) or 'every allowed root'}")
+
+
+# --------------------------------------------------------------------------- S3 with retries
+
 _local = threading.local()
+logger = logging.getLogger(__name__)
+
+#: S3 error codes worth another try (the service is there but busy or briefly broken).
+_TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
+                    "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed"}
 
 
 def s3_client():
-    """A boto3 S3 client per thread (clients are thread-safe, sessions are not)."""
+    """A boto3 S3 client per thread (clients are thread-safe, sessions are not).
+
+    botocore does not retry (one attempt); :func:`_retrying` owns the back-off, so that an
+    outage is bridged for ``MLCORE_S3_RETRY_S`` seconds whatever the error's kind.
+    """
     client = getattr(_local, "s3", None)
     if client is None:
         import boto3
@@ -84,36 +182,133 @@ def s3_client():
             "s3",
             endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None,
             region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32),
+            config=Config(retries={"max_attempts": 1, "mode": "standard"}, max_pool_connections=32,
+                          connect_timeout=5, read_timeout=60),
         )
         _local.s3 = client
     return client
 
 
-def read_bytes(uri: str) -> bytes:
+def _transient(e: Exception) -> bool:
+    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+    from botocore.exceptions import IncompleteReadError, ResponseStreamingError
+
+    if isinstance(e, ClientError):
+        err = e.response.get("Error", {})
+        status = str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        return str(err.get("Code", "")) in _TRANSIENT_CODES or status.startswith("5")
+    return isinstance(e, (BotoConnectionError, HTTPClientError, IncompleteReadError, ResponseStreamingError,
+                          ConnectionError, TimeoutError))
+
+
+def retry_budget_s() -> float:
+    return float(os.environ.get("MLCORE_S3_RETRY_S", "60"))
+
+
+def _retrying(what: str, fn):
+    """``fn()``, tried again with exponential back-off (0.2 s doubling to 5 s, with jitter) while
+    S3 fails transiently, for at most ``MLCORE_S3_RETRY_S`` seconds; then
+    :class:`StorageUnavailable` with the reason. Other errors (NoSuchKey, AccessDenied) at once.
+    Every call retried is idempotent (a whole GET, PUT, HEAD or one listing page)."""
+    deadline = time.monotonic() + retry_budget_s()
+    delay, tries = 0.2, 0
+    while True:
+        tries += 1
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - sorted into transient or not just below
+            if not _transient(e):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StorageUnavailable(
+                    f"S3 ({os.environ.get('S3_ENDPOINT_URL') or 'AWS'}) failed for {what} {tries} times over "
+                    f"{retry_budget_s():.0f} s: {type(e).__name__}: {e}") from e
+            wait = min(left, delay * (0.5 + random.random() / 2))
+            logger.warning("S3 failed for %s (try %d: %s: %s); again in %.1f s", what, tries, type(e).__name__, e, wait)
+            time.sleep(wait)
+            delay = min(5.0, delay * 2)
+
+
+# --------------------------------------------------------------------------- reading and writing
+
+def read_bytes(uri: str, *, within: Sequence[str] | None = None, exact: bool = False) -> bytes:
+    """The bytes at ``uri``.
+
+    Containment is checked where the bytes are read, on the file actually opened (symlinks
+    followed by the kernel, then asked where they led): with ``within`` the file must lie in
+    one of those root URIs; with ``exact`` it must be exactly where ``uri`` says (a file
+    checked earlier and since swapped for a symlink is refused). :class:`OutsideRoot` else.
+    """
     if is_s3(uri):
+        if within is not None and not _s3_inside(uri, within):
+            raise OutsideRoot(f"{uri} is outside {', '.join(within) or 'every allowed root'}")
         bucket, key = split_s3(uri)
-        return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-    return local_path(uri).read_bytes()
+        return _retrying(f"reading {uri}", lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
+    path = local_path(uri)
+    if within is None and not exact:
+        return path.read_bytes()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        real = _real_fd_path(fd, str(path))
+        if exact and real != os.path.abspath(path):
+            raise OutsideRoot(f"{path} resolves to {real}: refused (a file swapped for a link since it was checked)")
+        if within is not None:
+            roots = _local_roots(within)
+            if not any(_inside(real, r) for r in roots):
+                raise _refuse(path, real, within)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
-def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:
-    """Write atomically: a reader never sees half a file."""
+def write_bytes(uri: str, data: bytes, content_type: str | None = None, *, within: str | None = None) -> None:
+    """Write atomically: a reader never sees half a file.
+
+    With ``within`` (a root URI) the write happens only inside it: the folder is resolved
+    and opened, the kernel is asked where it really is, and the file is created in that
+    open folder (no symlink swapped in between the check and the write can redirect it).
+    """
     if is_s3(uri):
+        if within is not None and not _s3_inside(uri, [within]):
+            raise OutsideRoot(f"{uri} is outside {within}")
         bucket, key = split_s3(uri)
         extra = {"ContentType": content_type} if content_type else {}
-        s3_client().put_object(Bucket=bucket, Key=key, Body=data, **extra)
+        _retrying(f"writing {uri}", lambda: s3_client().put_object(Bucket=bucket, Key=key, Body=data, **extra))
         return
     path = local_path(uri)
+    if path.name in ("", ".", ".."):
+        raise ValueError(f"not a file name: {uri!r}")
+    root = None
+    if within is not None:
+        roots = _local_roots([within])
+        if not roots:
+            raise OutsideRoot(f"{within} cannot hold files (the whole disk is no root)")
+        root = roots[0]
+        if not _inside(os.path.realpath(path.parent), root):  # before any folder is made
+            raise _refuse(path, os.path.realpath(path.parent), [within])
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        if root is not None:
+            real = _real_fd_path(dfd, str(path.parent))
+            if not _inside(real, root):
+                raise _refuse(path, real, [within])
+        tmp = f".{path.name[:200]}.{os.getpid()}.{threading.get_ident()}.{random.getrandbits(32):08x}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644, dir_fd=dfd)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            raise
+    finally:
+        os.close(dfd)
 
 
 def exists(uri: str) -> bool:
@@ -122,7 +317,7 @@ def exists(uri: str) -> bool:
 
         bucket, key = split_s3(uri)
         try:
-            s3_client().head_object(Bucket=bucket, Key=key)
+            _retrying(f"checking {uri}", lambda: s3_client().head_object(Bucket=bucket, Key=key))
             return True
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
@@ -137,13 +332,17 @@ def list_files(prefix: str) -> Iterator[StoredFile]:
         bucket, key = split_s3(prefix)
         if key and not key.endswith("/"):
             key += "/"
-        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-        for page in pages:
+        token = None
+        while True:
+            kw = {"Bucket": bucket, "Prefix": key, **({"ContinuationToken": token} if token else {})}
+            page = _retrying(f"listing {prefix}", lambda kw=kw: s3_client().list_objects_v2(**kw))
             for obj in page.get("Contents", []):
                 if obj["Key"].endswith("/"):
                     continue
                 yield StoredFile(f"s3://{bucket}/{obj['Key']}", obj["Size"], obj["ETag"].strip('"'))
-        return
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
     root = local_path(prefix)
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()

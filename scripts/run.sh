@@ -2,6 +2,7 @@
 # Serve Retag on one machine: a Celery worker in the background, the web app in front.
 #
 # `make run` calls this after migrate, load_demo and collectstatic. Ctrl-C stops both.
+# `scripts/run.sh worker` runs only the worker, in the foreground, with the same command line.
 #
 #   PORT=8000 HOST=127.0.0.1   where the web app listens
 #   WORKER_CONCURRENCY=2       worker processes (queues default and gpu)
@@ -22,6 +23,15 @@ LOG_DIR="$VAR_DIR/log"
 WORKER_LOG="$LOG_DIR/worker.log"
 mkdir -p "$LOG_DIR"
 
+# The worker: both queues (imports and MTurk on default, training runs on gpu; each run trains
+# in a process of its own, see labeling/services/run_process.py), the prefork pool, and beat
+# (-B): the periodic MTurk sync, the stale-run check and the suspects runs' advance.
+WORKER_ARGS=(-m celery -A labeling worker -B -s "$VAR_DIR/celerybeat-schedule" -Q default,gpu
+             -c "${WORKER_CONCURRENCY:-2}" -n "retag@%h" -l INFO --logfile "$WORKER_LOG")
+if [[ "${1:-}" == "worker" ]]; then
+    exec "$PYTHON" "${WORKER_ARGS[@]}"
+fi
+
 worker_pid=""
 server_pid=""
 
@@ -40,7 +50,9 @@ stop() {
             sleep 0.2
         done
         if kill -0 "$worker_pid" 2>/dev/null; then
-            kill -KILL "$worker_pid" 2>/dev/null || true
+            # Its whole process group (setsid below): the pool processes and a run's training
+            # process too. The run is resumed from its checkpoint by the next worker.
+            kill -KILL -- "-$worker_pid" 2>/dev/null || kill -KILL "$worker_pid" 2>/dev/null || true
         fi
     fi
     wait 2>/dev/null || true
@@ -52,10 +64,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # The worker: its own session, so that Ctrl-C reaches it only through stop() (a warm
-# shutdown), and its log in var/log/worker.log. It also runs beat (-B): the periodic
-# MTurk sync and the stale-run check.
-setsid "$PYTHON" -m celery -A labeling worker -B -s "$VAR_DIR/celerybeat-schedule" -Q default,gpu \
-    -c "${WORKER_CONCURRENCY:-2}" -n "retag@%h" -l INFO --logfile "$WORKER_LOG" </dev/null >>"$WORKER_LOG" 2>&1 &
+# shutdown), and its log in var/log/worker.log.
+setsid "$PYTHON" "${WORKER_ARGS[@]}" </dev/null >>"$WORKER_LOG" 2>&1 &
 worker_pid=$!
 echo "$worker_pid" >"$VAR_DIR/worker.pid"
 

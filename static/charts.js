@@ -5,6 +5,7 @@
 //   series: [{name, color, points: [[x, y], ...], dots: bool}],  // y null breaks the line
 //   height: 220, yMin, yMax (default: from the data; 0..1 with unit: true),
 //   xTicks: [[x, "label"], ...] (default: about 6 numbers), yFormat: fn, xFormat: fn,
+//   clip: true draws values outside yMin..yMax on the edge (a clipped axis),
 //   empty: "text when there is nothing to draw"
 // }
 // Every text node is set with textContent (names come from users).
@@ -70,7 +71,10 @@
     if (y1 === y0) { y1 = y0 + 1; }
     if (o.yMax == null) y1 = y1 + (y1 - y0) * 0.05;
     var sx = function (x) { return pad.l + (x - x0) / (x1 - x0) * (W - pad.l - pad.r); };
-    var sy = function (y) { return H - pad.b - (y - y0) / (y1 - y0) * (H - pad.t - pad.b); };
+    var sy = function (y) {
+      if (o.clip) y = Math.max(y0, Math.min(y1, y));
+      return H - pad.b - (y - y0) / (y1 - y0) * (H - pad.t - pad.b);
+    };
     var yFormat = o.yFormat || function (v) { return Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(v % 1 ? 2 : 0); };
     var xFormat = o.xFormat || function (v) { return String(+v.toFixed(2)); };
 

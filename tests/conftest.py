@@ -158,13 +158,15 @@ def celery_worker_factory(transactional_db, tmp_path, settings):
 
     ``start(broker="redis"|"amqp", queues="default,gpu")`` returns the Popen; the
     worker and the test share the broker URL and the storage folder. Workers are
-    stopped at the end of the test.
+    stopped at the end of the test. ``command`` replaces the worker's command line (e.g.
+    ``make run``'s or the README's production one), which logs to ``log_path``.
     """
     from labeling.celery import app
 
     procs = []
 
-    def start(broker: str = "redis", queues: str = "default,gpu", extra_env: dict | None = None):
+    def start(broker: str = "redis", queues: str = "default,gpu", extra_env: dict | None = None,
+              command: list | None = None, log_path: Path | None = None):
         require_service(broker if broker != "amqp" else "rabbitmq")
         url = os.environ["TEST_REDIS_URL"] if broker == "redis" else os.environ["TEST_AMQP_URL"]
         app.conf.broker_url = url
@@ -180,10 +182,10 @@ def celery_worker_factory(transactional_db, tmp_path, settings):
                    RETAG_VAR_DIR=str(tmp_path / "worker-var"), **(extra_env or {}))
         log = open(tmp_path / f"worker-{len(procs)}.log", "w")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "labeling", "worker", "-Q", queues, "-c", "1",
-             "--pool", "prefork", "-l", "INFO", "-n", f"test{len(procs)}-{uuid.uuid4().hex[:6]}@%h"],
+            command or [sys.executable, "-m", "celery", "-A", "labeling", "worker", "-Q", queues, "-c", "1",
+                        "--pool", "prefork", "-l", "INFO", "-n", f"test{len(procs)}-{uuid.uuid4().hex[:6]}@%h"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        proc.log_path = log.name
+        proc.log_path = str(log_path or log.name)
         procs.append(proc)
         _wait_ready(proc)
         return proc
@@ -216,15 +218,16 @@ def _drop_connection_pools(app) -> None:
 
 
 def _wait_ready(proc, timeout: float = 60) -> None:
+    log = Path(proc.log_path)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        text = Path(proc.log_path).read_text(errors="replace")
+        text = log.read_text(errors="replace") if log.exists() else ""
         if " ready." in text:
             return
         if proc.poll() is not None:
             raise RuntimeError(f"celery worker exited with {proc.returncode}:\n{text[-3000:]}")
         time.sleep(0.3)
-    raise RuntimeError(f"celery worker not ready after {timeout}s:\n{Path(proc.log_path).read_text()[-3000:]}")
+    raise RuntimeError(f"celery worker not ready after {timeout}s:\n{log.read_text()[-3000:] if log.exists() else ''}")
 
 
 def wait_for(predicate, timeout: float = 60, interval: float = 0.3, what: str = "condition"):

@@ -449,3 +449,80 @@ def test_import_dataset_command(data, tmp_path, settings):
     text = out.getvalue()
     assert "allowed storage root" in text and ": done - 2 rows: 2 added" in text and "empty file" in text
     assert label_of(Image.objects.get(key="train/cat/a.jpg").project, "train/cat/a.jpg", "category") == "cat"
+
+
+# --------------------------------------------------------------------------- taken over after a lost worker
+
+def _lose_worker(job: ImportJob, seconds: float = 600) -> None:
+    """What a worker killed mid-import leaves: the job running, its heartbeat growing old."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    ImportJob.objects.filter(pk=job.pk).update(state=ImportJob.State.RUNNING,
+                                               heartbeat_at=timezone.now() - timedelta(seconds=seconds))
+
+
+def test_a_stale_import_is_queued_again_then_finishes_with_nothing_twice(project, data):
+    for i in range(3):
+        put(data, f"ds/train/cat/{i}.jpg", jpeg((i * 50, 0, 0)))
+    job = start_import(project=project, kind=Kind.FOLDER, source_uri=str(data / "ds"), enqueue=False)
+    assert imports.claim(job) == 1
+    # The first worker committed one image, then died.
+    first = imports.open_source(job, imports.allowed_roots())
+    first.entries = first.entries[:1]
+    imports._sync(imports._Run(job, 1), first)
+    assert Image.objects.filter(project=project).count() == 1
+    _lose_worker(job)
+
+    assert imports.take_over_stale_imports(enqueue=False) == {"requeued": [job.pk], "failed": []}
+    job.refresh_from_db()
+    assert job.state == ImportJob.State.QUEUED and "taken over, attempt 2 of 3" in job.message
+    assert imports.take_over_stale_imports(enqueue=False) == {"requeued": [], "failed": []}  # once
+
+    job = run_import(job)
+    assert job.state == ImportJob.State.DONE and job.attempts == 2, job.message
+    assert "attempt 2" in job.message
+    assert Image.objects.filter(project=project).count() == 3
+    assert LabelEvent.objects.filter(image__project=project).count() == 3  # one each, none twice
+    assert sorted(Image.objects.filter(project=project).values_list("key", flat=True)) == [
+        f"train/cat/{i}.jpg" for i in range(3)]
+
+
+def test_a_job_lost_too_often_fails_with_the_reason(project, data, settings):
+    settings.IMPORT_MAX_ATTEMPTS = 2
+    put(data, "ds/train/cat/a.jpg", jpeg())
+    job = start_import(project=project, kind=Kind.FOLDER, source_uri=str(data / "ds"), enqueue=False)
+    for _ in range(2):
+        assert imports.claim(job)
+        _lose_worker(job)
+    assert not imports.claim(job)  # a redelivered message may not take it a third time
+    assert imports.take_over_stale_imports(enqueue=False) == {"requeued": [], "failed": [job.pk]}
+    job.refresh_from_db()
+    assert job.state == ImportJob.State.FAILED and "worker lost 2 times" in job.message
+    assert job.finished_at is not None
+
+
+def test_a_worker_taken_over_stops_writing_progress(project, data):
+    put(data, "ds/train/cat/a.jpg", jpeg())
+    job = start_import(project=project, kind=Kind.FOLDER, source_uri=str(data / "ds"), enqueue=False)
+    slow = imports._Run(job, imports.claim(job))
+    slow.begin()
+    _lose_worker(job)
+    assert imports.claim(ImportJob.objects.get(pk=job.pk)) == 2  # the new worker
+    slow.count("processed", 5)
+    with pytest.raises(imports.Superseded):
+        slow.flush(force=True)
+    slow.finish(ImportJob.State.DONE, "slow worker's summary")
+    job.refresh_from_db()
+    assert (job.state, job.processed, job.message) == (ImportJob.State.RUNNING, 0, "")
+
+
+def test_the_beat_takes_stale_imports_over():
+    from labeling.celery import app
+
+    import labeling.tasks  # noqa: F401 - registers the tasks
+
+    entry = next(e for e in app.conf.beat_schedule.values() if e["task"] == "labeling.tasks.check_stale_imports")
+    assert entry["schedule"] <= 120
+    assert "labeling.tasks.check_stale_imports" in app.tasks

@@ -30,7 +30,7 @@ def jpeg_bytes(color=(200, 40, 40), size=(40, 30)) -> bytes:
 
 
 @pytest.fixture
-def shop(tmp_path):
+def shop(tmp_path, settings):
     """Dresses: neckline (v-neck, round, square) and sleeve (short, long); 4 ok images on
     disk, 1 corrupt, 1 missing; a few label events from an import and an annotator."""
     project, neck, (v, round_, square) = make_project()
@@ -38,6 +38,7 @@ def shop(tmp_path):
     labels = ensure_labels(sleeve, ["short", "long"])
     folder = tmp_path / "photos"
     folder.mkdir()
+    settings.IMPORT_ROOTS = [str(folder)]  # originals are served only from inside a storage root
     images = []
     for i, (split, label) in enumerate([("train", v), ("train", round_), ("test", v), ("train", None)]):
         path = folder / f"{i:02d}.jpg"

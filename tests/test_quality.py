@@ -302,3 +302,60 @@ def test_run_status_and_loss_curve():
     assert [(p["x"], p["loss"]) for p in s["loss_curve"]["train"]] == [(0.5, 1.5), (1.0, 1.0), (1.5, 0.5)]
     assert s["loss_curve"]["val"] == [{"x": 1.0, "loss": 1.25}]
     assert s["progress"]["eta_s"] == 3
+
+
+# --- the progress page: the whole run's share and ETA, the loss axis -------------------------------
+
+def test_overall_progress_grows_through_every_phase_and_ends_at_100(db):
+    """One share for the whole run (each phase weighed by its images), never falling back when
+    an epoch's validation or the final prediction pass starts; 100 % when done."""
+    project, task, labels = make_project()
+    run = TrainingRun.objects.create(project=project, task=task, state=TrainingRun.State.RUNNING,
+                                     config={"epochs": 2}, n_train=80, n_test=20)
+    # Units: training 3 x 80 per epoch, validation (the test split) 20 per epoch, final pass 100.
+    total = 2 * (240 + 20) + 100
+    steps = [({"phase": "train", "epoch": 1, "step": 5, "steps": 10, "t": 10}, 120 / total),
+             ({"phase": "train", "epoch": 1, "step": 10, "steps": 10, "t": 20}, 240 / total),
+             ({"phase": "eval", "epoch": 1, "step": 1, "steps": 2, "eta_s": 5, "t": 21}, 250 / total),
+             ({"phase": "train", "epoch": 2, "step": 5, "steps": 10, "t": 31}, (260 + 120) / total),
+             ({"phase": "embed", "epoch": 0, "step": 1, "steps": 4, "eta_s": 3, "t": 45}, (520 + 25) / total),
+             ({"phase": "load", "t": 50}, 0.99)]
+    shares = []
+    for progress, expected in steps:
+        run.progress = progress
+        got = quality.overall_progress(run)
+        assert got["share"] == pytest.approx(expected, abs=1e-4)
+        if progress["phase"] != "load":  # the elapsed time scaled by what is left
+            assert got["eta_s"] == pytest.approx(progress["t"] * (1 - expected) / expected, abs=0.1)
+        shares.append(got["share"])
+    assert shares == sorted(shares)
+    # The validation pass's own "5 s" is not the run's ETA: the rest of epoch 2 and the final pass are left.
+    run.progress = steps[2][0]
+    assert quality.overall_progress(run)["eta_s"] > 6 * steps[2][0]["eta_s"]
+    run.state, run.progress = TrainingRun.State.DONE, {"phase": "done", "t": 55}
+    assert quality.overall_progress(run) == {"share": 1.0, "eta_s": None, "phase": "done"}
+    run.state = TrainingRun.State.FAILED
+    run.history = [{"kind": "progress", "phase": "train", "epoch": 1, "step": 10, "steps": 10}]
+    run.progress = {"phase": "failed"}
+    assert quality.overall_progress(run)["share"] == pytest.approx(240 / total, abs=1e-4)
+    assert quality.overall_progress(run)["eta_s"] is None
+
+
+def test_loss_axis_is_clipped_after_a_huge_first_epoch_and_says_what_validation_is(db):
+    history = [{"kind": "progress", "phase": "train", "epoch": 1, "step": 1, "steps": 4, "loss": 20.0}]
+    history += [{"kind": "progress", "phase": "train", "epoch": e, "step": s, "steps": 4, "loss": 0.5 - e / 20}
+                for e in (1, 2, 3) for s in (2, 3, 4)]
+    history += [{"kind": "epoch", "epoch": e, "val_loss": 0.6 - e / 20} for e in (1, 2, 3)]
+    curve = quality.loss_curve(history)
+    later = max(c["loss"] for c in curve["train"] + curve["val"] if c["x"] > 1)
+    assert curve["clipped"] and curve["y_max"] == pytest.approx(1.5 * later) and curve["max_loss"] == 20.0
+    calm = quality.loss_curve(history[1:])
+    assert calm["clipped"] is False and calm["y_max"] is None
+
+    project, task, labels = make_project()
+    run = TrainingRun.objects.create(project=project, task=task, config={"epochs": 2})
+    assert quality.validation_source(run) == {"source": "test split (no val split, val_fraction=0)", "is_test": True}
+    run.config = {"val_fraction": 0.1}
+    assert quality.validation_source(run)["is_test"] is False
+    run.metrics = {"validation": {"source": "val split", "images": 9}}
+    assert quality.validation_source(run) == {"source": "val split", "is_test": False}

@@ -18,7 +18,7 @@ from labeling.models import ClassMetric, EventSource, Image, Prediction, Project
 from labeling.services import quality, runs
 from labeling.services.labels import ensure_labels, get_or_create_task
 from labeling.services.projects import project_storage_uri
-from labeling.services.retag import retag_image
+from labeling.services.retag import current_version, retag_image
 from labeling.services.run_results import load_predictions, read_json, read_predictions
 from labeling.services.storage_roots import add_root
 from mlcore import storage
@@ -175,7 +175,7 @@ def test_execute_loads_results_retrain_and_duplicate(transactional_db, tmp_path,
 
     # Retrain: same config, new snapshot of the current labels, parent = run.
     image = Image.objects.filter(project=project, split="train").order_by("key").first()
-    retag_image(image=image, task=task, label=labels["red"], by=annotator, expected_version=None,
+    retag_image(image=image, task=task, label=labels["red"], by=annotator, expected_version=1,
                 source=EventSource.ANNOTATOR)  # the first key is a blue image
     child = runs.retrain(run, by=scientist, enqueue=False)
     assert child.parent == run and child.config == run.config and child.trigger == "retrain"
@@ -299,7 +299,8 @@ def test_auto_retrain_after_n_retags_without_piling_up(db, tmp_path, annotator):
     images = list(Image.objects.filter(project=project).order_by("key"))
 
     def retag(image, label, source=EventSource.ANNOTATOR):
-        retag_image(image=image, task=task, label=labels[label], by=annotator, expected_version=None, source=source)
+        retag_image(image=image, task=task, label=labels[label], by=annotator,
+                    expected_version=current_version(image, task), source=source)
 
     # Keys sort by colour: images 0-2 are blue, 3-5 green, 6-8 red.
     retag(images[0], "red")

@@ -4,15 +4,19 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from ..models import MTurkBatch, MTurkItem, Task
 from ..services import mturk
 from ..services.mturk import client as mt
 from ..services.roles import ADMIN
+from .pagination import CheckedCursorPagination
+from .views import ID_REGEX
+from .serializers import FiniteJSONField, IdField, query
 
 
 class AdminOnly:
@@ -34,20 +38,20 @@ class BatchSerializer(serializers.ModelSerializer):
                   "synced_at", "applied_at", "apply_summary", "cost", "counts"]
         read_only_fields = fields
 
-    def get_cost(self, batch):
+    def get_cost(self, batch) -> dict:
         c = mturk.batch_cost(batch)
         return {"hits": c.hits, "assignments": c.assignments, "rewards": str(c.rewards), "fees": str(c.fees),
                 "total": str(c.total)}
 
-    def get_counts(self, batch):
+    def get_counts(self, batch) -> dict:
         return {s: batch.items.filter(is_gold=False, status=s).count() for s in MTurkItem.Status.values}
 
 
 class BuildSerializer(serializers.Serializer):
-    task = serializers.PrimaryKeyRelatedField(queryset=Task.objects.select_related("project"))
+    task = IdField(queryset=Task.objects.select_related("project"))
     name = serializers.CharField(required=False, allow_blank=True, default="")
     selection = serializers.ChoiceField(choices=sorted(mturk.SELECTORS), default="filter")
-    selection_params = serializers.DictField(required=False, default=dict)
+    selection_params = FiniteJSONField(required=False, default=dict)
     gold_image_ids = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
     production = serializers.BooleanField(required=False, default=False)
     assignments_per_image = serializers.IntegerField(required=False, default=3)
@@ -69,11 +73,37 @@ class BuildSerializer(serializers.Serializer):
                      "min_seconds_per_image", "reject_failed_gold")
 
 
-class BatchPagination(CursorPagination):
+    def validate_selection_params(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("selection_params is an object")
+        return value
+
+
+class ApplySerializer(serializers.Serializer):
+    reviewed = serializers.BooleanField(help_text="true: you reviewed the summary.")
+
+
+class ResultsSerializer(serializers.Serializer):
+    csv = serializers.CharField(required=False, allow_blank=True, default="",
+                                help_text="The requester site's results CSV (or upload it as the file ``results``).")
+    results = serializers.FileField(required=False)
+    final = serializers.BooleanField(required=False, default=False)
+
+
+class ExportQuery(serializers.Serializer):
+    what = serializers.ChoiceField(choices=["csv", "layout", "decisions"], required=False, default="csv")
+
+
+class BlockSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=1000)
+
+
+class BatchPagination(CheckedCursorPagination):
     ordering = "-created_at"
 
 
 class MTurkBatchViewSet(AdminOnly, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    lookup_value_regex = ID_REGEX
     queryset = MTurkBatch.objects.select_related("project", "task")
     serializer_class = BatchSerializer
     pagination_class = BatchPagination
@@ -95,6 +125,7 @@ class MTurkBatchViewSet(AdminOnly, mixins.CreateModelMixin, viewsets.ReadOnlyMod
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(BatchSerializer(batch).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 502: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])
     def balance(self, request, pk=None):
         batch = self.get_object()
@@ -104,6 +135,7 @@ class MTurkBatchViewSet(AdminOnly, mixins.CreateModelMixin, viewsets.ReadOnlyMod
             return Response({"detail": mt.error_message(exc)}, status=status.HTTP_502_BAD_GATEWAY)
         return Response({"available": str(b["available"]), "on_hold": str(b["on_hold"] or "")})
 
+    @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
     def send(self, request, pk=None):
         from ..mturk_tasks import mturk_send_batch
@@ -114,6 +146,7 @@ class MTurkBatchViewSet(AdminOnly, mixins.CreateModelMixin, viewsets.ReadOnlyMod
         mturk_send_batch.delay(batch.id)
         return Response({"queued": True}, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
     def sync(self, request, pk=None):
         from ..mturk_tasks import mturk_sync_batch
@@ -124,6 +157,7 @@ class MTurkBatchViewSet(AdminOnly, mixins.CreateModelMixin, viewsets.ReadOnlyMod
         mturk_sync_batch.delay(batch.id)
         return Response({"queued": True}, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])
     def summary(self, request, pk=None):
         s = mturk.review_summary(self.get_object())
@@ -138,17 +172,20 @@ class MTurkBatchViewSet(AdminOnly, mixins.CreateModelMixin, viewsets.ReadOnlyMod
             "changes": [{"from": f, "to": t, "n": n} for f, t, n in s.changes],
         })
 
+    @extend_schema(request=ApplySerializer, responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
     def apply(self, request, pk=None):
-        if request.data.get("reviewed") not in (True, "true", "1", 1):
+        if not query(ApplySerializer, request.data).get("reviewed"):
             return Response({"detail": "say you reviewed the summary: {\"reviewed\": true}"},
                             status=status.HTTP_400_BAD_REQUEST)
         return Response(mturk.apply_batch(self.get_object(), by=request.user))
 
+    @extend_schema(parameters=[ExportQuery], responses={(200, "text/csv"): OpenApiTypes.STR,
+                                                         409: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])
     def export(self, request, pk=None):
+        what = query(ExportQuery, request.query_params)["what"]
         batch = self.get_object()
-        what = request.query_params.get("what", "csv")
         try:
             if what == "layout":
                 return HttpResponse(mturk.layout_html(batch), content_type="text/html")
@@ -158,17 +195,33 @@ class MTurkBatchViewSet(AdminOnly, mixins.CreateModelMixin, viewsets.ReadOnlyMod
         except mturk.BatchError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
 
+    @extend_schema(request=ResultsSerializer, responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
     def results(self, request, pk=None):
-        upload = request.FILES.get("results")
-        text = upload.read().decode("utf-8-sig") if upload else request.data.get("csv", "")
+        body = query(ResultsSerializer, request.data)
         try:
-            r = mturk.import_results_csv(self.get_object(), text, final=bool(request.data.get("final")))
+            text = body["results"].read().decode("utf-8-sig") if body.get("results") else body["csv"]
+        except UnicodeDecodeError as exc:
+            return Response({"detail": f"the results file is not UTF-8 text: {exc}"}, status=status.HTTP_400_BAD_REQUEST)
+        if "\x00" in text:
+            return Response({"detail": "the results CSV holds NUL bytes"}, status=status.HTTP_400_BAD_REQUEST)
+        try:
+            r = mturk.import_results_csv(self.get_object(), text, final=body["final"])
         except mturk.BatchError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(r)
 
 
+WORKER_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description="The MTurk worker id.")
+
+
+@extend_schema_view(list=extend_schema(responses={200: OpenApiTypes.OBJECT}),
+                    block=extend_schema(request=BlockSerializer, parameters=[WORKER_ID],
+                                        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT,
+                                                   502: OpenApiTypes.OBJECT}),
+                    unblock=extend_schema(request=None, parameters=[WORKER_ID],
+                                          responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT,
+                                                     502: OpenApiTypes.OBJECT}))
 class MTurkWorkerViewSet(AdminOnly, viewsets.ViewSet):
     def list(self, request):
         return Response([{"worker_id": w.worker_id, "answers": w.answers, "agreement": w.agreement,
@@ -177,13 +230,21 @@ class MTurkWorkerViewSet(AdminOnly, viewsets.ViewSet):
 
     @action(detail=True, methods=["post"])
     def block(self, request, pk=None):
+        reason = query(BlockSerializer, request.data)["reason"]
         try:
-            w = mturk.block_worker(pk, reason=str(request.data.get("reason", "")))
+            w = mturk.block_worker(pk, reason=reason)
         except ValueError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        except Exception as exc:  # noqa: BLE001 - MTurk refused or is unreachable: say so, as a gateway error
+            return Response({"detail": mt.error_message(exc)}, status=status.HTTP_502_BAD_GATEWAY)
         return Response({"worker_id": w.worker_id, "blocked": w.blocked})
 
     @action(detail=True, methods=["post"])
     def unblock(self, request, pk=None):
-        w = mturk.unblock_worker(pk)
+        try:
+            w = mturk.unblock_worker(pk)
+        except ValueError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        except Exception as exc:  # noqa: BLE001 - as in block
+            return Response({"detail": mt.error_message(exc)}, status=status.HTTP_502_BAD_GATEWAY)
         return Response({"worker_id": w.worker_id, "blocked": w.blocked})

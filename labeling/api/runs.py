@@ -17,15 +17,17 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from ..models import ClassMetric, Task, TrainingRun
 from ..services import runs as run_service
 from ..services.roles import SCIENTIST
+from .pagination import CheckedCursorPagination
+from .views import ID_REGEX
+from .serializers import FiniteJSONField, IdField
 
 
-class RunPagination(CursorPagination):
+class RunPagination(CheckedCursorPagination):
     ordering = "-id"
     page_size = 50
     page_size_query_param = "page_size"
@@ -53,12 +55,18 @@ class RunSerializer(RunListSerializer):
 
 
 @extend_schema_field(OpenApiTypes.OBJECT)
-class ConfigField(serializers.JSONField):
-    pass
+class ConfigField(FiniteJSONField):
+    """A run's config: an object of settings (services.runs checks the names and values)."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("config is an object of settings, e.g. {\"epochs\": 3}")
+        return value
 
 
 class RunCreateSerializer(serializers.Serializer):
-    task = serializers.PrimaryKeyRelatedField(queryset=Task.objects.all())
+    task = IdField(queryset=Task.objects.all())
     config = ConfigField(required=False, default=dict,
                          help_text="arch, weights, epochs, batch_size, lr, class_weights (inverse/none), "
                                    "freeze_backbone, image_size, small_input, ... (defaults filled in)")
@@ -103,6 +111,7 @@ def config_error(e: run_service.RunConfigError) -> Response:
 class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Training runs: reading and starting them needs the scientist role."""
 
+    lookup_value_regex = ID_REGEX
     read_role = SCIENTIST
     write_role = SCIENTIST
     pagination_class = RunPagination
@@ -112,6 +121,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         qs = TrainingRun.objects.select_related("task", "created_by")
         if self.action != "list":
             return qs
+        qs = qs.main()  # suspects fold models are listed with their suspects run, not here
         params = self.request.query_params
         for name in ("task", "project"):
             if params.get(name, "").isdigit():
@@ -146,7 +156,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
         return Response(RunSerializer(run).data)
 
-    @extend_schema(request=None, responses={201: RunSerializer, 400: RunErrorSerializer})
+    @extend_schema(request=None, responses={201: RunSerializer, 400: RunErrorSerializer, 409: RunErrorSerializer})
     @action(detail=True, methods=["post"])
     def retrain(self, request, pk=None):
         """A new run with this run's config on the current labels (parent = this run)."""
@@ -154,6 +164,8 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             run = run_service.retrain(self.get_object(), by=request.user)
         except run_service.RunConfigError as e:
             return config_error(e)
+        except run_service.RunStateError as e:  # a suspects fold model
+            return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(parameters=[OpenApiParameter("since", OpenApiTypes.INT,

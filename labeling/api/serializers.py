@@ -4,7 +4,7 @@ the JSON renderer escapes them, nothing here interprets or sanitises them.
 Writes that do something (create a project, a task, a label, a retag, an import) go
 through labeling/services; the serializers only check the shape of the input.
 """
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -13,7 +13,66 @@ from ..services import labels as label_service
 from ..services import projects as project_service
 
 
-class ProjectSerializer(serializers.ModelSerializer):
+# The largest id the database holds (bigint primary keys).
+MAX_ID = 2**63 - 1
+
+
+class IdField(serializers.PrimaryKeyRelatedField):
+    """A related object by id, the id checked first as a whole number in the database's
+    range: ``1e400``, ``1.5``, ``true``, ``[1]`` or ``"x"`` are a 400 that says so, never a
+    crash in the ORM (``int(inf)`` raises OverflowError, which DRF does not catch)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and data.strip().isdigit():
+            data = int(data)
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        if not 1 <= data <= MAX_ID:
+            self.fail("does_not_exist", pk_value=data)
+        return super().to_internal_value(data)
+
+
+def query(serializer_class, data) -> dict:
+    """``data`` (query parameters, or a body) checked by ``serializer_class``: the valid
+    values, or a 400 that names what is wrong (raised, DRF answers it)."""
+    s = serializer_class(data=data)
+    s.is_valid(raise_exception=True)
+    return {k: v for k, v in s.validated_data.items() if v is not None}
+
+
+def reject_non_finite(value, path="body"):
+    """JSON numbers like ``1e400`` parse as infinity, ``NaN`` as NaN: no setting means
+    that, and ``int(inf)`` crashes deep in a service. Refuse them where they come in."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise serializers.ValidationError(f"{path}: {value!r} is not a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            reject_non_finite(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            reject_non_finite(v, f"{path}[{i}]")
+    elif isinstance(value, str) and "\x00" in value:
+        raise serializers.ValidationError(f"{path}: NUL characters are not allowed")
+
+
+class FiniteJSONField(serializers.JSONField):
+    """Free-form JSON (a config, selection parameters) without infinities, NaN or NUL bytes."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        reject_non_finite(value, self.field_name or "value")
+        return value
+
+
+class ModelSerializer(serializers.ModelSerializer):
+    """The API's model serializers: foreign keys are :class:`IdField` s."""
+
+    serializer_related_field = IdField
+
+
+class ProjectSerializer(ModelSerializer):
     class Meta:
         model = Project
         fields = ["id", "name", "slug", "description", "test_ratio", "auto_retrain_after", "created_at"]
@@ -27,20 +86,21 @@ class ProjectSerializer(serializers.ModelSerializer):
 
     def create(self, validated_data):
         try:
-            return project_service.create_project(
-                name=validated_data["name"], description=validated_data.get("description", ""),
-                test_ratio=validated_data.get("test_ratio"))
+            with transaction.atomic():  # a savepoint: the clash must not poison the request's transaction
+                return project_service.create_project(
+                    name=validated_data["name"], description=validated_data.get("description", ""),
+                    test_ratio=validated_data.get("test_ratio"))
         except IntegrityError:
             raise serializers.ValidationError({"name": ["a project with this name (or slug) already exists"]})
 
 
-class LabelBriefSerializer(serializers.ModelSerializer):
+class LabelBriefSerializer(ModelSerializer):
     class Meta:
         model = Label
         fields = ["id", "name", "position"]
 
 
-class TaskSerializer(serializers.ModelSerializer):
+class TaskSerializer(ModelSerializer):
     labels = LabelBriefSerializer(many=True, read_only=True, help_text="In their display order.")
     label_names = serializers.ListField(
         child=serializers.CharField(max_length=200), write_only=True, required=False,
@@ -71,7 +131,7 @@ class TaskSerializer(serializers.ModelSerializer):
         return instance
 
 
-class LabelSerializer(serializers.ModelSerializer):
+class LabelSerializer(ModelSerializer):
     class Meta:
         model = Label
         fields = ["id", "task", "name", "position"]
@@ -88,7 +148,7 @@ class LabelSerializer(serializers.ModelSerializer):
 
 
 class ReorderLabelsSerializer(serializers.Serializer):
-    label_ids = serializers.ListField(child=serializers.IntegerField(), allow_empty=False,
+    label_ids = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=MAX_ID), allow_empty=False,
                                       help_text="Every label id of the task, once each, in the new order.")
 
 
@@ -139,7 +199,7 @@ class ImageListSerializer(serializers.ListSerializer):
 _DATETIME = serializers.DateTimeField()
 
 
-class ImageSerializer(serializers.ModelSerializer):
+class ImageSerializer(ModelSerializer):
     """Read-only. ``to_representation`` builds the dict directly: a page of 100 images is
     the API's hottest path, and DRF's field-by-field walk costs more than the queries."""
 
@@ -166,7 +226,7 @@ class ImageSerializer(serializers.ModelSerializer):
         }
 
 
-class AnnotationSerializer(serializers.ModelSerializer):
+class AnnotationSerializer(ModelSerializer):
     updated_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
@@ -175,7 +235,7 @@ class AnnotationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class LabelEventSerializer(serializers.ModelSerializer):
+class LabelEventSerializer(ModelSerializer):
     by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:
@@ -185,11 +245,11 @@ class LabelEventSerializer(serializers.ModelSerializer):
 
 
 class RetagRequestSerializer(serializers.Serializer):
-    task = serializers.PrimaryKeyRelatedField(queryset=Task.objects.all())
-    label = serializers.PrimaryKeyRelatedField(queryset=Label.objects.all(), allow_null=True,
+    task = IdField(queryset=Task.objects.all())
+    label = IdField(queryset=Label.objects.all(), allow_null=True,
                                                help_text="null removes the label.")
     expected_version = serializers.IntegerField(
-        min_value=0, help_text="The annotation version you saw; 0 when the image had no label for the task.")
+        min_value=0, max_value=2**31 - 1, help_text="The annotation version you saw; 0 when the image had no label for the task.")
 
 
 class RetagResultSerializer(serializers.Serializer):
@@ -224,7 +284,7 @@ class RetagConflictSerializer(serializers.Serializer):
         return cls({"detail": str(conflict), "current": current}).data
 
 
-class ImportJobSerializer(serializers.ModelSerializer):
+class ImportJobSerializer(ModelSerializer):
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     progress = serializers.SerializerMethodField(help_text="processed / total, 0..1; null before the total is known.")
 
@@ -239,7 +299,7 @@ class ImportJobSerializer(serializers.ModelSerializer):
         return min(1.0, job.processed / job.total) if job.total else None
 
 
-class StorageRootSerializer(serializers.ModelSerializer):
+class StorageRootSerializer(ModelSerializer):
     class Meta:
         model = StorageRoot
         fields = ["id", "uri", "note", "created_at"]

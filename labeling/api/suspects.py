@@ -13,19 +13,29 @@
     POST /api/suspect-runs/{id}/restore/  {"label": id?}     scientist+: back in
     GET  /api/suspect-runs/{id}/near-duplicates/?kind=cross_split|label_conflict
     GET  /api/images/{id}/similar/?k=12
+    GET  /api/suspect-runs/{id}/quality/            people's verdicts per signal and class (Wilson intervals),
+                                                    figures against the truth task, fold models' health
+    POST /api/cleaning-runs/  {"run": id, "config": {"rounds": 3}}   scientist+; 201 / 400
+    GET  /api/cleaning-runs/{id}/                   rounds: run, exclusions per class, test macro-F1
+    POST /api/cleaning-runs/{id}/restore/  {"round": r?}   scientist+: its exclusions back into training
 """
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..models import Image, Label, Suspect, SuspectRun, TrainingRun
+from ..models import CleaningRun, Image, Label, NearDuplicate, Suspect, SuspectRun, TrainingRun
+from ..services import autoclean
+from ..services import suspect_quality
 from ..services import suspects as svc
 from ..services.retag import RetagConflict, current_version
 from ..services.roles import ANNOTATOR, SCIENTIST
 from .permissions import RolePermission
+from .serializers import MAX_ID, FiniteJSONField, IdField, query
 
 
 class SuspectRunSerializer(serializers.ModelSerializer):
@@ -53,6 +63,90 @@ class SuspectSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ResolveRequestSerializer(serializers.Serializer):
+    """What resolving a suspect needs, for the API and the queue page alike: the action, a
+    label of the suspect's task (action ``label``), and the annotation version the client
+    saw (every action but ``skip``: a retag without it could overwrite a concurrent one).
+
+    ``context["suspect"]`` is the suspect being resolved.
+    """
+
+    action = serializers.ChoiceField(choices=svc.ACTIONS)
+    label = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**63 - 1)
+    expected_version = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1,
+                                                help_text="The annotation version you saw; needed unless skip.")
+
+    def validate_label(self, value):
+        if value is None:
+            return None
+        label = Label.objects.filter(pk=value, task_id=self.context["suspect"].task_id).first()
+        if label is None:
+            raise serializers.ValidationError("not a label of this suspect's task")
+        return label
+
+    def validate(self, data):
+        if data["action"] != "skip" and data.get("expected_version") is None:
+            raise serializers.ValidationError({"expected_version": ["send the version of the label you saw"]})
+        if data["action"] == "label" and data.get("label") is None:
+            raise serializers.ValidationError({"label": ["action label needs a label"]})
+        return data
+
+
+def bad_request(errors) -> dict:
+    """The 400 body of the suspects endpoints: one line for a person, the field errors for code."""
+    text = "; ".join(f"{k}: {' '.join(map(str, v))}" if isinstance(v, list) else f"{k}: {v}"
+                     for k, v in (errors.items() if isinstance(errors, dict) else [("body", errors)]))
+    return {"error": "bad_request", "message": text, "errors": errors}
+
+
+class SuspectRunQuery(serializers.Serializer):
+    task = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    run = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    project = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+
+
+class SuspectRunCreateSerializer(serializers.Serializer):
+    run = IdField(queryset=TrainingRun.objects.all(), help_text="A finished training run.")
+    config = FiniteJSONField(required=False, default=dict, help_text="k, fold_epochs, knn, method, ... (defaults filled in)")
+
+    def validate_config(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("config is an object of settings")
+        return value
+
+
+class SuspectListQuery(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["open", *Suspect.Status.values], required=False)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=5000, default=500)
+
+
+class LabelQuery(serializers.Serializer):
+    label = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_ID,
+                                     help_text="A label of the suspects run's task; none: every class.")
+
+
+class RetagGroupSerializer(serializers.Serializer):
+    label = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    versions = serializers.DictField(child=serializers.IntegerField(min_value=0, max_value=2**31 - 1),
+                                     allow_empty=False, help_text="{image id: the annotation version you saw}")
+
+    def validate_versions(self, value):
+        out = {}
+        for k, v in value.items():
+            if not str(k).isdigit() or not 1 <= int(k) <= MAX_ID:
+                raise serializers.ValidationError(f"{k!r} is not an image id")
+            out[int(k)] = v
+        return out
+
+
+class NearDuplicateQuery(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=NearDuplicate.Kind.values, required=False)
+
+
+class SimilarQuery(serializers.Serializer):
+    k = serializers.IntegerField(required=False, min_value=1, max_value=100, default=12)
+
+
 class Base(APIView):
     permission_classes = [RolePermission]
     read_role = ANNOTATOR
@@ -63,54 +157,62 @@ def _sr(pk) -> SuspectRun:
     return get_object_or_404(SuspectRun.objects.select_related("run", "task"), pk=pk)
 
 
-def _label_param(sr: SuspectRun, value) -> int | None:
-    if value in (None, ""):
+def _label_param(sr: SuspectRun, data) -> int | None:
+    """The ``label`` of a query or body (checked by :class:`LabelQuery`), a label of the run's task."""
+    value = query(LabelQuery, data).get("label")
+    if value is None:
         return None
-    return get_object_or_404(Label, pk=int(value), task_id=sr.task_id).pk
+    return get_object_or_404(Label, pk=value, task_id=sr.task_id).pk
+
+
+OBJECT = {200: OpenApiTypes.OBJECT}
 
 
 class SuspectRunList(Base):
     write_role = SCIENTIST
 
+    @extend_schema(parameters=[SuspectRunQuery], responses={200: SuspectRunSerializer(many=True)})
     def get(self, request):
         qs = SuspectRun.objects.all()
-        for name in ("task", "run", "project"):
-            v = request.query_params.get(name, "")
-            if v.isdigit():
-                qs = qs.filter(**{f"{name}_id": int(v)})
+        for name, value in query(SuspectRunQuery, request.query_params).items():
+            qs = qs.filter(**{f"{name}_id": value})
         return Response(SuspectRunSerializer(qs.order_by("-id")[:200], many=True).data)
 
+    @extend_schema(request=SuspectRunCreateSerializer,
+                   responses={201: SuspectRunSerializer, 400: OpenApiResponse(description="Bad run or config.")})
     def post(self, request):
-        run_id = request.data.get("run")
-        run = get_object_or_404(TrainingRun, pk=int(run_id)) if str(run_id or "").isdigit() else None
-        if run is None:
-            return Response({"detail": "send run (a training run id)"}, status=400)
+        body = SuspectRunCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
         try:
-            sr = svc.start_suspect_run(run=run, by=request.user, config=request.data.get("config") or {})
+            sr = svc.start_suspect_run(run=body.validated_data["run"], by=request.user,
+                                       config=body.validated_data["config"])
         except svc.SuspectError as e:
             return Response({"detail": str(e)}, status=400)
         return Response(SuspectRunSerializer(sr).data, status=201)
 
 
 class SuspectRunDetail(Base):
+    @extend_schema(responses=OBJECT)
     def get(self, request, pk):
         sr = _sr(pk)
         return Response({**SuspectRunSerializer(sr).data, "status": svc.status(sr), "queue": svc.queue_counts(sr)})
 
 
 class SuspectList(Base):
+    @extend_schema(parameters=[SuspectListQuery], responses={200: SuspectSerializer(many=True)})
     def get(self, request, pk):
         sr = _sr(pk)
-        wanted = request.query_params.get("status", "")
+        q = query(SuspectListQuery, request.query_params)
+        wanted = q.get("status", "")
         qs = svc.queue(sr) if wanted == "open" else Suspect.objects.filter(suspect_run=sr)
         if wanted and wanted != "open":
             qs = qs.filter(status=wanted)
-        limit = request.query_params.get("limit", "500")
-        qs = qs.select_related("given_label", "suggested_label", "resolved_by").order_by("-score", "id")
-        return Response(SuspectSerializer(qs[: int(limit) if limit.isdigit() else 500], many=True).data)
+        qs = qs.select_related("given_label", "suggested_label", "resolved_by").order_by("-score", "rank", "id")
+        return Response(SuspectSerializer(qs[: q["limit"]], many=True).data)
 
 
 class NextSuspect(Base):
+    @extend_schema(request=None, responses={200: SuspectSerializer, 204: OpenApiResponse(description="None left.")})
     def post(self, request, pk):
         s = svc.lease_next(_sr(pk), request.user)
         if s is None:
@@ -126,21 +228,17 @@ def conflict(suspect: Suspect, message: str) -> Response:
 
 
 class ResolveSuspect(Base):
+    @extend_schema(request=ResolveRequestSerializer,
+                   responses={200: SuspectSerializer, 400: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
     def post(self, request, pk):
         suspect = get_object_or_404(Suspect.objects.select_related("image", "task"), pk=pk)
-        action = request.data.get("action")
-        label = None
-        if request.data.get("label") not in (None, ""):
-            label = Label.objects.filter(pk=int(request.data["label"]), task_id=suspect.task_id).first()
-            if label is None:
-                return Response({"error": "bad_request", "message": "label is not a label of this task"}, status=400)
-        expected = request.data.get("expected_version")
+        body = ResolveRequestSerializer(data=request.data, context={"suspect": suspect})
+        if not body.is_valid():
+            return Response(bad_request(body.errors), status=400)
+        d = body.validated_data
         try:
-            expected = None if action == "skip" and expected is None else int(expected)
-        except (TypeError, ValueError):
-            return Response({"error": "bad_request", "message": "send expected_version"}, status=400)
-        try:
-            s = svc.resolve(suspect, user=request.user, action=action, label=label, expected_version=expected)
+            s = svc.resolve(suspect, user=request.user, action=d["action"], label=d.get("label"),
+                            expected_version=d.get("expected_version"))
         except RetagConflict:
             return conflict(suspect, "Someone else changed this label since you saw it. Nothing was overwritten.")
         except svc.SuspectResolved as e:
@@ -151,9 +249,10 @@ class ResolveSuspect(Base):
 
 
 class ClusterView(Base):
+    @extend_schema(parameters=[LabelQuery], responses=OBJECT)
     def get(self, request, pk):
         sr = _sr(pk)
-        label_id = _label_param(sr, request.query_params.get("label"))
+        label_id = _label_param(sr, request.query_params)
         if label_id is None:
             return Response([{"label": r["label"].pk, "label_name": r["label"].name,
                               **{k: r[k] for k in ("clusters", "core", "outliers", "suspects")}}
@@ -166,49 +265,190 @@ class ClusterView(Base):
 
 
 class RetagGroup(Base):
+    @extend_schema(request=RetagGroupSerializer, responses=OBJECT)
     def post(self, request, pk):
+        """Retag images to one label, each with the version you saw; conflicts are listed, not overwritten."""
         sr = _sr(pk)
-        label = get_object_or_404(Label, pk=int(request.data.get("label") or 0), task_id=sr.task_id)
-        try:
-            versions = {int(k): int(v) for k, v in (request.data.get("versions") or {}).items()}
-        except (TypeError, ValueError, AttributeError):
-            return Response({"error": "bad_request", "message": "versions: {image_id: version}"}, status=400)
-        return Response(svc.retag_group(sr, versions=versions, label=label, by=request.user))
+        body = RetagGroupSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        label = get_object_or_404(Label, pk=body.validated_data["label"], task_id=sr.task_id)
+        return Response(svc.retag_group(sr, versions=body.validated_data["versions"], label=label, by=request.user))
 
 
 class Exclude(Base):
     write_role = SCIENTIST
 
+    @extend_schema(request=LabelQuery, responses=OBJECT)
     def post(self, request, pk):
         sr = _sr(pk)
-        n = svc.exclude_outliers(sr, label_id=_label_param(sr, request.data.get("label")), by=request.user)
+        n = svc.exclude_outliers(sr, label_id=_label_param(sr, request.data), by=request.user)
         return Response({"excluded": n, "summary": svc.exclusion_summary(sr.task)})
 
 
 class Restore(Base):
     write_role = SCIENTIST
 
+    @extend_schema(request=LabelQuery, responses=OBJECT)
     def post(self, request, pk):
         sr = _sr(pk)
-        n = svc.restore_exclusions(sr.task, label_id=_label_param(sr, request.data.get("label")))
+        n = svc.restore_exclusions(sr.task, label_id=_label_param(sr, request.data))
         return Response({"restored": n, "summary": svc.exclusion_summary(sr.task)})
 
 
 class NearDuplicates(Base):
+    @extend_schema(parameters=[NearDuplicateQuery], responses=OBJECT)
     def get(self, request, pk):
-        pairs = svc.near_duplicate_pairs(_sr(pk), request.query_params.get("kind") or None)
+        from ..services.duplicates import near_duplicate_pairs
+
+        kind = query(NearDuplicateQuery, request.query_params).get("kind")
+        pairs = near_duplicate_pairs(_sr(pk), kind or None)
         return Response([{"image_a": p.image_a_id, "image_b": p.image_b_id, "similarity": p.similarity,
-                          "kind": p.kind, "split_a": p.image_a.split, "split_b": p.image_b.split,
+                          "kind": p.kind, "method": p.method, "split_a": p.image_a.split, "split_b": p.image_b.split,
                           "label_a": p.label_a, "label_b": p.label_b} for p in pairs])
 
 
 class SimilarImages(Base):
+    @extend_schema(parameters=[SimilarQuery], responses=OBJECT)
     def get(self, request, pk):
         from ..services.similar import similar_images
 
         image = get_object_or_404(Image, pk=pk)
-        k = request.query_params.get("k", "12")
-        out = similar_images(image, k=min(int(k), 100) if k.isdigit() else 12)
+        out = similar_images(image, k=query(SimilarQuery, request.query_params)["k"])
         return Response({"suspect_run": out["run"].pk if out["run"] else None,
                          "items": [{"image": it["image"].pk, "similarity": it["similarity"], "label": it["label"],
                                     "split": it["image"].split} for it in out["items"]]})
+
+
+class ShareSerializer(serializers.Serializer):
+    n = serializers.IntegerField(help_text="reviewed suspects")
+    changed = serializers.IntegerField()
+    kept = serializers.IntegerField()
+    share = serializers.FloatField(allow_null=True, help_text="changed / n: the precision as reviewed")
+    low = serializers.FloatField(allow_null=True, help_text="95% Wilson interval, lower end")
+    high = serializers.FloatField(allow_null=True, help_text="95% Wilson interval, upper end")
+
+
+class SignalShareSerializer(ShareSerializer):
+    signal = serializers.ChoiceField(choices=[name for _, name in suspect_quality.SIGNALS])
+
+
+class ClassShareSerializer(ShareSerializer):
+    label = serializers.IntegerField()
+    label_name = serializers.CharField(allow_null=True)
+
+
+class HumanQualitySerializer(serializers.Serializer):
+    suspects = serializers.IntegerField()
+    reviewed = serializers.IntegerField()
+    overall = ShareSerializer()
+    by_signal = SignalShareSerializer(many=True)
+    by_class = ClassShareSerializer(many=True)
+
+
+class TruthQualitySerializer(serializers.Serializer):
+    truth_task = serializers.CharField()
+    truth_task_id = serializers.IntegerField()
+    images = serializers.IntegerField(help_text="scored images with a truth label")
+    errors = serializers.IntegerField(required=False, help_text="of them mislabelled (given != truth)")
+    flagged = serializers.IntegerField(required=False)
+    true_positives = serializers.IntegerField(required=False)
+    precision = serializers.FloatField(required=False, allow_null=True)
+    recall = serializers.FloatField(required=False, allow_null=True)
+    f1 = serializers.FloatField(required=False, allow_null=True)
+    k = serializers.IntegerField(required=False, help_text="= errors")
+    precision_at_k = serializers.FloatField(required=False, allow_null=True)
+    auroc = serializers.FloatField(required=False, allow_null=True)
+
+
+class FoldHealthSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    state = serializers.CharField()
+    macro_f1 = serializers.FloatField(allow_null=True, help_text="on the fold's held-out images")
+    collapsed = serializers.BooleanField(help_text="predicted a single class")
+    weak = serializers.BooleanField()
+    why = serializers.CharField()
+    epochs = serializers.IntegerField(allow_null=True)
+    progress = serializers.DictField()
+
+
+class EvidenceSerializer(serializers.Serializer):
+    main_macro_f1 = serializers.FloatField(allow_null=True)
+    chance = serializers.FloatField()
+    weak_ratio = serializers.FloatField()
+    folds = FoldHealthSerializer(many=True)
+    weak = serializers.BooleanField()
+    warning = serializers.CharField()
+
+
+class QualitySerializer(serializers.Serializer):
+    suspect_run = serializers.IntegerField()
+    human = HumanQualitySerializer(allow_null=True)
+    truth = TruthQualitySerializer(allow_null=True, help_text="null without a truth task")
+    evidence = EvidenceSerializer()
+
+
+class SuspectRunQuality(Base):
+    """How good the run's suspects proved (labeling/services/suspect_quality.py has the rules)."""
+
+    @extend_schema(responses={200: QualitySerializer})
+    def get(self, request, pk):
+        return Response(suspect_quality.quality(_sr(pk)))
+
+
+class CleaningRunSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = CleaningRun
+        fields = ["id", "project", "task", "run", "config", "state", "state_reason", "stopped", "rounds",
+                  "created_by", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
+class CleaningRunList(Base):
+    write_role = SCIENTIST
+
+    @extend_schema(responses={200: CleaningRunSerializer(many=True)})
+    def get(self, request):
+        qs = CleaningRun.objects.all()
+        for name in ("task", "run", "project"):
+            v = request.query_params.get(name, "")
+            if v.isdigit():
+                qs = qs.filter(**{f"{name}_id": int(v)})
+        return Response(CleaningRunSerializer(qs.order_by("-id")[:200], many=True).data)
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={201: CleaningRunSerializer,
+                                                           400: OpenApiResponse(description="what is wrong")})
+    def post(self, request):
+        run_id = request.data.get("run")
+        if not str(run_id or "").isdigit():
+            return Response({"detail": "send run (a training run id)"}, status=400)
+        run = get_object_or_404(TrainingRun, pk=int(run_id))
+        config = request.data.get("config") or {}
+        if not isinstance(config, dict):
+            return Response({"detail": "config is an object: {\"rounds\": n, \"cluster_threshold\": x}"}, status=400)
+        try:
+            job = autoclean.start_cleaning(run=run, by=request.user, config=config)
+        except autoclean.CleaningError as e:
+            return Response({"detail": str(e)}, status=400)
+        return Response(CleaningRunSerializer(job).data, status=201)
+
+
+class CleaningRunDetail(Base):
+    @extend_schema(responses={200: CleaningRunSerializer})
+    def get(self, request, pk):
+        job = get_object_or_404(CleaningRun, pk=pk)
+        return Response({**CleaningRunSerializer(job).data, "summary": autoclean.summary(job)})
+
+
+class CleaningRestore(Base):
+    write_role = SCIENTIST
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request, pk):
+        job = get_object_or_404(CleaningRun, pk=pk)
+        r = request.data.get("round")
+        if r not in (None, "") and not str(r).isdigit():
+            return Response({"detail": "round is a round number"}, status=400)
+        n = autoclean.restore_cleaning(job, round=None if r in (None, "") else int(r))
+        return Response({"restored": n, "summary": autoclean.summary(job)})

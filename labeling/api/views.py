@@ -10,15 +10,16 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination, PageNumberPagination
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
 from ..models import Annotation, Image, ImportJob, Label, LabelEvent, Project, StorageRoot, Task
 from ..services.roles import ADMIN, ANNOTATOR
 from . import filters, serializers
+from .pagination import CheckedCursorPagination
 
 
-class IdCursorPagination(CursorPagination):
+class IdCursorPagination(CheckedCursorPagination):
     """Keyset pages in id order: page 10,000 costs what page 1 costs (``id > cursor``)."""
 
     ordering = "id"
@@ -39,13 +40,20 @@ class SmallPagination(PageNumberPagination):
     max_page_size = 1000
 
 
+# Router ids are whole numbers (bigint): anything else in the path is a 404 from the
+# resolver, never a ValueError from the ORM.
+ID_REGEX = r"[0-9]{1,18}"
+
+
 class ProjectViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
+    lookup_value_regex = ID_REGEX
     queryset = Project.objects.order_by("name", "id")
     serializer_class = serializers.ProjectSerializer
     pagination_class = SmallPagination
 
 
 class TaskViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
+    lookup_value_regex = ID_REGEX
     queryset = Task.objects.order_by("project_id", "name", "id").prefetch_related(
         Prefetch("labels", queryset=Label.objects.order_by("position", "id")))
     serializer_class = serializers.TaskSerializer
@@ -73,6 +81,7 @@ class TaskViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Rea
 class LabelViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Labels in their display order (task, position)."""
 
+    lookup_value_regex = ID_REGEX
     queryset = Label.objects.order_by("task_id", "position", "id")
     serializer_class = serializers.LabelSerializer
     filterset_class = filters.LabelFilter
@@ -83,6 +92,7 @@ class ImageViewSet(viewsets.ReadOnlyModelViewSet):
     """Images in id order, by cursor, each with its current labels (one query for the
     page, one for the page's annotations: see serializers.ImageListSerializer)."""
 
+    lookup_value_regex = ID_REGEX
     queryset = Image.objects.all()
     serializer_class = serializers.ImageSerializer
     filterset_class = filters.ImageFilter
@@ -114,6 +124,7 @@ class ImageViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 class AnnotationViewSet(viewsets.ReadOnlyModelViewSet):
+    lookup_value_regex = ID_REGEX
     queryset = Annotation.objects.select_related("updated_by")
     serializer_class = serializers.AnnotationSerializer
     filterset_class = filters.AnnotationFilter
@@ -123,6 +134,7 @@ class AnnotationViewSet(viewsets.ReadOnlyModelViewSet):
 class LabelEventViewSet(viewsets.ReadOnlyModelViewSet):
     """Every label change, newest first."""
 
+    lookup_value_regex = ID_REGEX
     queryset = LabelEvent.objects.select_related("by")
     serializer_class = serializers.LabelEventSerializer
     filterset_class = filters.LabelEventFilter
@@ -133,6 +145,7 @@ class ImportJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Imports, newest first, with their progress: admins only, like the import pages
     (jobs name source paths, buckets and the problems found)."""
 
+    lookup_value_regex = ID_REGEX
     read_role = ADMIN
     queryset = ImportJob.objects.select_related("created_by")
     serializer_class = serializers.ImportJobSerializer
@@ -158,6 +171,7 @@ class StorageRootViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, view
     """Where imports may read from. Admins only, reading included. A root is added or
     removed, never edited (imports already checked against it)."""
 
+    lookup_value_regex = ID_REGEX
     queryset = StorageRoot.objects.order_by("uri")
     serializer_class = serializers.StorageRootSerializer
     pagination_class = SmallPagination

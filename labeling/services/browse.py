@@ -114,7 +114,7 @@ def parse_filter(project: Project, params) -> GridFilter:
     Without a ``task`` parameter the project's first task is chosen, so the grid always
     has a facet to count and filter by.
     """
-    tasks = list(project.tasks.all())
+    tasks = list(project.tasks.filter(truth_of__isnull=True))  # truth tasks are hidden (suspect_quality)
     task_id = int_or_none(params.get("task"))
     task = next((t for t in tasks if t.id == task_id), tasks[0] if tasks else None)
     f = GridFilter(project=project, task=task)
@@ -170,7 +170,7 @@ def grid_page(f: GridFilter, *, after: int | None = None, before: int | None = N
 
 
 def _with_labels(project: Project, images: list[Image]) -> list[GridCell]:
-    tasks = list(project.tasks.all())
+    tasks = list(project.tasks.filter(truth_of__isnull=True))  # truth tasks are hidden (suspect_quality)
     current = {}
     for a in Annotation.objects.filter(image__in=[i.id for i in images]).select_related("label"):
         current[(a.image_id, a.task_id)] = a.label
@@ -227,7 +227,7 @@ class Facet:
 
 def facets(image: Image) -> list[Facet]:
     """Each task of the image's project with its ordered labels and the image's current label."""
-    tasks = list(image.project.tasks.prefetch_related("labels"))
+    tasks = list(image.project.tasks.filter(truth_of__isnull=True).prefetch_related("labels"))  # truth: hidden
     notes = {a.task_id: a for a in Annotation.objects.filter(image=image).select_related("label")}
     out = []
     for t in tasks:
@@ -240,7 +240,7 @@ def facets(image: Image) -> list[Facet]:
 
 def history(image: Image, limit: int = 500) -> list[LabelEvent]:
     """The image's label events, newest first, with who/from/to ready to show."""
-    return list(LabelEvent.objects.filter(image=image)
+    return list(LabelEvent.objects.filter(image=image, task__truth_of__isnull=True)  # truth tasks: hidden
                 .select_related("task", "from_label", "to_label", "by")
                 .order_by("-created_at", "-id")[:limit])
 

@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
-from urllib.parse import unquote, urlparse
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image as PILImage
 
@@ -54,7 +53,6 @@ logger = logging.getLogger(__name__)
 MAX_PROBLEMS = 200            # problems kept on the job; ``problems_total`` counts them all
 CHUNK = 32                    # rows written per transaction
 PROGRESS_EVERY_S = 1.0        # how often the job row is updated for the progress bar
-MAX_MEMBER_BYTES = 512 << 20  # an archive member larger than this is refused (zip bombs)
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 SPLITS = {Split.TRAIN.value, Split.TEST.value}
 Kind = ImportJob.Kind
@@ -148,6 +146,7 @@ class Entry:
     split: str | None = None
     labels: dict[str, str] = field(default_factory=dict)  # task name -> label name
     copy: bool = False                 # archive member: store the bytes at ``uri`` when (re)validated
+    store: str = ""                    # ... and only inside this folder (checked at the write)
     refused: str = ""                  # why the row cannot be taken at all
 
 
@@ -191,6 +190,9 @@ def _layout(key: str) -> tuple[str | None, str]:
 def _layout_entry(row: int, key: str, shown: str, task: str, **kw) -> Entry:
     entry = Entry(row=row, key=key, shown=shown, **kw)
     if entry.refused:
+        return entry
+    if "\x00" in key:
+        entry.refused = "a NUL byte in the name"
         return entry
     try:
         entry.split, label = _layout(key)
@@ -241,7 +243,11 @@ def _s3_source(uri: str, roots: list[Root], task: str) -> Source:
 
 
 def unsafe_member(info: zipfile.ZipInfo) -> str:
-    """Why an archive member must not be read or extracted ("" when it is fine)."""
+    """Why an archive member must not be read or extracted ("" when it is fine).
+
+    Sizes come from the archive's directory; :mod:`zipfile` never returns more bytes than
+    that says (a member that lies fails its CRC), so these limits bound what is read.
+    """
     name = info.filename.replace("\\", "/")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         return f"absolute path {info.filename!r} in archive refused"
@@ -249,8 +255,14 @@ def unsafe_member(info: zipfile.ZipInfo) -> str:
         return f"path {info.filename!r} climbs out of the archive with '..'; refused"
     if stat.S_ISLNK(info.external_attr >> 16):
         return f"symbolic link {info.filename!r} in archive refused"
-    if info.file_size > MAX_MEMBER_BYTES:
-        return f"member {info.filename!r} is {info.file_size:,} bytes uncompressed (limit {MAX_MEMBER_BYTES:,})"
+    limit = settings.IMPORT_ZIP_MAX_MEMBER_BYTES
+    if info.file_size > limit:
+        return f"member {info.filename!r} is {info.file_size:,} bytes uncompressed (limit {limit:,})"
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > 64 << 10 and ratio > settings.IMPORT_ZIP_MAX_RATIO:
+        return (f"member {info.filename!r} has a compression ratio of {ratio:,.0f}:1 "
+                f"(limit {settings.IMPORT_ZIP_MAX_RATIO:g}:1, IMPORT_ZIP_MAX_RATIO): images do not "
+                "compress like that; refused")
     return ""
 
 
@@ -283,20 +295,36 @@ def safe_extract(zip_path: str | os.PathLike, dest_dir: str | os.PathLike) -> tu
 
 def _zip_source(project: Project, uri: str, path: Path, task: str) -> Source:
     """Members are read straight from the archive; their bytes are kept in project storage
-    (``originals/<archive>/<key>``) because training needs a URI to read them from."""
+    (``originals/<archive>/<key>``) because training needs a URI to read them from.
+
+    A member's name is data: it is quoted into the URI (:func:`mlcore.storage.join`), so a
+    ``%2e%2e%2f`` or a ``?`` stays part of a file name inside the store, and the write itself
+    is fenced to the store. The archive is refused as a whole when what it would expand to
+    passes ``IMPORT_ZIP_MAX_EXPANDED_BYTES``: nothing is read then.
+    """
     zf = zipfile.ZipFile(path)
     digest = hashlib.sha256(uri.encode()).hexdigest()[:8]
-    store = project_storage_uri(project, "originals", f"{path.stem}-{digest}")
-    entries = []
+    store = storage.to_uri(project_storage_uri(project, "originals", f"{path.stem}-{digest}"))
+    entries, expanded = [], 0
     for info in zf.infolist():
         if info.is_dir() or _hidden(info.filename):
             continue
         key = posixpath.normpath(info.filename.replace("\\", "/"))
-        reason = unsafe_member(info)
-        entries.append(_layout_entry(
-            len(entries) + 1, key, f"{uri}!{info.filename}", task, refused=reason, copy=True,
-            uri="" if reason else storage.join(store, key),
-            read=lambda i=info: zf.read(i)))
+        reason, member_uri = unsafe_member(info), ""
+        if not reason:
+            try:
+                member_uri = storage.to_uri(storage.join(store, key))
+            except (OSError, ValueError) as e:
+                reason = f"member name {info.filename!r} cannot be stored: {e}"
+        entry = _layout_entry(len(entries) + 1, key, f"{uri}!{info.filename}", task, refused=reason, copy=True,
+                              uri=member_uri, store=store, read=lambda i=info: zf.read(i))
+        entries.append(entry)
+        expanded += 0 if entry.refused else info.file_size
+    limit = settings.IMPORT_ZIP_MAX_EXPANDED_BYTES
+    if expanded > limit:
+        zf.close()
+        raise ImportRefused(f"the archive would expand to {expanded:,} bytes of images, more than the limit "
+                            f"of {limit:,} (IMPORT_ZIP_MAX_EXPANDED_BYTES); nothing was imported")
     return Source(uri, [task], entries, close=zf.close)
 
 
@@ -324,21 +352,30 @@ def _manifest_source(uri: str, roots: list[Root]) -> Source:
 
 
 def _manifest_entry(line: int, row: dict, tasks: list[str], base: str, roots: list[Root]) -> Entry:
+    """One row; whatever is wrong with it (a NUL byte, a URI that does not parse) is this
+    row's problem only."""
     written = row.get("uri", "")
-    entry = Entry(row=line, key=manifest_key(written), shown=written,
-                  labels={t: row.get(t, "") for t in tasks if row.get(t)})
-    split = row.get("split", "").lower()
-    if not written:
-        entry.refused = "empty uri"
-    elif split and split not in SPLITS:
-        entry.refused = f"split {split!r} is neither train nor test"
-    else:
-        entry.split = split or None
-        try:
+    entry = Entry(row=line, key="", shown=written.replace("\x00", "\\x00"))
+    try:
+        nul = next((h for h, v in row.items() if "\x00" in v), None)
+        if nul is not None:
+            entry.refused = f"a NUL byte in column {nul!r}"
+            return entry
+        entry.key = manifest_key(written)
+        entry.labels = {t: row.get(t, "") for t in tasks if row.get(t)}
+        split = row.get("split", "").lower()
+        if not written:
+            entry.refused = "empty uri"
+        elif split and split not in SPLITS:
+            entry.refused = f"split {split!r} is neither train nor test"
+        else:
+            entry.split = split or None
             entry.uri = check_allowed(_resolve(base, written), roots)
             entry.read = lambda u=entry.uri: storage.read_bytes(u)
-        except SourceRefused as e:
-            entry.refused = e.reason
+    except SourceRefused as e:
+        entry.refused = e.reason
+    except (ValueError, OSError) as e:
+        entry.refused = f"bad uri: {e}"
     return entry
 
 
@@ -351,7 +388,7 @@ def manifest_key(written: str) -> str:
         bucket, key = storage.split_s3(w)
         return f"s3://{bucket}/{posixpath.normpath(key)}"
     if w.startswith("file://"):
-        return "file://" + posixpath.normpath(unquote(urlparse(w).path))
+        return "file://" + posixpath.normpath(str(storage.local_path(w)))
     if "://" in w:
         return w
     return posixpath.normpath(w)
@@ -404,13 +441,15 @@ def inspect(project: Project, entry: Entry, known: Known | None) -> Inspection:
         return found
     found.validated = True
     try:
-        if entry.copy:
-            storage.write_bytes(entry.uri, data)
         picture = decode(data, settings.IMAGE_MAX_PIXELS)
+    except CorruptImage as e:  # kept as a corrupt image with the reason; its bytes are not stored
+        found.status, found.reason = ImageStatus.CORRUPT, e.reason
+        return found
+    try:
+        if entry.copy:  # only bytes that decoded, and only inside the store
+            storage.write_bytes(entry.uri, data, within=entry.store)
         found.width, found.height = picture.size
         found.thumbnail_uri = store_thumbnail(project, found.checksum, picture)
-    except CorruptImage as e:
-        found.status, found.reason = ImageStatus.CORRUPT, e.reason
     except Exception as e:  # noqa: BLE001 - e.g. the thumbnail store failed: this row only
         return Inspection(error=f"cannot store: {_short(e)}")
     return found
@@ -438,20 +477,24 @@ def ordered_map(pool: ThreadPoolExecutor, fn, items: Iterable, window: int) -> I
 def run_import(job: ImportJob) -> ImportJob:
     """Do the import in this process. A finished job (done or failed), or one that another
     worker is running (a redelivered message), is returned as is."""
-    if not claim(job):
+    attempt = claim(job)
+    if not attempt:
         job.refresh_from_db()
         return job
-    run = _Run(job)
-    run.begin()
-    if settings.IMAGE_MAX_PIXELS > (PILImage.MAX_IMAGE_PIXELS or 0):
-        PILImage.MAX_IMAGE_PIXELS = settings.IMAGE_MAX_PIXELS  # never lower a process-wide limit
+    run = _Run(job, attempt)
     source = None
     try:
+        run.begin()
+        if settings.IMAGE_MAX_PIXELS > (PILImage.MAX_IMAGE_PIXELS or 0):
+            PILImage.MAX_IMAGE_PIXELS = settings.IMAGE_MAX_PIXELS  # never lower a process-wide limit
         roots = allowed_roots()
         source = open_source(job, roots)
         run.set_total(len(source.entries))
         _sync(run, source)
         run.finish(State.DONE, run.summary())
+    except Superseded:
+        logger.warning("import job %s: taken over by another worker; this one stops", job.id)
+        job.refresh_from_db()
     except ImportRefused as e:
         run.finish(State.FAILED, e.reason)
     except Exception as e:  # noqa: BLE001 - the job records the failure for the page to show
@@ -463,14 +506,67 @@ def run_import(job: ImportJob) -> ImportJob:
     return job
 
 
-def claim(job: ImportJob) -> bool:
-    """Take the job for this process: a queued one, or a running one whose worker died (no
-    heartbeat for IMPORT_STALE_AFTER_S). One process wins; the sync is idempotent, so a
-    job taken over starts again from the top."""
-    stale = timezone.now() - timedelta(seconds=settings.IMPORT_STALE_AFTER_S)
-    lost = Q(state=State.RUNNING) & (Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale))
-    return ImportJob.objects.filter(Q(pk=job.pk) & (Q(state=State.QUEUED) | lost)).update(
-        state=State.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()) == 1
+class Superseded(Exception):
+    """The job was taken over (its attempt counter moved on): this worker must stop writing."""
+
+
+def _lost(stale_after: float) -> Q:
+    stale = timezone.now() - timedelta(seconds=stale_after)
+    return Q(state=State.RUNNING) & (Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale))
+
+
+def claim(job: ImportJob) -> int:
+    """Take the job for this process; returns its attempt number (0: not taken).
+
+    A queued job is taken, or a running one whose worker died (no heartbeat for
+    IMPORT_STALE_AFTER_S) while it has attempts left. One process wins. The sync is
+    idempotent, so a job taken over starts again from the top: what the lost worker
+    committed is found unchanged, nothing is imported twice.
+    """
+    lost = _lost(settings.IMPORT_STALE_AFTER_S) & Q(attempts__lt=settings.IMPORT_MAX_ATTEMPTS)
+    now = timezone.now()
+    won = ImportJob.objects.filter(Q(pk=job.pk) & (Q(state=State.QUEUED) | lost)).update(
+        state=State.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1)
+    if not won:
+        return 0
+    job.refresh_from_db(fields=["attempts"])
+    return job.attempts
+
+
+def take_over_stale_imports(*, stale_after: float | None = None, enqueue: bool = True) -> dict:
+    """Queue again, or fail, running imports whose worker stopped beating; return what was done.
+
+    Called every minute by the beat task (as :func:`labeling.services.runs.check_stale_runs`
+    is for training runs). A job with ``IMPORT_MAX_ATTEMPTS`` attempts already fails with
+    the reason; the others are queued and sent again, and the next worker's :func:`claim`
+    takes them. A worker that was only slow finds its attempt superseded at its next write.
+    """
+    stale_after = settings.IMPORT_STALE_AFTER_S if stale_after is None else stale_after
+    done = {"requeued": [], "failed": []}
+    for job_id in list(ImportJob.objects.filter(_lost(stale_after)).values_list("pk", flat=True)):
+        with transaction.atomic():
+            job = ImportJob.objects.select_for_update(skip_locked=True).filter(
+                Q(pk=job_id) & _lost(stale_after)).first()
+            if job is None:
+                continue
+            since = f"{(job.heartbeat_at or job.started_at):%Y-%m-%d %H:%M:%S} UTC"
+            if job.attempts >= settings.IMPORT_MAX_ATTEMPTS:
+                job.state, job.finished_at = State.FAILED, timezone.now()
+                job.message = (f"worker lost {job.attempts} times (last heartbeat {since}); "
+                               f"{job.processed} of {job.total} rows were done and stay imported. "
+                               "Start the import again to finish it.")
+                job.save(update_fields=["state", "finished_at", "message"])
+                done["failed"].append(job.pk)
+            else:
+                job.state = State.QUEUED
+                job.message = (f"worker lost (no heartbeat since {since}); taken over, "
+                               f"attempt {job.attempts + 1} of {settings.IMPORT_MAX_ATTEMPTS}")
+                job.save(update_fields=["state", "message"])
+                if enqueue:
+                    transaction.on_commit(lambda pk=job.pk: enqueue_import(pk))
+                done["requeued"].append(job.pk)
+            logger.warning("import job %s: %s", job.pk, job.message)
+    return done
 
 
 _COUNTERS = ("total", "processed", "added", "relabelled", "unchanged", "updated", "missing",
@@ -478,20 +574,26 @@ _COUNTERS = ("total", "processed", "added", "relabelled", "unchanged", "updated"
 
 
 class _Run:
-    """The job's counters and problems, flushed to its row about once a second."""
+    """The job's counters and problems, flushed to its row about once a second. Every write
+    names the attempt: one that was taken over raises :class:`Superseded` instead."""
 
-    def __init__(self, job: ImportJob):
+    def __init__(self, job: ImportJob, attempt: int = 1):
         self.job = job
+        self.attempt = attempt
         self.flushed_at = 0.0
+
+    def _update(self, **fields) -> None:
+        if not ImportJob.objects.filter(pk=self.job.pk, attempts=self.attempt).update(**fields):
+            raise Superseded(self.job.pk)
 
     def begin(self) -> None:
         j = self.job
         for name in _COUNTERS:
-            setattr(j, name, 0)  # a redelivered job starts over: the sync is idempotent
-        j.problems, j.message = [], ""
-        j.state, j.started_at, j.finished_at = State.RUNNING, timezone.now(), None
-        j.heartbeat_at = j.started_at
-        j.save()
+            setattr(j, name, 0)  # a job taken over starts over: the sync is idempotent
+        j.problems, j.message, j.finished_at = [], "", None
+        j.state, j.heartbeat_at = State.RUNNING, timezone.now()
+        self._update(problems=[], message="", finished_at=None, heartbeat_at=j.heartbeat_at,
+                     **{name: 0 for name in _COUNTERS})
 
     def set_total(self, total: int) -> None:
         self.job.total = total
@@ -502,21 +604,26 @@ class _Run:
 
     def problem(self, entry: Entry, reason: str) -> None:
         self.job.problems_total += 1
-        if len(self.job.problems) < MAX_PROBLEMS:
-            self.job.problems.append({"row": entry.row, "uri": entry.shown, "reason": reason})
+        if len(self.job.problems) < MAX_PROBLEMS:  # JSON in PostgreSQL holds no NUL byte
+            self.job.problems.append({"row": entry.row, "uri": entry.shown.replace("\x00", "\\x00"),
+                                      "reason": reason.replace("\x00", "\\x00")})
 
     def flush(self, force: bool = False) -> None:
         if not force and time.monotonic() - self.flushed_at < PROGRESS_EVERY_S:
             return
         fields = {name: getattr(self.job, name) for name in _COUNTERS}
-        ImportJob.objects.filter(pk=self.job.pk).update(problems=self.job.problems, heartbeat_at=timezone.now(),
-                                                        **fields)
+        self._update(problems=self.job.problems, heartbeat_at=timezone.now(), **fields)
         self.flushed_at = time.monotonic()
 
     def finish(self, state: str, message: str) -> None:
         j = self.job
         j.state, j.message, j.finished_at = state, message, timezone.now()
-        j.save()
+        try:
+            self._update(state=state, message=message, finished_at=j.finished_at, problems=j.problems,
+                         **{name: getattr(j, name) for name in _COUNTERS})
+        except Superseded:
+            logger.warning("import job %s: taken over; this worker's outcome (%s) is not recorded", j.pk, state)
+            j.refresh_from_db()
 
     def summary(self) -> str:
         j = self.job
@@ -526,6 +633,8 @@ class _Run:
             text += f"; {j.problems_total} problem(s)"
             if j.problems_total > len(j.problems):
                 text += f" (the first {len(j.problems)} listed)"
+        if self.attempt > 1:
+            text += f" (attempt {self.attempt}: the earlier one's worker was lost; what it committed was kept)"
         return text
 
 

@@ -28,6 +28,7 @@ METRIC_KEYS = ("precision", "recall", "f1")
 PAGE_SIZE = 60
 TOP_PROBS = 5
 SERIES_RUNS = 50  # the F1-over-runs chart shows at most the latest 50 finished runs
+FLAT = 0.0005  # a change smaller than this (F1/precision/recall units) did not move (shown as ±0)
 
 # The kinds of prediction grid: false negatives of a class (given X, predicted other),
 # false positives (predicted X, given other), and one confusion cell (given X, predicted Y).
@@ -53,11 +54,11 @@ def run_labels(run: TrainingRun) -> list[Label]:
 
 
 def previous_finished_run(run: TrainingRun) -> TrainingRun | None:
-    """The latest finished run of the same task started before ``run``: what the
-    dashboard compares against (did the retags since then help?)."""
-    return (TrainingRun.objects.filter(task_id=run.task_id, state=TrainingRun.State.DONE)
-            .filter(Q(created_at__lt=run.created_at) | Q(created_at=run.created_at, id__lt=run.id))
-            .exclude(id=run.id).order_by("-created_at", "-id").first())
+    """The run the dashboard compares ``run`` with: the run it retrains, else the previous
+    finished training run of the task; never a suspects fold model (services.runs.baseline_run)."""
+    from .runs import baseline_run
+
+    return baseline_run(run)
 
 
 def duration_s(run: TrainingRun) -> float | None:
@@ -86,13 +87,15 @@ def run_summary(run: TrainingRun) -> dict:
         "snapshot_size": run.n_train + run.n_test,
         "device": run.device,
         "parent": run.parent_id,
+        "fold_of": run.fold_of_id,
         "config": run.config,
     }
 
 
 def task_runs(task: Task, limit: int = 200) -> list[TrainingRun]:
-    """The task's runs, newest first, with who started them."""
-    return list(TrainingRun.objects.filter(task=task).select_related("created_by")
+    """The task's training runs, newest first, with who started them (fold models are listed
+    with their suspects run, not here)."""
+    return list(TrainingRun.objects.main().filter(task=task).select_related("created_by")
                 .order_by("-created_at", "-id")[:limit])
 
 
@@ -100,9 +103,11 @@ FINISHED_STATES = (TrainingRun.State.DONE, TrainingRun.State.FAILED, TrainingRun
 
 
 def run_status(run: TrainingRun) -> dict:
-    """What the live progress page polls: state, progress, the loss curve, the reason of
-    a failure. Small: the history is per epoch / sampled steps, not every step."""
+    """What the live progress page polls: state, progress, the whole run's share done and ETA,
+    the loss curve (and which images its validation loss is on), the reason of a failure.
+    Small: the history is per epoch / sampled steps, not every step."""
     progress = dict(run.progress or {})
+    history = run.history if isinstance(run.history, list) else []
     return {
         "id": run.id,
         "state": run.state,
@@ -110,12 +115,14 @@ def run_status(run: TrainingRun) -> dict:
         "finished": run.state in FINISHED_STATES,
         "cancel_requested": run.cancel_requested,
         "progress": progress,
-        "loss_curve": loss_curve(run.history),
+        "overall": overall_progress(run),
+        "loss_curve": loss_curve(history),
+        "validation": validation_source(run),
         # The latest training sample: epoch, step, loss and speed stay on the page during
         # evaluation and after the run ends, when ``progress`` holds only the phase.
-        "last_train": next((row for row in reversed(run.history if isinstance(run.history, list) else [])
+        "last_train": next((row for row in reversed(history)
                             if isinstance(row, dict) and row.get("phase") == "train"), None),
-        "history": run.history if isinstance(run.history, list) else [],
+        "history": history,
         "device": run.device,
         "test_macro_f1": run.test_macro_f1,
         "started_at": run.started_at.isoformat() if run.started_at else None,
@@ -123,6 +130,88 @@ def run_status(run: TrainingRun) -> dict:
         "duration_s": duration_s(run),
         "heartbeat_at": run.heartbeat_at.isoformat() if run.heartbeat_at else None,
     }
+
+
+# Relative cost of one image in each phase: a training step (forward + backward) costs about
+# three forward passes; validation and the final prediction pass are one forward pass each.
+TRAIN_COST, FORWARD_COST = 3.0, 1.0
+
+
+def _plan(run: TrainingRun) -> dict:
+    """The run's work in forward-pass units: per epoch training and validation, and the final
+    prediction pass over every image (mlcore predicts train and test to write predictions.npz)."""
+    cfg = run.config or {}
+    epochs = max(1, int(cfg.get("epochs") or 1))
+    held = float(cfg.get("val_fraction") or 0.0)
+    n_train, n_test = max(0, run.n_train), max(0, run.n_test)
+    n_val = round(n_train * held) if held > 0 else n_test
+    train_units = TRAIN_COST * (n_train - (n_val if held > 0 else 0))
+    if train_units <= 0:  # no snapshot counts (yet): epochs alone
+        return {"epochs": epochs, "train": 1.0, "val": 0.0, "final": 0.0}
+    return {"epochs": epochs, "train": train_units, "val": FORWARD_COST * n_val,
+            "final": FORWARD_COST * (n_train + n_test)}
+
+
+def overall_progress(run: TrainingRun) -> dict:
+    """The whole run's share done (0..1) and its ETA in seconds, across phases.
+
+    mlcore's ``eta_s`` is the ETA of the phase it is in: during an epoch's validation it said
+    "5 s", then minutes again when the next epoch started. Here every phase is weighed by its
+    images (a training image ~3 forward passes), so the share only grows and the ETA is the
+    elapsed time scaled by what is left. A finished run is at 100 %, a failed or cancelled one
+    keeps its share and has no ETA.
+    """
+    p = run.progress or {}
+    plan = _plan(run)
+    per_epoch = plan["train"] + plan["val"]
+    total = plan["epochs"] * per_epoch + plan["final"]
+    phase = p.get("phase")
+    epoch = max(1, int(p.get("epoch") or 1))
+    within = (p.get("step") or 0) / p["steps"] if p.get("steps") else 0.0
+    if run.state == TrainingRun.State.DONE:
+        share = 1.0
+    elif phase == "train":
+        share = ((epoch - 1) * per_epoch + within * plan["train"]) / total
+    elif phase == "eval":  # the validation pass after an epoch
+        share = ((epoch - 1) * per_epoch + plan["train"] + within * plan["val"]) / total
+    elif phase == "embed":
+        share = (plan["epochs"] * per_epoch + within * plan["final"]) / total
+    elif phase == "load":
+        share = 0.99
+    else:  # queued, starting, or a final state: the last figure of the history
+        share = _last_share(run, plan, total)
+    share = max(0.0, min(1.0, share))
+    eta = None
+    if run.state == TrainingRun.State.RUNNING:
+        elapsed = p.get("t") or duration_s(run) or 0.0
+        if share >= 0.02 and elapsed:
+            eta = elapsed * (1 - share) / share
+        elif p.get("eta_s") is not None and phase == "train":
+            eta = float(p["eta_s"])  # too early to scale: mlcore's own estimate of the training
+    return {"share": round(share, 4), "eta_s": round(eta, 1) if eta is not None else None, "phase": phase}
+
+
+def _last_share(run: TrainingRun, plan: dict, total: float) -> float:
+    last = next((row for row in reversed(run.history if isinstance(run.history, list) else [])
+                 if isinstance(row, dict) and row.get("phase") == "train" and row.get("steps")), None)
+    if last is None:
+        return 0.0
+    per_epoch = plan["train"] + plan["val"]
+    return ((max(1, last.get("epoch") or 1) - 1) * per_epoch + last["step"] / last["steps"] * plan["train"]) / total
+
+
+def validation_source(run: TrainingRun) -> dict:
+    """Which images the per-epoch validation loss is on: ``{"source", "is_test"}``. From run.json
+    once the run is loaded, else from the config (Retag's manifests have no val split, so it is
+    the test split unless ``val_fraction`` holds part of train out)."""
+    found = (run.metrics or {}).get("validation") if isinstance(run.metrics, dict) else None
+    if isinstance(found, dict) and found.get("source"):
+        source = str(found["source"])
+    elif float((run.config or {}).get("val_fraction") or 0) > 0:
+        source = f"{float(run.config['val_fraction']):.0%} of train held out by URI hash"
+    else:
+        source = "test split (no val split, val_fraction=0)"
+    return {"source": source, "is_test": source.startswith("test split")}
 
 
 def loss_curve(history) -> dict:
@@ -143,7 +232,21 @@ def loss_curve(history) -> dict:
             train.append({"x": round((epoch - 1) + step / steps, 4), "loss": float(row["loss"])})
         elif kind == "epoch" and row.get("val_loss") is not None and epoch:
             val.append({"x": float(epoch), "loss": float(row["val_loss"])})
-    return {"train": train, "val": val}
+    return {"train": train, "val": val, **loss_axis([c["loss"] for c in train + val],
+                                                     [c["loss"] for c in train + val if c["x"] > 1.0])}
+
+
+def loss_axis(losses: list[float], after_first_epoch: list[float]) -> dict:
+    """``{"y_max", "clipped"}``: the loss axis's top. A first-epoch loss of 20 beside later
+    values near 0.3 flattens the curve, so the axis is clipped at 1.5 x the highest loss after
+    the first epoch when the first epoch goes above twice that; points above are drawn on the
+    top edge and the page says so. None when nothing needs clipping."""
+    if not losses or not after_first_epoch:
+        return {"y_max": None, "clipped": False}
+    later = max(after_first_epoch)
+    if max(losses) <= 2 * later:
+        return {"y_max": None, "clipped": False}
+    return {"y_max": round(1.5 * later, 4), "clipped": True, "max_loss": round(max(losses), 4)}
 
 
 # --- the dashboard: per-class metrics with deltas -----------------------------------------
@@ -214,19 +317,48 @@ def class_metrics(run: TrainingRun, previous: TrainingRun | None = None) -> dict
     return out
 
 
+# The figures the dashboard's sentence speaks of, in this order: (split, average, name).
+HEADLINE = ((Split.TEST, "macro", "test macro-F1"), (Split.TEST, "micro", "test micro-F1"),
+            (Split.TRAIN, "macro", "train macro-F1"))
+
+
+def movement(name: str, before: float | None, now: float | None) -> dict | None:
+    """One figure's move between two runs: direction rose / fell / did not move, and the sentence
+    part that says it ("test macro-F1 fell from 0.766 to 0.755")."""
+    if before is None or now is None:
+        return None
+    change = now - before
+    direction = "rose" if change > FLAT else "fell" if change < -FLAT else "flat"
+    text = (f"{name} did not move ({now:.3f})" if direction == "flat"
+            else f"{name} {direction} from {before:.3f} to {now:.3f}")
+    return {"name": name, "before": before, "now": now, "change": change, "direction": direction, "text": text}
+
+
 def dashboard(run: TrainingRun) -> dict:
-    """Everything the run dashboard shows: the per-class table of both splits, the run it
-    is compared with, and how many retags of this task happened between the two runs."""
+    """Everything the run dashboard shows: the per-class table of both splits, the run it is
+    compared with and why (the run it retrains, else the previous training run of the task),
+    how many retags of this task happened between the two, and which way each headline
+    figure moved."""
     previous = previous_finished_run(run)
     retags = None
+    moves = []
     if previous is not None:
         from .runs import retags_between
 
         retags = retags_between(previous, run)
+        for split, avg, name in HEADLINE:
+            m = movement(name, (split_metrics(previous, split).get(avg) or {}).get("f1"),
+                         (split_metrics(run, split).get(avg) or {}).get("f1"))
+            if m is not None:
+                moves.append(m)
     return {
         "run": run_summary(run),
         "previous": run_summary(previous) if previous is not None else None,
+        "compared_because": (None if previous is None else
+                             "retrains" if previous.pk == run.parent_id else "previous"),
         "retags_since_previous": retags,
+        "moves": moves,
+        "sentence": "; ".join(m["text"] for m in moves),
         "labels": [{"id": lb.id, "name": lb.name} for lb in run_labels(run)],
         "splits": class_metrics(run, previous),
     }
@@ -445,13 +577,14 @@ def _grid_items(q: GridQuery, rows: list[Prediction], with_current: bool) -> lis
 # --- F1 over runs ------------------------------------------------------------------------------
 
 def f1_series(task: Task, split: str = Split.TEST, limit: int = SERIES_RUNS) -> dict:
-    """F1 of every class of ``task`` over its finished runs (oldest first), and macro-F1.
+    """F1 of every class of ``task`` over its finished training runs (oldest first; no suspects
+    fold models), and macro-F1.
 
     One query for the runs, one for their ClassMetric rows. A class a run did not know
     (added later) has ``None`` for that run.
     """
     split = check_split(split)
-    runs = list(TrainingRun.objects.filter(task=task, state=TrainingRun.State.DONE)
+    runs = list(TrainingRun.objects.main().filter(task=task, state=TrainingRun.State.DONE)
                 .order_by("-created_at", "-id")[:limit])[::-1]
     values = {(m["run_id"], m["label_id"]): m["f1"] for m in ClassMetric.objects.filter(
         run__in=[r.id for r in runs], split=split).values("run_id", "label_id", "f1")}

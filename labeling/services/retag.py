@@ -2,7 +2,9 @@
 
 Retags are optimistic: the caller says which annotation version it saw. If someone
 changed the label in between, :class:`RetagConflict` is raised (the API and pages
-answer 409) and nothing is written.
+answer 409) and nothing is written. A person's retag (annotator, Mechanical Turk)
+always carries that version: the service refuses one without it, so no page, API
+route or task can overwrite a concurrent retag by forgetting to send it.
 """
 from __future__ import annotations
 
@@ -30,6 +32,11 @@ class RetagConflict(Exception):
             f"it is now version {current}: {label!r})")
 
 
+# Sources that may retag without a version: they sync a label from elsewhere (an import
+# that already compares with what it set last, a rule) and are not a person's choice.
+UNVERSIONED_SOURCES = frozenset({EventSource.IMPORT, EventSource.RULE})
+
+
 @dataclass
 class RetagResult:
     annotation: Annotation
@@ -48,10 +55,16 @@ def retag_image(*, image: Image, task: Task, label: Label | None, by=None,
     """Set ``image``'s label for ``task`` and record who did it.
 
     ``expected_version`` is the annotation version the caller saw (0 for "no label
-    yet"); ``None`` skips the check and is meant for imports and rules only.
-    Setting the label it already has records nothing but marks it verified when a
-    person did it.
+    yet"). ``None`` skips the check and is accepted only from the sources in
+    :data:`UNVERSIONED_SOURCES` (imports, rules); a person's retag without it raises
+    :class:`RetagError`. Setting the label it already has records nothing but marks it
+    verified when a person did it.
     """
+    if expected_version is None:
+        if source not in UNVERSIONED_SOURCES:
+            raise RetagError(f"a retag from {getattr(source, 'value', source)!r} needs the version of the label it saw (expected_version)")
+    elif isinstance(expected_version, bool) or not isinstance(expected_version, int) or expected_version < 0:
+        raise RetagError(f"expected_version is a whole number >= 0, not {expected_version!r}")
     if task.project_id != image.project_id:
         raise RetagError(f"task {task.name!r} belongs to another project")
     if label is not None and label.task_id != task.id:

@@ -95,6 +95,9 @@ def load_run_results(run: TrainingRun, *, predictions: dict[str, np.ndarray] | N
         run.metrics["skipped"] = run_json.get("skipped", [])[:MAX_SKIPPED]
         run.metrics["skipped_total"] = len(run_json.get("skipped", []))
         run.metrics["best_epoch"] = run_json.get("best_epoch")
+        # Which images the per-epoch "validation" curves were measured on (the test split when the
+        # manifest has no val split and nothing was held out): the loss chart says so.
+        run.metrics["validation"] = run_json.get("validation")
     load_s = time.perf_counter() - t0
     run.timings = {**run.timings, "load_s": round(load_s, 3)}
     run.save(update_fields=["metrics", "test_macro_f1", "weights_uri", "device", "timings"])

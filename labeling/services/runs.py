@@ -4,7 +4,8 @@ The life of a run::
 
     start_training_run  validate the config, write the label snapshot (services.manifests),
                         create the run (queued), queue ``labeling.tasks.train_run`` (gpu queue)
-    execute_run         in the worker: claim the run, call mlcore.train.train, load the
+    execute_run         in the worker: claim the run, train it in a child process of its own
+                        (mlcore.train.train there; services.run_process says why), load the
                         results (services.run_results), mark it done / failed / cancelled
     cancel_run          queued: cancelled at once; running: the worker stops at its next step
     retrain             the same config on the current labels (a new snapshot), parent=run
@@ -32,7 +33,16 @@ worker resumes it from ``checkpoints/last.pt`` (mlcore ``resume=True``, same
 A late redelivery of the original message then finds the run running (fresh heartbeat)
 or finished, and exits.
 
-mlcore is imported lazily (it brings torch): the web process only validates configs.
+**The training process.** The worker that holds the lease does the database work (claim,
+heartbeats, progress, cancel, results); the training itself runs in a child process started
+for the run, where mlcore's DataLoader may start its workers (Celery's pool processes are
+daemonic and may not) and which frees the GPU when it exits. The child exits at once when its
+parent dies, so a killed worker leaves no training behind; the parent kills the child when
+the lease is lost. A child that dies without a word (the OOM killer) sends the run back to
+the queue at once, counted as an attempt.
+
+mlcore's training is imported lazily (it brings torch): the web process only validates
+configs, and the worker's pool process leaves torch to the training process.
 """
 from __future__ import annotations
 
@@ -112,6 +122,7 @@ NUMBERS = {
     "warmup_epochs": (float, 0.0, 100.0), "label_smoothing": (float, 0.0, 0.5),
     "val_fraction": (float, 0.0, 0.5), "patience": (int, 0, 1000), "checkpoint_every": (int, 0, 10**7),
     "seed": (int, 0, 2**31 - 1), "workers": (int, 0, 64), "eval_batch_size": (int, 1, 8192),
+    "gpus": (int, 1, 64),  # >1: mlcore trains with DistributedDataParallel under torchrun
 }
 BOOLS = ("freeze_backbone", "small_input", "maxpool", "amp", "compile")
 CHOICES = {"arch": ARCHS, "class_weights": ("inverse", "none"), "optimizer": ("sgd", "adamw")}
@@ -257,14 +268,6 @@ def code_version() -> str:
     return (os.environ.get("RETAG_VERSION") or f"retag {settings.SPECTACULAR_SETTINGS.get('VERSION', '?')}")[:64]
 
 
-def device_name() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda: {torch.cuda.get_device_name(0)}"[:100]
-    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-
-
 def default_worker_id(node: str | None = None) -> str:
     """``<celery node> pid <pid> on <machine>``: the pid and machine let a worker on the same
     machine tell that a holder died (a killed pool process) without waiting for staleness."""
@@ -348,7 +351,11 @@ def enqueue_run(run_id: int) -> None:
 
 
 def retrain(run: TrainingRun, by=None, *, trigger: str = Trigger.RETRAIN, enqueue: bool = True) -> TrainingRun:
-    """A new run with ``run``'s config on the task's current labels (a new snapshot); parent=run."""
+    """A new run with ``run``'s config on the task's current labels (a new snapshot); parent=run.
+    A suspects fold model is not retrained: it is a part of its suspects run."""
+    if run.fold_of_id is not None:
+        raise RunStateError(f"run {run.pk} is a fold model of suspects run {run.fold_of_id}; retrain run "
+                            f"{run.parent_id} instead")
     return start_training_run(task=run.task, config=run.config, by=by, parent=run, trigger=trigger,
                               enqueue=enqueue)
 
@@ -385,7 +392,6 @@ def claim_run(run_id: int, worker: str) -> tuple[TrainingRun, str] | None:
     stale threshold, or a dead process on this machine), which counts as a new attempt.
     Not ours: a finished run, a cancelled queued run, a run that another live worker holds.
     """
-    device = device_name()
     now = timezone.now()
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
@@ -414,21 +420,54 @@ def claim_run(run_id: int, worker: str) -> tuple[TrainingRun, str] | None:
         run.attempts += 1
         run.state, run.lease, run.worker, run.heartbeat_at = State.RUNNING, token, worker, now
         run.started_at = run.started_at or now
-        run.device, run.code_version = device, code_version()
+        run.code_version = code_version()  # the device: the training process reports it
         if run.attempts == 1:
             run.timings = {**run.timings, "queued_s": round((now - run.created_at).total_seconds(), 3)}
         run.history = [*run.history, {"kind": "attempt", "attempt": run.attempts, "worker": worker,
                                       "at": now.isoformat()}]
-        run.save(update_fields=["attempts", "state", "lease", "worker", "heartbeat_at", "started_at", "device",
+        run.save(update_fields=["attempts", "state", "lease", "worker", "heartbeat_at", "started_at",
                                 "code_version", "timings", "history"])
     return run, token
 
 
-def _fail_lost(run: TrainingRun, now) -> None:
+def _fail_lost(run: TrainingRun, now, last: str = "") -> None:
     run.state, run.finished_at, run.lease = State.FAILED, now, ""
-    run.state_reason = f"worker lost {run.attempts} times (last: {run.worker or 'unknown'})"
+    run.state_reason = f"worker lost {run.attempts} times (last: {last or run.worker or 'unknown'})"
     run.save(update_fields=["state", "finished_at", "lease", "state_reason", "history"])
     logger.error("run %s: %s", run.pk, run.state_reason)
+
+
+def _lost(run: TrainingRun, now, *, reason: str = "", enqueue: bool = True) -> str:
+    """A locked running run whose worker (or training process) is lost: cancel it when a cancel was
+    asked for, fail it after ``RUN_MAX_ATTEMPTS``, else queue it again and re-send it (the next
+    worker resumes from the checkpoint). Clears the lease, so that a holder that was only slow
+    stops at its next write. Returns "cancelled", "failed" or "requeued"."""
+    note = {"kind": "lost", "worker": run.worker, "at": now.isoformat(), "attempt": run.attempts,
+            "heartbeat_at": run.heartbeat_at.isoformat() if run.heartbeat_at else None}
+    if reason:
+        note["reason"] = reason
+    run.history = [*run.history, note]
+    if run.cancel_requested:
+        run.state, run.finished_at, run.lease = State.CANCELLED, now, ""
+        run.state_reason = "cancelled (its worker was lost)"
+        run.save(update_fields=["state", "finished_at", "lease", "state_reason", "history"])
+        return "cancelled"
+    if run.attempts >= max_attempts():
+        _fail_lost(run, now, reason)
+        return "failed"
+    run.state, run.lease = State.QUEUED, ""
+    if reason:
+        run.state_reason = f"{reason}; resuming from the last checkpoint"
+    elif run.heartbeat_at:
+        run.state_reason = (f"worker {run.worker or '?'} lost (no heartbeat since "
+                            f"{run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC); resuming from the last checkpoint")
+    else:
+        run.state_reason = "worker lost; resuming"
+    run.save(update_fields=["state", "lease", "state_reason", "history"])
+    if enqueue:
+        transaction.on_commit(lambda pk=run.pk: enqueue_run(pk))
+    logger.warning("run %s: %s", run.pk, run.state_reason)
+    return "requeued"
 
 
 class RunSession:
@@ -437,8 +476,9 @@ class RunSession:
     Every write is ``UPDATE ... WHERE id = run AND lease = token``: zero rows means the
     lease is gone, and :class:`LeaseLost` stops the run without another write.
     A heartbeat thread keeps the lease while no progress comes (prefetching S3, writing
-    outputs, loading a million predictions), unless the main thread has shown no sign of
-    life for ``RUN_HANG_AFTER_S`` (a hung run then goes stale and is retried or failed).
+    outputs, loading a million predictions), unless the training has shown no sign of life
+    for ``RUN_HANG_AFTER_S`` (then :func:`train_in_process` stops it and fails the run; a
+    hang of this thread itself lets the run go stale, to be retried or failed).
     """
 
     def __init__(self, run: TrainingRun, token: str):
@@ -507,6 +547,17 @@ class RunSession:
             self.history = _thin(self.history)
         self.write(progress=point, history=self.history)
 
+    def started(self, *, pid, device: str) -> None:
+        """The training process said hello: its pid (in the history, for whoever looks at the
+        machine) and the device it trains on."""
+        self.alive_at = time.monotonic()
+        self.history.append({"kind": "process", "pid": pid, "device": device, "t": round(self.elapsed(), 2)})
+        self.write(device=device[:100], history=self.history)
+
+    def hung(self) -> bool:
+        """No sign of life from the training for ``RUN_HANG_AFTER_S``."""
+        return time.monotonic() - self.alive_at > settings.RUN_HANG_AFTER_S
+
     def phase(self, name: str, **extra) -> None:
         self.alive_at = time.monotonic()
         self.write(progress={"phase": name, "t": round(self.elapsed(), 2), **extra})
@@ -539,14 +590,19 @@ def _thin(history: list) -> list:
     return old + history[half:]
 
 
+def train_kwargs(run: TrainingRun, *, resume: bool) -> dict:
+    """The keyword arguments of the run's ``mlcore.train.TrainConfig``, as plain JSON: what the
+    training process (services.run_process) is started with."""
+    return {**{k: v for k, v in run.config.items() if k in KNOWN},
+            "manifest_uri": run.manifest_uri, "output_uri": run.output_uri, "labels": list(run.label_names),
+            "resume": resume, "device": getattr(settings, "RUN_DEVICE", "auto"),
+            "notes": {"run_id": run.pk, "task": run.task.name, "project": run.project.slug}}
+
+
 def train_config(run: TrainingRun, *, resume: bool):
     from mlcore.train import TrainConfig
 
-    cfg = {k: v for k, v in run.config.items() if k in KNOWN}
-    return TrainConfig(manifest_uri=run.manifest_uri, output_uri=run.output_uri, labels=list(run.label_names),
-                       resume=resume, device=getattr(settings, "RUN_DEVICE", "auto"),
-                       notes={"run_id": run.pk, "task": run.task.name, "project": run.project.slug},
-                       **cfg)
+    return TrainConfig(**train_kwargs(run, resume=resume))
 
 
 def outputs_complete(run: TrainingRun) -> bool:
@@ -555,15 +611,112 @@ def outputs_complete(run: TrainingRun) -> bool:
         storage.exists(storage.join(run.output_uri, "predictions.npz"))
 
 
+class Cancelled(Exception):
+    """The training process stopped on a cancel request (its checkpoint is kept)."""
+
+
+class TrainingFailed(Exception):
+    """The training process reported an error; ``reason`` is what the run shows."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+class ProcessLost(Exception):
+    """The training process ended without a last word (killed, crashed): the run resumes."""
+
+
+class WorkerGone(Exception):
+    """The Celery worker this pool process belonged to is gone: stop, write nothing more."""
+
+
+def child_env() -> dict:
+    """The training process's environment: the worker's, with the S3 endpoint from the settings
+    (mlcore.storage reads it from the environment)."""
+    env = dict(os.environ)
+    if settings.S3_ENDPOINT_URL:
+        env["S3_ENDPOINT_URL"] = settings.S3_ENDPOINT_URL
+    return env
+
+
+POLL_S = 0.5  # how often the parent looks at the lease, cancel and its own parent between messages
+
+
+def train_in_process(run: TrainingRun, session: RunSession, *, resume: bool) -> None:
+    """Train ``run`` in a child process (services.run_process says why) and relay what it reports
+    to ``session``; returns when the child has written the run's outputs.
+
+    The parent acts on what it sees between messages: a lost lease or a worker that is gone
+    kills the child (nothing more is written: the run's next holder owns the checkpoints), a
+    cancel request asks it to stop (mlcore checkpoints, then ``cancelled``), no progress for
+    ``RUN_HANG_AFTER_S`` kills it and fails the run. Whatever happens, the child is gone when
+    this returns or raises (a Celery soft time limit included).
+    """
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from .run_process import TrainingProcess
+
+    ppid = os.getppid()
+    child = TrainingProcess(train_kwargs(run, resume=resume), cwd=str(settings.BASE_DIR), env=child_env())
+    logger.info("run %s: training in process %s", run.pk, child.pid)
+    finished = False
+    try:
+        while True:
+            messages = child.read(POLL_S)
+            if messages is None:
+                raise ProcessLost(f"training process {child.pid} {child.exit_description()}")
+            for m in messages:
+                kind = m.get("kind")
+                if kind == "progress":
+                    session.progress(m.get("p") or {})
+                elif kind == "hello":
+                    session.started(pid=m.get("pid"), device=str(m.get("device") or ""))
+                elif kind == "done":
+                    finished = True
+                    return
+                elif kind == "cancelled":
+                    finished = True
+                    raise Cancelled()
+                elif kind == "error":
+                    finished = True
+                    raise TrainingFailed(str(m.get("error") or "the training process failed"))
+            if session.lost:
+                raise LeaseLost(f"run {run.pk}: lease lost")
+            if os.getppid() != ppid:
+                raise WorkerGone(f"run {run.pk}: the worker process {ppid} is gone")
+            if session.hung():
+                raise TrainingFailed(f"no progress for {settings.RUN_HANG_AFTER_S:.0f} s (RUN_HANG_AFTER_S); "
+                                     f"the training process was stopped")
+            if session.cancel:
+                child.stop()
+    except SoftTimeLimitExceeded:
+        # The task's time limit: ask the child to stop (mlcore checkpoints at its next step),
+        # give it until shortly before the hard limit, then let execute_run fail the run.
+        child.stop()
+        deadline = time.monotonic() + settings.TASK_TIME_LIMIT_GRACE_S / 2
+        while time.monotonic() < deadline:
+            messages = child.read(POLL_S)
+            if messages is None or any(m.get("kind") in ("cancelled", "done", "error") for m in messages):
+                break
+        raise
+    finally:
+        # After its last word the child only exits (loader workers, interpreter shutdown);
+        # in every other case it is killed here, before anyone else may take the run.
+        child.close(grace=60 if finished else 0)
+
+
 def execute_run(run_id: int, *, worker: str | None = None) -> TrainingRun | None:
     """Run a queued run here (the Celery task calls this; so can tests and ``manage.py train``).
 
-    Claims the run (or returns at once when it is not ours), trains with mlcore, resuming
-    from the last checkpoint on a later attempt, loads the results and marks the run done;
-    a failure marks it failed with the reason, a cancel request cancelled. Safe to call
-    twice for one run: see the module docstring.
+    Claims the run (or returns at once when it is not ours), trains with mlcore in a child
+    process (:func:`train_in_process`), resuming from the last checkpoint on a later attempt,
+    loads the results and marks the run done; a failure marks it failed with the reason, a
+    cancel request cancelled, a training process that dies without a word sends the run back
+    to the queue (it resumes; after ``RUN_MAX_ATTEMPTS`` it fails). Safe to call twice for one
+    run: see the module docstring.
     """
-    from mlcore.train import Cancelled
+    from celery.exceptions import SoftTimeLimitExceeded
 
     from .run_results import load_run_results, read_json
 
@@ -579,14 +732,10 @@ def execute_run(run_id: int, *, worker: str | None = None) -> TrainingRun | None
         resume = run.attempts > 1
         if resume and outputs_complete(run):
             logger.info("run %s: outputs already complete; loading them", run_id)
-            result = read_json(storage.join(run.output_uri, "run.json"))
         else:
-            logger.info("run %s: training (attempt %s%s) on %s", run_id, run.attempts,
-                        ", resuming" if resume else "", run.device)
-            from mlcore.train import train
-
-            result = train(train_config(run, resume=resume), progress=session.progress,
-                           should_stop=session.should_stop)
+            logger.info("run %s: training (attempt %s%s)", run_id, run.attempts, ", resuming" if resume else "")
+            train_in_process(run, session, resume=resume)
+        result = read_json(storage.join(run.output_uri, "run.json"))
         session.phase("load")
         with transaction.atomic():
             # The run row is written last (load_run_results, then finish), so the heartbeat
@@ -602,8 +751,19 @@ def execute_run(run_id: int, *, worker: str | None = None) -> TrainingRun | None
         logger.info("run %s: done, test macro-F1 %s", run_id, run.test_macro_f1)
     except Cancelled:
         _final(session, State.CANCELLED, _cancel_reason(run_id))
-    except LeaseLost:
-        logger.warning("run %s: lease lost to another worker; this one stops without writing", run_id)
+    except (LeaseLost, WorkerGone) as e:
+        logger.warning("%s; this worker stops without writing", e)
+    except ProcessLost as e:
+        logger.error("run %s: %s", run_id, e)
+        _release_lost(session, str(e))
+    except TrainingFailed as e:
+        logger.error("run %s failed: %s", run_id, e.reason)
+        _final(session, State.FAILED, e.reason[:2000])
+    except SoftTimeLimitExceeded:
+        limit = settings.RUN_TIME_LIMIT_S
+        logger.error("run %s: time limit of %.0f s exceeded", run_id, limit)
+        _final(session, State.FAILED, f"time limit exceeded: the run trained longer than {limit:.0f} s "
+                                      f"(RUN_TIME_LIMIT_S); its last checkpoint is kept")
     except Exception as e:  # noqa: BLE001 - every failure is shown on the run
         logger.exception("run %s failed", run_id)
         _final(session, State.FAILED, f"{type(e).__name__}: {e}"[:2000])
@@ -624,6 +784,19 @@ def _final(session: RunSession, state: str, reason: str) -> None:
                        history=session.history + [{"kind": state, "t": round(session.elapsed(), 2)}])
     except LeaseLost:
         logger.warning("run %s: lease lost; %s not recorded", session.run_id, state)
+
+
+def _release_lost(session: RunSession, reason: str) -> None:
+    """The training process died under a live worker: give the run back at once (resumed from
+    its checkpoint, as the stale-run check would do later), or fail it after
+    ``RUN_MAX_ATTEMPTS``; only while the lease is still ours."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=session.run_id, lease=session.token,
+                                                             state=State.RUNNING).first()
+        if run is None:
+            return
+        run.history = session.history
+        _lost(run, timezone.now(), reason=reason)
 
 
 # --------------------------------------------------------------------------- stale runs
@@ -648,42 +821,48 @@ def check_stale_runs(*, stale_after: float | None = None, enqueue: bool = True) 
                 pk=run_id, state=State.RUNNING).filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)).first()
             if run is None:
                 continue
-            now = timezone.now()
-            note = {"kind": "lost", "worker": run.worker, "at": now.isoformat(), "attempt": run.attempts,
-                    "heartbeat_at": run.heartbeat_at.isoformat() if run.heartbeat_at else None}
-            run.history = [*run.history, note]
-            if run.cancel_requested:
-                run.state, run.finished_at, run.lease = State.CANCELLED, now, ""
-                run.state_reason = "cancelled (its worker was lost)"
-                run.save(update_fields=["state", "finished_at", "lease", "state_reason", "history"])
-                done["cancelled"].append(run.pk)
-            elif run.attempts >= max_attempts():
-                _fail_lost(run, now)
-                done["failed"].append(run.pk)
-            else:
-                run.state, run.lease = State.QUEUED, ""
-                run.state_reason = (f"worker {run.worker or '?'} lost (no heartbeat since "
-                                    f"{run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC); resuming from the last checkpoint"
-                                    if run.heartbeat_at else "worker lost; resuming")
-                run.save(update_fields=["state", "lease", "state_reason", "history"])
-                if enqueue:
-                    transaction.on_commit(lambda pk=run.pk: enqueue_run(pk))
-                done["requeued"].append(run.pk)
-                logger.warning("run %s: %s", run.pk, run.state_reason)
+            done[_lost(run, timezone.now(), enqueue=enqueue)].append(run.pk)
     return done
 
 
-# --------------------------------------------------------------------------- queries
+# --------------------------------------------------------------------------- queries (lineage)
+#
+# A suspects run's K fold models are TrainingRuns (leases, progress, resume apply to them),
+# but they are not training runs of the task: they train on part of the train split, often
+# for fewer epochs. ``TrainingRun.fold_of`` marks them and ``TrainingRun.objects.main()``
+# leaves them out, so a fold is never "the latest run", never a baseline to compare with,
+# never in a run list or F1 over runs.
+
+def main_runs(task: Task):
+    """The task's own training runs (no fold models)."""
+    return TrainingRun.objects.main().filter(task=task)
+
 
 def latest_finished_run(task: Task) -> TrainingRun | None:
-    """The task's most recent run that finished successfully (the dashboard's default)."""
-    return TrainingRun.objects.filter(task=task, state=State.DONE).order_by(
+    """The task's most recent training run that finished successfully (the dashboard's default,
+    the image page's predictions); never a suspects fold model."""
+    return main_runs(task).filter(state=State.DONE).order_by(
         F("finished_at").desc(nulls_last=True), "-id").first()
 
 
 def active_run(task: Task) -> TrainingRun | None:
-    """A queued or running run of the task, if any (newest)."""
-    return TrainingRun.objects.filter(task=task, state__in=TrainingRun.ACTIVE_STATES).order_by("-id").first()
+    """A queued or running training run of the task, if any (newest; fold models are the
+    suspects run's business and do not count)."""
+    return main_runs(task).filter(state__in=TrainingRun.ACTIVE_STATES).order_by("-id").first()
+
+
+def baseline_run(run: TrainingRun) -> TrainingRun | None:
+    """The run ``run`` is compared with: the run it retrains (its parent) when that finished,
+    else the previous finished training run of the task (started before it). Never a fold
+    model, and None for a fold model itself (its numbers are about a part of the split)."""
+    if run.fold_of_id is not None:
+        return None
+    parent = run.parent if run.parent_id else None
+    if parent is not None and parent.fold_of_id is None and parent.state == State.DONE:
+        return parent
+    return (main_runs(run.task).filter(state=State.DONE)
+            .filter(Q(created_at__lt=run.created_at) | Q(created_at=run.created_at, id__lt=run.id))
+            .exclude(id=run.id).order_by("-created_at", "-id").first())
 
 
 def retags_between(run_a: TrainingRun, run_b: TrainingRun) -> int:
@@ -720,7 +899,7 @@ def maybe_auto_retrain(task: Task, *, enqueue: bool = True) -> TrainingRun | Non
         Task.objects.select_for_update().filter(pk=task.pk).first()
         if active_run(task) is not None:
             return None
-        latest = TrainingRun.objects.filter(task=task).order_by("-created_at", "-id").first()
+        latest = main_runs(task).order_by("-created_at", "-id").first()
         base = latest_finished_run(task)
         if base is None or retags_since(latest) < n:
             return None

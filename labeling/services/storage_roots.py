@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import posixpath
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlparse
+from urllib.parse import quote
 
 from django.conf import settings
+
+from mlcore import storage
 
 from ..models import StorageRoot
 
@@ -46,36 +48,41 @@ class Root:
     def contains(self, scheme: str, bucket: str, path: str) -> bool:
         if scheme != self.scheme or bucket != self.bucket:
             return False
-        if scheme == "s3":
-            return path.startswith(self.path)
+        if scheme == "s3":  # the root's own prefix, with or without its slash, is inside it
+            return path.startswith(self.path) or path == self.path.rstrip("/")
         return path == self.path or path.startswith(self.path.rstrip("/") + "/")
 
 
 def _parse(uri: str) -> tuple[str, str, str]:
     """(scheme, bucket, path) with ``..``, symlinks (local) and duplicate slashes resolved.
 
-    Raises :class:`SourceRefused` for schemes other than file/s3 and for S3 keys that
-    try to climb with ``..`` (S3 keys are literal, so a ``..`` there is never innocent).
+    Raises :class:`SourceRefused` for schemes other than file/s3, for NUL bytes, for
+    ``file://`` URIs that :func:`mlcore.storage.local_path` refuses (a host, a raw query or
+    fragment) and for S3 keys that try to climb with ``..`` (S3 keys are literal, so a
+    ``..`` there is never innocent).
     """
     uri = (uri or "").strip()
     if not uri:
         raise SourceRefused("empty URI")
+    if "\x00" in uri:
+        raise SourceRefused(f"a NUL byte in the URI {uri!r}")
     if "://" not in uri:
         return "file", "", os.path.realpath(uri)
-    parsed = urlparse(uri)
-    scheme = parsed.scheme.lower()
+    scheme = uri.split("://", 1)[0].lower()
     if scheme not in ALLOWED_SCHEMES:
         raise SourceRefused(f"scheme {scheme or '?'}:// is not allowed: imports read only file:// and s3:// URIs")
     if scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise SourceRefused(f"file URI with a host ({parsed.netloc!r}) is not allowed")
-        return "file", "", os.path.realpath(unquote(parsed.path) or "/")
-    if not parsed.netloc:
+        try:
+            return "file", "", os.path.realpath(storage.local_path("file://" + uri.split("://", 1)[1]))
+        except ValueError as e:
+            raise SourceRefused(str(e)) from None
+    bucket, _, key = uri.split("://", 1)[1].partition("/")
+    if not bucket:
         raise SourceRefused(f"S3 URI without a bucket: {uri!r}")
-    key = parsed.path.lstrip("/")
+    key = key.lstrip("/")
     if ".." in key.split("/"):
         raise SourceRefused(f"S3 key {key!r} contains '..'")
-    return "s3", parsed.netloc, key
+    return "s3", bucket, key
 
 
 def canonical(uri: str) -> str:
@@ -87,7 +94,11 @@ def canonical(uri: str) -> str:
 
 
 def _root(uri: str) -> Root:
+    """A root from a URI; the filesystem's root is refused: a bare ``file://`` (or ``/``) would
+    let imports read the whole disk, ``/etc`` and the app's own secrets included."""
     scheme, bucket, path = _parse(uri)
+    if scheme == "file" and path.rstrip("/") == "":
+        raise SourceRefused(f"{uri!r} would make the whole disk a storage root; name a folder")
     if scheme == "s3":
         path = posixpath.normpath(path) + "/" if path.strip("/") else ""
         return Root("s3", bucket, path.lstrip("/"))
@@ -95,7 +106,8 @@ def _root(uri: str) -> Root:
 
 
 def allowed_roots() -> list[Root]:
-    """StorageRoot rows plus settings.IMPORT_ROOTS, canonical (roots that cannot be parsed are skipped)."""
+    """StorageRoot rows plus settings.IMPORT_ROOTS, canonical (roots that cannot be parsed, and
+    the whole disk, are skipped)."""
     roots = []
     for uri in [*StorageRoot.objects.values_list("uri", flat=True), *settings.IMPORT_ROOTS]:
         try:
@@ -126,3 +138,11 @@ def add_root(uri: str, note: str = "") -> StorageRoot:
     root = _root(uri)
     obj, _ = StorageRoot.objects.get_or_create(uri=root.uri, defaults={"note": note})
     return obj
+
+
+def readable_roots() -> list[str]:
+    """Root URIs that stored images may be read from: the allowed roots (where folder and
+    manifest imports found them) and Retag's own storage (archive members, thumbnails).
+    Pages pass these to :func:`mlcore.storage.read_bytes` so that a file swapped for a symlink
+    after its import is refused where its bytes are read."""
+    return [r.uri for r in allowed_roots()] + [settings.STORAGE_URI]

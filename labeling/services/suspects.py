@@ -51,6 +51,7 @@ from ..models import (Annotation, Cluster, ClusterMember, Image, Label, NearDupl
                       TrainingExclusion, TrainingRun)
 from .projects import project_storage_uri
 from .retag import RetagConflict, retag_image
+from .suspect_quality import ranking_order
 
 logger = logging.getLogger(__name__)
 State = SuspectRun.State
@@ -185,7 +186,7 @@ def prepare_folds(sr_id: int, *, enqueue: bool = True) -> SuspectRun | None:
         for i, cfg in enumerate(configs):
             fields = dataclasses.asdict(cfg)
             fold = TrainingRun.objects.create(
-                project_id=run.project_id, task_id=run.task_id, parent=run, created_by=sr.created_by,
+                project_id=run.project_id, task_id=run.task_id, parent=run, fold_of=sr, created_by=sr.created_by,
                 config={k: v for k, v in fields.items() if k in KNOWN}, manifest_uri=cfg.manifest_uri,
                 manifest_sha256=run.manifest_sha256, label_ids=list(run.label_ids),
                 label_names=list(run.label_names), snapshot_at=run.snapshot_at, code_version=code_version(),
@@ -203,7 +204,9 @@ def prepare_folds(sr_id: int, *, enqueue: bool = True) -> SuspectRun | None:
 
 
 def execute_fold(sr_id: int, fold_run_id: int, *, worker: str | None = None, enqueue: bool = True) -> None:
-    """Train one fold (the ordinary run machinery), then see whether scoring can start."""
+    """Train one fold, then see whether scoring can start. The fold is an ordinary training run:
+    ``execute_run`` trains it in a process of its own (so its DataLoader may start workers inside
+    a Celery pool process) under the run's lease, heartbeats and cancel."""
     from .runs import execute_run
 
     execute_run(fold_run_id, worker=worker)
@@ -264,7 +267,6 @@ def score_suspect_run(sr_id: int) -> SuspectRun | None:
     if sr is None or sr.state != State.SCORING:
         return sr
     try:
-        from mlcore.cluster import near_duplicates
         from mlcore.folds import combine_folds, held_out_spaces
         from mlcore.similar import SimilarIndex
         from mlcore.suspects import score
@@ -293,15 +295,17 @@ def score_suspect_run(sr_id: int) -> SuspectRun | None:
         if sr.config.get("embeddings", "run") == "folds":
             kwargs["spaces"] = held_out_spaces(fold_uris, run.output_uri, uris.tolist(), oos["fold"][keep])
         scores = score(prob, given, emb, **kwargs)
-        pairs = near_duplicates(emb, sr.config.get("duplicate_threshold", 0.97), splits=split, labels=given)
         image_ids = image_ids_for(run, uris)
         index_uri = storage.join(sr.output_uri, "similar.npz")
         SimilarIndex(emb, image_ids).save(index_uri)
         t2 = time.perf_counter()
         SuspectRun.objects.filter(pk=sr.pk).update(oos_uri=oos_uri, index_uri=index_uri)
         sr.oos_uri, sr.index_uri = oos_uri, index_uri
-        store_results(sr, image_ids=image_ids, given=given, scores=scores, pairs=pairs, prob=prob)
+        store_results(sr, image_ids=image_ids, given=given, scores=scores, prob=prob)
         _store_fit(sr, scores, given)
+        from .duplicates import find_near_duplicates  # hashes / pretrained features, not the run's embedding
+
+        find_near_duplicates(sr, image_ids=image_ids, splits=split, labels=given)
         sr.timings = {**sr.timings, "combine_s": round(t1 - t0, 3), "score_s": round(t2 - t1, 3),
                       "store_s": round(time.perf_counter() - t2, 3)}
         sr.state, sr.finished_at = State.DONE, timezone.now()
@@ -394,6 +398,10 @@ def store_results(sr: SuspectRun, *, image_ids, given, scores: dict, pairs=(), p
     Cluster.objects.filter(suspect_run=sr).delete()
     NearDuplicate.objects.filter(suspect_run=sr).delete()
     now = timezone.now()
+    # The ranking with its ties broken by the other evidence (suspect_quality.ranking_order).
+    order = ranking_order(score, self_confidence=self_conf, knn_agreement=knn, reasons=reasons, image_ids=image_ids)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
 
     def label_of(i):
         return int(label_ids[i]) if 0 <= i < len(label_ids) else None
@@ -418,7 +426,7 @@ def store_results(sr: SuspectRun, *, image_ids, given, scores: dict, pairs=(), p
         k = float(knn[i]) if knn is not None else None
         rows.append(Suspect(
             suspect_run=sr, image_id=image_id, task_id=sr.task_id, score=float(score[i]), suggested_label_id=s,
-            given_label_id=g, version=version, reasons=int(reasons[i]),
+            given_label_id=g, version=version, reasons=int(reasons[i]), rank=int(rank[i]),
             self_confidence=float(self_conf[i]) if self_conf is not None else None, knn_agreement=k,
             reason_text=reason_text(int(reasons[i]), given=names.get(g), suggested=names.get(s), p_given=p_given,
                                     knn=k)))
@@ -453,9 +461,65 @@ def store_results(sr: SuspectRun, *, image_ids, given, scores: dict, pairs=(), p
     counts = {"scored": n, "flagged": int(flagged.sum()), "suspects": len(rows),
               "skipped_verified": skipped_verified, "skipped_changed": skipped_changed,
               "clusters": n_clusters, "outliers": n_outliers, "near_duplicates": len(dups)}
-    sr.counts, sr.scored_at = counts, now
-    SuspectRun.objects.filter(pk=sr.pk).update(counts=counts, scored_at=now)
+    cuts = cluster_cuts(scores, label_ids, given)
+    scores_uri = write_scores(sr, image_ids=image_ids, given=np.where(given >= 0, label_ids[np.maximum(given, 0)], -1)
+                              if len(label_ids) else given, score=score, flagged=flagged, rank=rank)
+    sr.counts, sr.scored_at, sr.cluster_cuts, sr.scores_uri = counts, now, cuts, scores_uri
+    SuspectRun.objects.filter(pk=sr.pk).update(counts=counts, scored_at=now, cluster_cuts=cuts, scores_uri=scores_uri)
     return counts
+
+
+def cluster_cuts(scores: dict, label_ids, given=None) -> dict:
+    """{label id (text): cosine cut} from mlcore's result when it says which cut each class's
+    clustering used (``cluster_cut``: per image, the cut of its class, as ``mlcore.suspects.score``
+    returns it; or one per class, or one for all); {} when it does not (the configured or
+    default cut was used: see :func:`cut_shown`)."""
+    for key in ("cluster_cut", "cluster_cuts", "cluster_threshold"):
+        v = scores.get(key)
+        if v is None:
+            continue
+        a = np.atleast_1d(np.asarray(v, dtype=np.float64))
+        if given is not None and a.size == len(given) and a.size != len(label_ids):
+            g = np.asarray(given)
+            a = np.array([a[np.flatnonzero(g == i)[0]] if (g == i).any() else np.nan
+                          for i in range(len(label_ids))])
+        if a.size == 1:
+            a = np.repeat(a, len(label_ids))
+        if a.size == len(label_ids):
+            return {str(int(lid)): round(float(c), 4) for lid, c in zip(label_ids, a) if np.isfinite(c)}
+    return {}
+
+
+def cut_shown(sr: SuspectRun, label_id: int) -> dict:
+    """The cut the cluster view shows for a class: mlcore's (stored), else the configured one,
+    else mlcore's default."""
+    cut = (sr.cluster_cuts or {}).get(str(label_id))
+    if cut is not None:
+        return {"cut": cut, "source": "chosen from the data"}
+    if sr.config.get("cluster_threshold") is not None:
+        return {"cut": float(sr.config["cluster_threshold"]), "source": "configured"}
+    import inspect
+
+    from mlcore.cluster import cluster_per_class
+
+    default = inspect.signature(cluster_per_class).parameters["threshold"].default
+    return {"cut": default if isinstance(default, (int, float)) else None, "source": "mlcore's default"}
+
+
+def write_scores(sr: SuspectRun, *, image_ids, given, score, flagged, rank) -> str:
+    """Every scored image's score, flag and rank (``scores.npz`` beside the run's other files):
+    what suspect_quality.truth_quality measures against. '' when the run has no output folder."""
+    if not sr.output_uri:
+        return ""
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, image_id=np.asarray(image_ids, dtype=np.int64), given=np.asarray(given, dtype=np.int64),
+                        score=np.asarray(score, dtype=np.float32), flagged=np.asarray(flagged, dtype=bool),
+                        rank=np.asarray(rank, dtype=np.int64))
+    uri = storage.join(sr.output_uri, "scores.npz")
+    storage.write_bytes(uri, buf.getvalue())
+    return uri
 
 
 # --------------------------------------------------------------------------- the queue
@@ -474,10 +538,10 @@ def lease_next(sr: SuspectRun, user, *, now=None) -> Suspect | None:
     until = now + timedelta(seconds=lease_seconds())
     with transaction.atomic():
         mine = queue(sr).filter(lease_holder=user, lease_until__gt=now).select_for_update(
-            skip_locked=True).order_by("-score", "id").first()
+            skip_locked=True).order_by("-score", "rank", "id").first()
         if mine is None:
             mine = queue(sr).filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now) | Q(lease_holder=user)) \
-                .select_for_update(skip_locked=True).order_by("-score", "id").first()
+                .select_for_update(skip_locked=True).order_by("-score", "rank", "id").first()
         if mine is None:
             return None
         mine.lease_holder, mine.lease_until = user, until
@@ -623,40 +687,60 @@ def retag_group(sr: SuspectRun, *, versions: dict[int, int], label: Label, by) -
 
 def exclude_outliers(sr: SuspectRun, *, label_id: int | None = None, by=None) -> int:
     """Leave the cluster outliers (of one class, or all) out of the task's next trainings;
-    returns how many images are now excluded by this call."""
+    returns how many images are now excluded by this call. Each exclusion remembers the class
+    it was made for, so that putting the class back finds it after a retag."""
     members = ClusterMember.objects.filter(cluster__suspect_run=sr, is_outlier=True)
     if label_id is not None:
         members = members.filter(cluster__label_id=label_id)
-    ids = set(members.values_list("image_id", flat=True))
-    reason = f"cluster outlier (suspects {sr.pk})"
+    classes = dict(members.values_list("image_id", "cluster__label_id"))
+    return exclude_images(sr.task, classes, reason=f"cluster outlier (suspects {sr.pk})", by=by, suspect_run=sr)
+
+
+def exclude_images(task, classes: dict[int, int], *, reason: str, by=None, **extra) -> int:
+    """Exclude images ``{image_id: the class it is excluded from}`` from the task's trainings
+    (re-activating earlier exclusions); returns how many became excluded. ``extra``: suspect_run,
+    cleaning_run, round."""
+    ids = set(classes)
     with transaction.atomic():
-        existing = set(TrainingExclusion.objects.filter(task_id=sr.task_id, image_id__in=ids)
-                       .values_list("image_id", flat=True))
-        n = TrainingExclusion.objects.filter(task_id=sr.task_id, image_id__in=existing, active=False).update(
-            active=True, reason=reason, suspect_run=sr, created_by=by, updated_at=timezone.now())
+        existing = dict(TrainingExclusion.objects.filter(task_id=task.pk, image_id__in=ids)
+                        .values_list("image_id", "active"))
+        again = [i for i, active in existing.items() if not active]
+        for i in again:
+            TrainingExclusion.objects.filter(task_id=task.pk, image_id=i).update(
+                active=True, reason=reason, created_by=by, label_id=classes[i], updated_at=timezone.now(),
+                **{"suspect_run": None, "cleaning_run": None, "round": None, **extra})
         TrainingExclusion.objects.bulk_create([
-            TrainingExclusion(task_id=sr.task_id, image_id=i, reason=reason, suspect_run=sr, created_by=by)
-            for i in ids - existing], batch_size=BULK)
-    return n + len(ids - existing)
+            TrainingExclusion(task_id=task.pk, image_id=i, reason=reason, created_by=by, label_id=classes[i], **extra)
+            for i in ids - set(existing)], batch_size=BULK)
+    return len(again) + len(ids - set(existing))
 
 
-def restore_exclusions(task, *, label_id: int | None = None, image_ids=None) -> int:
-    """Put excluded images back into training (all, those now labelled ``label_id``, or some)."""
+def restore_exclusions(task, *, label_id: int | None = None, image_ids=None, cleaning_run=None) -> int:
+    """Put excluded images back into training: all, those excluded from class ``label_id`` (the
+    class they were left out of, whatever their label is now; exclusions made before that was
+    recorded: by their current label), some images, or those of a cleaning run."""
     qs = TrainingExclusion.objects.filter(task=task, active=True)
     if label_id is not None:
-        qs = qs.filter(image__annotations__task=task, image__annotations__label_id=label_id)
+        qs = qs.filter(Q(label_id=label_id) | Q(label__isnull=True, image__annotations__task=task,
+                                                  image__annotations__label_id=label_id))
     if image_ids is not None:
         qs = qs.filter(image_id__in=list(image_ids))
+    if cleaning_run is not None:
+        qs = qs.filter(cleaning_run=cleaning_run)
     return TrainingExclusion.objects.filter(pk__in=list(qs.values_list("pk", flat=True))).update(
         active=False, updated_at=timezone.now())
 
 
 def exclusion_summary(task) -> dict:
-    """Active exclusions of the task, per current label."""
-    rows = (TrainingExclusion.objects.filter(task=task, active=True)
-            .values_list("image__annotations__label__name")
-            .filter(image__annotations__task=task).annotate(n=Count("id")).order_by("image__annotations__label__name"))
-    per = [{"label": name, "n": n} for name, n in rows]
+    """Active exclusions of the task, per class they were left out of (the one "put back" restores)."""
+    recorded = dict(TrainingExclusion.objects.filter(task=task, active=True, label__isnull=False)
+                    .values_list("label__name").annotate(n=Count("id")).order_by())
+    legacy = (TrainingExclusion.objects.filter(task=task, active=True, label__isnull=True,
+                                               image__annotations__task=task)
+              .values_list("image__annotations__label__name").annotate(n=Count("id")).order_by())
+    for name, n in legacy:
+        recorded[name] = recorded.get(name, 0) + n
+    per = [{"label": name, "n": n} for name, n in sorted(recorded.items(), key=lambda kv: str(kv[0]))]
     return {"total": sum(r["n"] for r in per), "by_label": per}
 
 
@@ -671,23 +755,14 @@ def latest_done(task=None, *, project=None) -> SuspectRun | None:
     return qs.order_by("-finished_at", "-id").first()
 
 
-def near_duplicate_pairs(sr: SuspectRun, kind: str | None = None, limit: int = 500):
-    qs = NearDuplicate.objects.filter(suspect_run=sr).select_related("image_a", "image_b")
-    if kind:
-        qs = qs.filter(kind=kind)
-    pairs = list(qs.order_by("-similarity", "id")[:limit])
-    ids = {p.image_a_id for p in pairs} | {p.image_b_id for p in pairs}
-    labels = dict(Annotation.objects.filter(task_id=sr.task_id, image_id__in=ids).values_list("image_id", "label__name"))
-    for p in pairs:
-        p.label_a, p.label_b = labels.get(p.image_a_id), labels.get(p.image_b_id)
-    return pairs
-
-
 def status(sr: SuspectRun) -> dict:
     """What the suspects run page polls (and advances: see :func:`advance`)."""
     if sr.state == State.FOLDS:
         sr = advance(sr.pk) or sr
+    from .suspect_quality import folds_eta
+
     folds = [{"id": r.pk, "state": r.state, "progress": r.progress}
              for r in TrainingRun.objects.filter(pk__in=sr.fold_run_ids).order_by("pk")]
     return {"id": sr.pk, "state": sr.state, "state_reason": sr.state_reason, "progress": sr.progress,
-            "folds": folds, "counts": sr.counts, "finished": sr.state in SuspectRun.FINAL_STATES}
+            "folds": folds, "folds_eta_s": folds_eta(sr, folds) if sr.state == State.FOLDS else None,
+            "counts": sr.counts, "finished": sr.state in SuspectRun.FINAL_STATES}

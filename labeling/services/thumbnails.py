@@ -3,7 +3,9 @@
 The path is ``thumbs/<sha[:2]>/<sha>.jpg`` under the project's storage, so a re-import
 of unchanged bytes finds its thumbnail already there and the same picture imported
 under two keys shares one file. Pages read them with :func:`thumbnail_bytes`, which
-makes a missing one on demand (an older import, a wiped storage folder).
+makes a missing one on demand (an older import, a wiped storage folder). Both reads are
+fenced where the bytes are read: the thumbnail to Retag's storage, the original to the
+readable roots (a file swapped for a symlink since its import is refused).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from mlcore.images import CorruptImage, decode, thumbnail_jpeg
 
 from ..models import Image, ImageStatus, Project
 from .projects import project_storage_uri
+from .storage_roots import readable_roots
 
 
 class NoThumbnail(Exception):
@@ -43,11 +46,11 @@ def thumbnail_bytes(image: Image) -> bytes:
         raise NoThumbnail(image.status_reason or "corrupt image")
     if image.thumbnail_uri:
         try:
-            return storage.read_bytes(image.thumbnail_uri)
-        except Exception:  # noqa: BLE001 - gone (file or NoSuchKey): make it again below
+            return storage.read_bytes(image.thumbnail_uri, within=[settings.STORAGE_URI])
+        except Exception:  # noqa: BLE001 - gone (file or NoSuchKey) or fenced off: made again below
             pass
     try:
-        data = storage.read_bytes(image.uri)
+        data = storage.read_bytes(image.uri, within=readable_roots())
     except Exception as e:  # noqa: BLE001 - any storage error means "nothing to show"
         raise NoThumbnail(f"cannot read the original: {e}") from None
     try:
@@ -57,4 +60,4 @@ def thumbnail_bytes(image: Image) -> bytes:
     checksum = image.checksum or storage.sha256(data)
     image.thumbnail_uri = store_thumbnail(image.project, checksum, picture)
     Image.objects.filter(pk=image.pk).update(thumbnail_uri=image.thumbnail_uri)
-    return storage.read_bytes(image.thumbnail_uri)
+    return storage.read_bytes(image.thumbnail_uri, within=[settings.STORAGE_URI])

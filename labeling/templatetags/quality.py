@@ -6,10 +6,9 @@ from django import template
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-register = template.Library()
+from ..services.quality import FLAT  # a change smaller than this is shown as flat
 
-# A change smaller than this (in F1/precision/recall units) is shown as flat.
-FLAT = 0.0005
+register = template.Library()
 
 
 @register.filter

@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect
 from ..models import Project, StorageRoot, Task
 from ..services.labels import ordered_labels, reorder_labels
 from ..services.roles import ROLES, role_of, set_role
-from .common import admin_required, page
+from .common import admin_required, int_or_none, page
 from .forms import StorageRootForm, UserCreateForm
 
 
@@ -22,14 +22,18 @@ def label_order(request, slug):
     """
     project = get_object_or_404(Project, slug=slug)
     if request.method == "POST":
-        task = get_object_or_404(Task, id=request.POST.get("task"), project=project)
+        task = get_object_or_404(Task, id=int_or_none(request.POST.get("task")), project=project)
         ids = [lb.id for lb in ordered_labels(task)]
         try:
             if request.POST.get("order"):
-                ids = [int(x) for x in request.POST["order"].split(",")]
+                ids = [int_or_none(x) for x in request.POST["order"].split(",")]
+                if None in ids:
+                    raise ValueError("the order is label ids separated by commas")
             elif request.POST.get("move"):
-                label_id, direction = request.POST["move"].split(":")
-                i = ids.index(int(label_id))
+                label_id, _, direction = request.POST["move"].partition(":")
+                if int_or_none(label_id) not in ids or direction not in ("up", "down"):
+                    raise ValueError("move is <label id>:up or <label id>:down, of a label of this task")
+                i = ids.index(int_or_none(label_id))
                 j = i - 1 if direction == "up" else i + 1
                 if 0 <= j < len(ids):
                     ids[i], ids[j] = ids[j], ids[i]
@@ -55,7 +59,7 @@ def users(request):
                 messages.success(request, f"Created {user.username} as {form.cleaned_data['role']}.")
                 return redirect("users")
         elif request.POST.get("action") == "set_role":
-            user = get_object_or_404(User, id=request.POST.get("user"))
+            user = get_object_or_404(User, id=int_or_none(request.POST.get("user")))
             try:
                 if user == request.user and request.POST.get("role") != "admin":
                     raise ValueError("you cannot take away your own admin role")
@@ -85,7 +89,7 @@ def storage_roots(request):
                     messages.success(request, f"Imports may now read from {root.uri}.")
                     return redirect("storage_roots")
         elif request.POST.get("action") == "remove":
-            root = get_object_or_404(StorageRoot, id=request.POST.get("root"))
+            root = get_object_or_404(StorageRoot, id=int_or_none(request.POST.get("root")))
             root.delete()  # takes effect at once: allowed roots are read on every check
             messages.success(request, f"Removed {root.uri}; imports can no longer read from it.")
             return redirect("storage_roots")

@@ -1,11 +1,15 @@
 """What every page view shares: the role gate and the context of the top bar."""
 from __future__ import annotations
 
+import json
 from functools import wraps
 
 from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse
 from django.shortcuts import render
+from django.utils.http import url_has_allowed_host_and_scheme
 
+from ..api.serializers import MAX_ID
 from ..models import Project
 from ..services.roles import ADMIN, ANNOTATOR, has_role
 
@@ -38,3 +42,58 @@ def page(request, template: str, context: dict | None = None, *, project: Projec
     context.setdefault("nav_projects", Project.objects.only("id", "name", "slug"))
     context.setdefault("current_project", project)
     return render(request, template, context, status=status)
+
+
+class JsonBodyError(ValueError):
+    """The body of a JSON endpoint is not JSON (or nests too deep to read)."""
+
+
+def json_body(request):
+    """The request body as JSON (``{}`` when empty). What it holds is for a serializer to
+    check; a body that is not JSON at all raises :class:`JsonBodyError`, which
+    :func:`json_endpoint` answers with a 400."""
+    try:
+        return json.loads(request.body or b"{}")
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise JsonBodyError(f"the body is not JSON: {e}") from None
+
+
+def json_endpoint(view):
+    """A page's JSON endpoint: a body that is not JSON is a 400 that says so, never a 500."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except JsonBodyError as e:
+            return JsonResponse({"error": "bad_request", "message": str(e)}, status=400)
+
+    return wrapped
+
+
+def int_or_none(value, *, lo: int = 0, hi: int = MAX_ID) -> int | None:
+    """A whole number in ``[lo, hi]`` from a form or query value, else None: ``"1e400"``,
+    ``"-1"``, ``"9" * 30`` or a NUL byte are ignored like an absent value, never sent to
+    the database (where an out-of-range number is an error, not an empty result)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.isascii() or not value.lstrip("-").isdigit() or len(value) > 20:
+            return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if lo <= number <= hi else None
+
+
+def local_next(request) -> str | None:
+    """The ``next`` a form posted (or a link carried), when it is a path of this site;
+    None for anything else, so a redirect never leaves the site (no open redirect)."""
+    target = request.POST.get("next") or request.GET.get("next")
+    # An absolute path only: redirect() would take a bare word for a URL name to reverse.
+    if target and target.startswith("/") and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return target
+    return None

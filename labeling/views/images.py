@@ -1,7 +1,6 @@
 """The image page, its bytes (original and thumbnail) and the keyboard retag endpoint."""
 from __future__ import annotations
 
-import json
 import logging
 import mimetypes
 
@@ -9,12 +8,12 @@ from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_POST
 
-from ..models import Image, ImageStatus, Label, Task
+from ..models import Image, ImageStatus, Task
 from ..services import browse, quality
 from ..services.roles import SCIENTIST, has_role
 from ..services.similar import similar_images
 from ..services.retag import RetagConflict, RetagError, retag_image
-from .common import browse_required, page
+from .common import browse_required, json_body, json_endpoint, page
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +46,19 @@ def image_detail(request, image_id):
 @require_GET
 @browse_required
 def image_original(request, image_id):
-    """The original bytes, read through storage (file:// or s3://)."""
+    """The original bytes, read through storage (file:// or s3://), and only from inside the
+    readable roots, checked on the file actually opened: a file swapped for a symlink after
+    its import is refused here, where its bytes are read."""
     from mlcore import storage
+
+    from ..services.storage_roots import readable_roots
 
     image = get_object_or_404(Image, id=image_id)
     if image.status != ImageStatus.OK:
         raise Http404(f"image is {image.status}: {image.status_reason}")
     try:
-        data = storage.read_bytes(image.uri)
-    except Exception as e:  # noqa: BLE001 - OSError locally, botocore's errors on S3
+        data = storage.read_bytes(image.uri, within=readable_roots())
+    except Exception as e:  # noqa: BLE001 - OSError locally, botocore's errors on S3, OutsideRoot
         log.warning("original of image %s unreadable: %s", image.id, e)
         raise Http404("the original cannot be read from storage") from None
     content_type = mimetypes.guess_type(image.key)[0] or "application/octet-stream"
@@ -100,23 +103,25 @@ def _facet_json(image: Image, task: Task) -> dict:
 
 @require_POST
 @browse_required
+@json_endpoint
 def image_retag(request, image_id):
     """Set one label, as the keyboard on the image page asks: JSON in, JSON out.
 
-    ``{"task": id, "label": id, "expected_version": n}`` -> 200 with the facet and the
-    fresh history; 409 (nothing written) when the version seen is no longer current.
+    ``{"task": id, "label": id, "expected_version": n}`` (the API's retag body, checked by
+    the same serializer) -> 200 with the facet and the fresh history; 409 (nothing
+    written) when the version seen is no longer current.
     """
+    from ..api.serializers import RetagRequestSerializer
+
     image = get_object_or_404(Image, id=image_id)
-    try:
-        body = json.loads(request.body or b"{}")
-        task = Task.objects.get(id=int(body["task"]), project_id=image.project_id)
-        label = None if body.get("label") is None else Label.objects.get(id=int(body["label"]), task=task)
-        expected = int(body["expected_version"])
-    except (ValueError, KeyError, TypeError, Task.DoesNotExist, Label.DoesNotExist):
-        return JsonResponse({"error": "bad_request",
+    body = RetagRequestSerializer(data=json_body(request))
+    if not body.is_valid():
+        return JsonResponse({"error": "bad_request", "errors": body.errors,
                              "message": "send task, label (of that task) and expected_version"}, status=400)
+    task, label = body.validated_data["task"], body.validated_data["label"]
     try:
-        result = retag_image(image=image, task=task, label=label, by=request.user, expected_version=expected)
+        result = retag_image(image=image, task=task, label=label, by=request.user,
+                             expected_version=body.validated_data["expected_version"])
     except RetagConflict:
         return JsonResponse({
             "error": "conflict",

@@ -5,9 +5,9 @@ from decimal import Decimal
 
 from django import forms
 from django.contrib import messages
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from ..models import ImageStatus, MTurkAssignment, MTurkBatch, MTurkHIT, Split, Task
 from ..services import mturk
@@ -80,11 +80,19 @@ class BatchForm(forms.Form):
 
 
 def _balance(production: bool) -> tuple[dict | None, str]:
-    """The account balance, or why it cannot be read (no credentials...)."""
+    """The account balance, or why it cannot be read, in words an admin can act on."""
+    from ..services.mturk.errors import explain
+
     try:
         return mt.account_balance(mt.make_client(production)), ""
     except Exception as exc:  # noqa: BLE001 - the page still works without it
-        return None, f"{mt.error_code(exc) or type(exc).__name__}: {mt.error_message(exc)}"
+        return None, explain(exc, production=production)
+
+
+def _base_url(request) -> str:
+    """Retag's address as the admin reaches it: the base of signed image links in a CSV export
+    when RETAG_PUBLIC_URL is not set (the page warns when workers could not reach it)."""
+    return request.build_absolute_uri("/").rstrip("/")
 
 
 @admin_required
@@ -135,6 +143,7 @@ def batch_detail(request, batch_id):
         "summary": mturk.review_summary(batch),
         "worker_site": mturk.batches.worker_site(batch),
         "can_apply": batch.items.filter(status="agreed", applied_at__isnull=True).exists(),
+        "hosting": mturk.batches.hosting(batch, _base_url(request)),
     }
     if batch.state in (MTurkBatch.State.DRAFT, MTurkBatch.State.FAILED):
         context["balance"], context["balance_error"] = _balance(batch.production)
@@ -149,9 +158,26 @@ def batch_send(request, batch_id):
     batch = get_object_or_404(MTurkBatch, pk=batch_id)
     if batch.state not in (MTurkBatch.State.DRAFT, MTurkBatch.State.FAILED):
         messages.error(request, f"This batch is {batch.get_state_display()}; only a draft can be sent.")
-    else:
+        return redirect("mturk_batch", batch.id)
+    from ..services.mturk.errors import explain
+
+    # What can be known here is said here, not left to the worker's log: images workers
+    # could not see, no credentials. (MTurk's own answers come back on this page from the worker.)
+    problem = mturk.batches.preflight(batch)
+    if problem:
+        MTurkBatch.objects.filter(pk=batch.pk).update(state=MTurkBatch.State.FAILED, error=problem)
+        messages.error(request, f"Not sent: {problem}")
+        return redirect("mturk_batch", batch.id)
+    MTurkBatch.objects.filter(pk=batch.pk).update(state=MTurkBatch.State.SENDING, error="")
+    try:
         mturk_send_batch.delay(batch.id)
-        messages.success(request, "Sending: the HITs are being created.")
+    except Exception as exc:  # noqa: BLE001 - a broker that is down: say so on the batch
+        why = f"could not be queued for sending ({explain(exc)}); is the worker's broker running?"
+        MTurkBatch.objects.filter(pk=batch.pk).update(state=MTurkBatch.State.FAILED, error=why)
+        messages.error(request, f"Not sent: {why}")
+    else:
+        messages.success(request, "Sending in the background: this page shows when the HITs are created, "
+                                  "or why they could not be.")
     return redirect("mturk_batch", batch.id)
 
 
@@ -196,7 +222,7 @@ def batch_export(request, batch_id):
     if request.GET.get("what") == "decisions":
         return _download(mturk.decisions_csv(batch), f"retag-batch-{batch.id}-decisions.csv", "text/csv")
     try:
-        text = mturk.export_csv(batch)
+        text = mturk.export_csv(batch, base_url=_base_url(request))
     except mturk.BatchError as exc:
         messages.error(request, str(exc))
         return redirect("mturk_batch", batch.id)
@@ -218,6 +244,24 @@ def batch_import(request, batch_id):
     except (mturk.BatchError, UnicodeDecodeError) as exc:
         messages.error(request, f"Import refused: {exc}")
     return redirect("mturk_batch", batch.id)
+
+
+@require_GET
+def signed_image(request, token):
+    """An image of a batch for MTurk workers, who have no Retag login: the link is signed and
+    expires with the batch's HITs (services.mturk.batches.signed_image_url). Its thumbnail only."""
+    from ..services.thumbnails import NoThumbnail, thumbnail_bytes
+
+    try:
+        image = mturk.batches.image_for_token(token)
+        data = thumbnail_bytes(image)
+    except (mturk.BatchError, NoThumbnail) as exc:
+        raise Http404(str(exc)) from None
+    response = HttpResponse(data, content_type="image/jpeg")
+    response["Cache-Control"] = "public, max-age=3600"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @admin_required

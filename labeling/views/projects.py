@@ -25,7 +25,7 @@ def project_grid(request, slug):
     return page(request, "labeling/grid.html", {
         "project": project,
         "f": f,
-        "tasks": list(project.tasks.all()),
+        "tasks": list(project.tasks.filter(truth_of__isnull=True)),  # truth tasks are hidden
         "grid": grid,
         "counts": counts,
         "label_links": label_links,

@@ -14,14 +14,13 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from ..models import Image, Project, Split, Task, TrainingRun
 from ..services import quality, runs
 from ..services.labels import ordered_labels
 from ..services.roles import SCIENTIST
-from .common import page, role_required
+from .common import local_next as _next, page, role_required
 
 scientist_required = role_required(SCIENTIST)
 
@@ -271,11 +270,3 @@ def image_predictions(request, image_id):
     """The image page's prediction panel as JSON (the panel itself is server-rendered)."""
     image = get_object_or_404(Image, id=image_id)
     return JsonResponse({"image": image.id, "tasks": quality.image_predictions(image)})
-
-
-def _next(request) -> str | None:
-    """The page to go back to, when it is one of ours (never an open redirect)."""
-    target = request.POST.get("next")
-    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
-        return target
-    return None

@@ -1,9 +1,8 @@
 """Suspects pages: the runs of a project, starting one from a training run (scientists), the
 keyboard queue (annotators), the cluster view per class with group retags and automatic
-cleaning (exclusions), and near duplicates. Thin: services.suspects does the work."""
+cleaning (exclusions). Thin: services.suspects does the work. (Near duplicates: views.duplicates.)"""
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from django.contrib import messages
@@ -13,12 +12,15 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from ..models import Label, NearDuplicate, Project, Suspect, SuspectRun, TrainingRun
+from ..models import CleaningRun, Label, Project, Suspect, SuspectRun, TrainingRun
+from ..services import autoclean
+from ..services import suspect_quality as quality
 from ..services import suspects as svc
 from ..services.labels import ordered_labels
 from ..services.retag import RetagConflict, current_version
 from ..services.roles import SCIENTIST, has_role
-from .common import browse_required, page, role_required
+from ..api.suspects import ResolveRequestSerializer, bad_request
+from .common import browse_required, int_or_none, json_body, json_endpoint, local_next as _next, page, role_required
 
 scientist_required = role_required(SCIENTIST)
 
@@ -60,15 +62,23 @@ def suspect_start(request, run_id):
         else:
             messages.success(request, f"Suspects run {sr.pk} queued: {sr.config['k']} fold models, then scoring.")
             return redirect("suspect_run", sr_id=sr.pk)
-    return page(request, "suspects/start.html", {"run": run, "project": run.project, "error": error,
-                                                  "values": values}, project=run.project)
+    try:
+        k = int(values.get("k") or svc.DEFAULTS["k"])
+        fold_epochs = int(values["fold_epochs"]) if values.get("fold_epochs") else None
+    except (TypeError, ValueError):
+        k, fold_epochs = svc.DEFAULTS["k"], None
+    return page(request, "suspects/start.html", {
+        "run": run, "project": run.project, "error": error, "values": values,
+        "estimate": quality.estimate(run, k=max(2, k), fold_epochs=fold_epochs)}, project=run.project)
 
 
 @browse_required
 def suspect_run(request, sr_id):
     sr = _sr(sr_id)
-    return _page(request, "suspects/run.html", sr, {"status": svc.status(sr), "queue": svc.queue_counts(sr),
-                                                    "classes": svc.class_summary(sr) if sr.state == "done" else []})
+    return _page(request, "suspects/run.html", sr, {
+        "status": svc.status(sr), "queue": svc.queue_counts(sr), "quality": quality.quality(sr),
+        "classes": svc.class_summary(sr) if sr.state == "done" else [],
+        "cleanings": CleaningRun.objects.filter(run=sr.run)[:10]})
 
 
 @browse_required
@@ -89,7 +99,8 @@ def suspect_queue(request, sr_id):
     sr = _sr(sr_id)
     suspect = svc.lease_next(sr, request.user) if sr.state == SuspectRun.State.DONE else None
     context = {"suspect": suspect, "throughput": svc.throughput(sr, request.user, _since(request, sr)),
-               "remaining": svc.queue(sr).count(), "labels": ordered_labels(sr.task)}
+               "remaining": svc.queue(sr).count(), "labels": ordered_labels(sr.task),
+               "evidence": quality.fold_health(sr)}
     if suspect is not None:
         ann = suspect.image.annotations.filter(task=sr.task).select_related("label").first()
         context.update(current=ann.label if ann else None, version=ann.version if ann else 0,
@@ -100,19 +111,17 @@ def suspect_queue(request, sr_id):
 
 @require_POST
 @browse_required
+@json_endpoint
 def suspect_resolve(request, suspect_id):
     """JSON in ``{"action", "label", "expected_version"}``; 200, or 409 with the label as it is now."""
     suspect = get_object_or_404(Suspect.objects.select_related("image", "task", "suspect_run"), pk=suspect_id)
+    body = ResolveRequestSerializer(data=json_body(request), context={"suspect": suspect})
+    if not body.is_valid():
+        return JsonResponse(bad_request(body.errors), status=400)
+    d = body.validated_data
     try:
-        body = json.loads(request.body or b"{}")
-        action = body.get("action")
-        label = None if body.get("label") in (None, "") else Label.objects.get(pk=int(body["label"]),
-                                                                              task_id=suspect.task_id)
-        expected = None if body.get("expected_version") is None else int(body["expected_version"])
-    except (ValueError, TypeError, Label.DoesNotExist):
-        return JsonResponse({"error": "bad_request", "message": "send action, label and expected_version"}, status=400)
-    try:
-        s = svc.resolve(suspect, user=request.user, action=action, label=label, expected_version=expected)
+        s = svc.resolve(suspect, user=request.user, action=d["action"], label=d.get("label"),
+                        expected_version=d.get("expected_version"))
     except (RetagConflict, svc.SuspectResolved) as e:
         ann = suspect.image.annotations.filter(task_id=suspect.task_id).select_related("label").first()
         message = ("Someone else changed this label while you were looking: it is now "
@@ -140,18 +149,39 @@ def suspect_clusters(request, sr_id):
     view = svc.class_clusters(sr, selected.pk) if selected else None
     return _page(request, "suspects/clusters.html", sr, {
         "classes": classes, "selected": selected, "view": view, "labels": ordered_labels(sr.task),
-        "exclusions": svc.exclusion_summary(sr.task), "can_clean": has_role(request.user, SCIENTIST)})
+        "cut": svc.cut_shown(sr, selected.pk) if selected else None,
+        "exclusions": svc.exclusion_summary(sr.task), "can_clean": has_role(request.user, SCIENTIST),
+        "max_rounds": autoclean.MAX_ROUNDS, "default_rounds": autoclean.DEFAULT_ROUNDS})
 
 
 @require_POST
 @browse_required
 def cluster_retag(request, sr_id):
-    """Retag an outlier group in one action (one LabelEvent per image, each with the version seen)."""
+    """Retag an outlier group in one action (one LabelEvent per image, each with the version seen).
+
+    The form sends ``v_<image id>`` = the version the page showed for every image of the
+    group, and ``image`` for the ticked ones (none ticked: the whole group). A ticked
+    image without its version is refused and named, never retagged blind.
+    """
     sr = _sr(sr_id)
-    label = get_object_or_404(Label, pk=int(request.POST.get("label") or 0), task_id=sr.task_id)
-    versions = {int(k[2:]): int(v) for k, v in request.POST.items() if k.startswith("v_") and v.isdigit()}
-    chosen = set(int(i) for i in request.POST.getlist("image") if i.isdigit())
+    back = _next(request) or reverse("suspect_clusters", args=[sr.pk])
+    label_id = int_or_none(request.POST.get("label"))
+    label = Label.objects.filter(pk=label_id, task_id=sr.task_id).first() if label_id else None
+    if label is None:
+        messages.error(request, "Pick a label of this task to retag the group with.")
+        return redirect(back)
+    versions = {}
+    for k, v in request.POST.items():
+        image_id, version = int_or_none(k[2:]) if k.startswith("v_") else None, int_or_none(v)
+        if image_id is not None and version is not None and version >= 0:
+            versions[image_id] = version
+    chosen = {i for i in map(int_or_none, request.POST.getlist("image")) if i is not None}
     if chosen:
+        missing = sorted(chosen - set(versions))
+        if missing:
+            messages.error(request, f"Nothing retagged: no version was sent for image(s) "
+                                    f"{', '.join(map(str, missing[:20]))}; reload the page and try again.")
+            return redirect(back)
         versions = {k: v for k, v in versions.items() if k in chosen}
     out = svc.retag_group(sr, versions=versions, label=label, by=request.user)
     text = f"{len(out['changed'])} image(s) set to {label.name}"
@@ -162,37 +192,66 @@ def cluster_retag(request, sr_id):
                                          "left as they are.")
     else:
         messages.success(request, text + ".")
-    return redirect(request.POST.get("next") or reverse("suspect_clusters", args=[sr.pk]))
+    return redirect(back)
 
 
 @require_POST
 @scientist_required
 def exclude(request, sr_id):
     sr = _sr(sr_id)
-    label_id = int(request.POST["label"]) if request.POST.get("label", "").isdigit() else None
-    n = svc.exclude_outliers(sr, label_id=label_id, by=request.user)
+    n = svc.exclude_outliers(sr, label_id=int_or_none(request.POST.get("label")), by=request.user)
     messages.success(request, f"{n} outlier(s) will be left out of the next training of {sr.task.name} "
                               "(train split only; restore them any time).")
-    return redirect(request.POST.get("next") or reverse("suspect_clusters", args=[sr.pk]))
+    return redirect(_next(request) or reverse("suspect_clusters", args=[sr.pk]))
 
 
 @require_POST
 @scientist_required
 def restore(request, sr_id):
     sr = _sr(sr_id)
-    label_id = int(request.POST["label"]) if request.POST.get("label", "").isdigit() else None
-    n = svc.restore_exclusions(sr.task, label_id=label_id)
+    n = svc.restore_exclusions(sr.task, label_id=int_or_none(request.POST.get("label")))
     messages.success(request, f"{n} image(s) are back in training.")
-    return redirect(request.POST.get("next") or reverse("suspect_clusters", args=[sr.pk]))
+    return redirect(_next(request) or reverse("suspect_clusters", args=[sr.pk]))
+
+
+# --------------------------------------------------------------------------- automatic cleaning
+
+@require_POST
+@scientist_required
+def cleaning_start(request, run_id):
+    run = get_object_or_404(TrainingRun.objects.select_related("project", "task"), pk=run_id)
+    config = {k: request.POST.get(k) for k in ("rounds", "cluster_threshold") if request.POST.get(k)}
+    try:
+        job = autoclean.start_cleaning(run=run, by=request.user, config=config)
+    except autoclean.CleaningError as e:
+        messages.error(request, f"Cleaning not started: {e}.")
+        return redirect(_next(request) or reverse("suspect_runs", args=[run.project.slug]))
+    messages.success(request, f"Cleaning {job.pk} queued: {job.config['rounds']} round(s) from run {run.pk}.")
+    return redirect("cleaning_run", job_id=job.pk)
+
+
+def _job(job_id) -> CleaningRun:
+    return get_object_or_404(CleaningRun.objects.select_related("project", "task", "run", "created_by"), pk=job_id)
 
 
 @browse_required
-def duplicates(request, sr_id):
-    sr = _sr(sr_id)
-    kind = request.GET.get("kind") or NearDuplicate.Kind.CROSS_SPLIT
-    if kind not in NearDuplicate.Kind.values:
-        kind = NearDuplicate.Kind.CROSS_SPLIT
-    counts = {k: sr.near_duplicates.filter(kind=k).count() for k in NearDuplicate.Kind.values}
-    return _page(request, "suspects/duplicates.html", sr, {
-        "kind": kind, "kinds": [(v, name, counts[v]) for v, name in NearDuplicate.Kind.choices],
-        "pairs": svc.near_duplicate_pairs(sr, kind)})
+def cleaning_run(request, job_id):
+    job = _job(job_id)
+    return page(request, "suspects/cleaning.html", {
+        "job": job, "project": job.project, "task": job.task, "summary": autoclean.summary(job),
+        "can_clean": has_role(request.user, SCIENTIST)}, project=job.project)
+
+
+@browse_required
+def cleaning_status(request, job_id):
+    return JsonResponse(autoclean.summary(_job(job_id)))
+
+
+@require_POST
+@scientist_required
+def cleaning_restore(request, job_id):
+    job = _job(job_id)
+    r = request.POST.get("round", "")
+    n = autoclean.restore_cleaning(job, round=int(r) if r.isdigit() else None)
+    messages.success(request, f"{n} image(s) are back in training.")
+    return redirect("cleaning_run", job_id=job.pk)

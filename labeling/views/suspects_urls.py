@@ -1,7 +1,7 @@
 """Suspects pages (annotators and up; starting and cleaning for scientists); included at the root."""
 from django.urls import path
 
-from . import suspects
+from . import duplicates, suspects
 
 urlpatterns = [
     path("p/<slug:slug>/suspects/", suspects.suspect_runs, name="suspect_runs"),
@@ -14,5 +14,9 @@ urlpatterns = [
     path("suspects/<int:sr_id>/clusters/retag", suspects.cluster_retag, name="suspect_cluster_retag"),
     path("suspects/<int:sr_id>/exclude", suspects.exclude, name="suspect_exclude"),
     path("suspects/<int:sr_id>/restore", suspects.restore, name="suspect_restore"),
-    path("suspects/<int:sr_id>/duplicates/", suspects.duplicates, name="suspect_duplicates"),
+    path("suspects/<int:sr_id>/duplicates/", duplicates.near_duplicates, name="suspect_duplicates"),
+    path("runs/<int:run_id>/cleaning/start", suspects.cleaning_start, name="cleaning_start"),
+    path("cleaning/<int:job_id>/", suspects.cleaning_run, name="cleaning_run"),
+    path("cleaning/<int:job_id>/status.json", suspects.cleaning_status, name="cleaning_status"),
+    path("cleaning/<int:job_id>/restore", suspects.cleaning_restore, name="cleaning_restore"),
 ]

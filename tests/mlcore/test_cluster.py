@@ -1,6 +1,6 @@
 import numpy as np
 
-from mlcore.cluster import cluster_per_class, cluster_table, knn, knn_agreement, near_duplicates
+from mlcore.cluster import cluster_per_class, cluster_table, knn, knn_agreement
 
 
 def unit(x):
@@ -55,16 +55,3 @@ def test_knn_excludes_self_and_agreement_counts_neighbour_labels():
     assert (idx != np.arange(20)[:, None]).all() and (np.diff(sims, axis=1) <= 1e-6).all()
     agree = knn_agreement(emb, labels, k=5)
     assert agree[3] <= 0.2 and agree[0] >= 0.6 and agree[15] == 1.0
-
-
-def test_near_duplicates_flag_test_leakage_and_label_conflicts():
-    rng = np.random.default_rng(4)
-    emb = unit(rng.standard_normal((3000, 64)))
-    emb[2500] = emb[10]  # a train image copied into test
-    emb[7] = unit(emb[5:6] + 0.001 * rng.standard_normal((1, 64)))[0]  # near copy, other label
-    splits = np.array(["train"] * 2000 + ["test"] * 1000)
-    labels = np.zeros(3000, dtype=int)
-    labels[7] = 1
-    pairs = near_duplicates(emb, 0.99, splits=splits, labels=labels)
-    found = {(i, j): kind for i, j, _, kind in pairs}
-    assert found == {(10, 2500): "cross_split", (5, 7): "label_conflict"}

@@ -1,10 +1,17 @@
 """Building a batch, pricing it, and sending it to MTurk as HTMLQuestion HITs.
 
-Images reach workers through time-limited presigned S3 URLs. An image whose original
-is on S3 is presigned where it is; otherwise its thumbnail (or original) is uploaded
-once to ``MTURK_IMAGE_BUCKET`` and presigned there. With neither, the batch is refused
-before anything is sent, naming the images (:func:`unservable_images`). Presigned URLs
-live at most 7 days (SigV4), so a HIT's lifetime plus its assignment duration must fit.
+Images reach workers through time-limited URLs. An image whose original is on S3 is
+presigned where it is; otherwise its thumbnail (or original) is uploaded once to
+``MTURK_IMAGE_BUCKET`` and presigned there; otherwise Retag serves its thumbnail itself
+through a signed, expiring URL (``/mturk/image/<token>/``, django.core.signing), under
+``RETAG_PUBLIC_URL`` (or, for a CSV exported from the page, the address the admin uses),
+which workers' browsers must be able to reach. With none of these the batch is refused
+before anything is sent, naming the images and the settings that fix it
+(:func:`unservable_images`). URLs live at most 7 days (SigV4's limit, kept for the
+signed ones too), so a HIT's lifetime plus its assignment duration must fit.
+
+Every failure of a send is recorded on the batch (state ``failed`` and ``error`` in words
+from services.mturk.errors), never only in the worker's log.
 """
 from __future__ import annotations
 
@@ -189,6 +196,11 @@ def image_bucket() -> str:
     return getattr(settings, "MTURK_IMAGE_BUCKET", None) or os.environ.get("MTURK_IMAGE_BUCKET", "")
 
 
+def public_base_url() -> str:
+    """Where Retag is reachable from workers' browsers (RETAG_PUBLIC_URL), or ""."""
+    return (getattr(settings, "RETAG_PUBLIC_URL", "") or "").rstrip("/")
+
+
 def servable_uri(image: Image) -> str | None:
     """Where workers' browsers will fetch the image from (an s3:// URI), or None."""
     for uri in (image.uri, image.thumbnail_uri):
@@ -199,16 +211,104 @@ def servable_uri(image: Image) -> str | None:
     return None
 
 
-def unservable_images(batch: MTurkBatch) -> list[Image]:
+NOT_SERVABLE = ("{n} images are not on S3, MTURK_IMAGE_BUCKET is not set and Retag has no public address, so "
+                "workers could not see them (first: {first}). Set RETAG_PUBLIC_URL to the address where Retag is "
+                "reachable from the internet (it then serves the images itself through signed, expiring links), "
+                "or MTURK_IMAGE_BUCKET to an S3 bucket Retag may upload them to.")
+
+
+def unservable_images(batch: MTurkBatch, base_url: str | None = None) -> list[Image]:
+    """Images workers could not see: not on S3, no bucket, and no address of Retag to sign a link under."""
+    if base_url or public_base_url():
+        return []
     images = Image.objects.filter(mturk_items__batch=batch).distinct()
     return [im for im in images if servable_uri(im) is None]
+
+
+def refuse_unservable(batch: MTurkBatch, base_url: str | None = None) -> None:
+    bad = unservable_images(batch, base_url)
+    if bad:
+        raise BatchError(NOT_SERVABLE.format(n=len(bad), first=", ".join(im.key for im in bad[:5])))
+
+
+IMAGE_SALT = "retag.mturk.image"
+
+
+def signed_image_url(batch: MTurkBatch, image: Image, base_url: str) -> str:
+    """A link to the image's thumbnail that Retag serves without a login, to this batch's
+    workers only while the batch's HITs can be worked (:func:`image_for_token`)."""
+    from django.core import signing
+    from django.urls import reverse
+
+    token = signing.dumps({"b": batch.pk, "i": image.pk}, salt=IMAGE_SALT, compress=True)
+    return base_url.rstrip("/") + reverse("mturk_image", args=[token])
+
+
+def image_for_token(token: str) -> Image:
+    """The image a signed link names; BatchError when the link is forged, expired or its batch
+    no longer holds the image."""
+    from django.core import signing
+
+    try:
+        payload = signing.loads(token, salt=IMAGE_SALT, max_age=MAX_PRESIGN_S)
+        batch = MTurkBatch.objects.get(pk=int(payload["b"]))
+        age_ok = signing.loads(token, salt=IMAGE_SALT, max_age=url_lifetime(batch))
+    except signing.SignatureExpired:
+        raise BatchError("this image link has expired") from None
+    except (signing.BadSignature, MTurkBatch.DoesNotExist, KeyError, TypeError, ValueError):
+        raise BatchError("this image link is not valid") from None
+    image = Image.objects.filter(pk=int(age_ok["i"]), mturk_items__batch=batch).first()
+    if image is None:
+        raise BatchError("this image is not part of the batch any more")
+    return image
+
+
+def image_url(batch: MTurkBatch, image: Image, expires_in: int, base_url: str | None = None) -> str:
+    """The URL a worker's browser loads the image from: presigned S3, or a signed Retag link."""
+    if servable_uri(image) is not None:
+        return presigned_url(image, expires_in)
+    base = base_url or public_base_url()
+    if not base:
+        raise BatchError(NOT_SERVABLE.format(n=1, first=image.key))
+    return signed_image_url(batch, image, base)
+
+
+def hosting(batch: MTurkBatch, base_url: str | None = None) -> dict:
+    """How this batch's images reach workers, for the batch page: ``{"how": "s3" | "retag" |
+    "none", "base", "local", "message"}`` (``local``: the address is loopback or private, which
+    workers on the internet cannot open)."""
+    import ipaddress
+    from urllib.parse import urlparse
+
+    images = Image.objects.filter(mturk_items__batch=batch).distinct()
+    on_s3 = all(servable_uri(im) is not None for im in images)
+    if on_s3:
+        return {"how": "s3", "base": "", "local": False,
+                "message": "Images reach workers through presigned S3 links."}
+    base = public_base_url() or (base_url or "").rstrip("/")
+    if not base:
+        return {"how": "none", "base": "", "local": False,
+                "message": NOT_SERVABLE.format(n=sum(1 for im in images if servable_uri(im) is None),
+                                               first=", ".join(im.key for im in images[:3]))}
+    host = urlparse(base).hostname or ""
+    try:
+        local = host == "localhost" or ipaddress.ip_address(host).is_private or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = host.endswith((".local", ".internal", ".lan"))
+    days = url_lifetime(batch) / 86400
+    message = (f"Images not on S3 are served by Retag at {base}/mturk/image/… through signed links that expire "
+               f"after {days:.1f} days.")
+    if local:
+        message += (f" {host} is not reachable from the internet, so workers could not open them: set "
+                    "RETAG_PUBLIC_URL to Retag's public address (behind your reverse proxy), or MTURK_IMAGE_BUCKET "
+                    "to an S3 bucket, before you export or send.")
+    return {"how": "retag", "base": base, "local": local, "message": message}
 
 
 def presigned_url(image: Image, expires_in: int) -> str:
     uri = servable_uri(image)
     if uri is None:
-        raise BatchError(f"image {image.key!r} is not on S3 and MTURK_IMAGE_BUCKET is not set: "
-                         "workers could not see it")
+        raise BatchError(NOT_SERVABLE.format(n=1, first=image.key))
     if not (image.uri == uri or image.thumbnail_uri == uri) and not storage.exists(uri):
         source = image.thumbnail_uri or image.uri  # the thumbnail is enough for a worker, and small
         ctype = mimetypes.guess_type(source)[0] or "image/jpeg"
@@ -263,7 +363,7 @@ def html_question(html: str, frame_height: int = 0) -> str:
 def hit_question(batch: MTurkBatch, hit: MTurkHIT) -> str:
     items = MTurkItem.objects.select_related("image").in_bulk(hit.item_ids)
     expires = url_lifetime(batch)
-    slots = [{"n": n, "item": item_id, "url": presigned_url(items[item_id].image, expires)}
+    slots = [{"n": n, "item": item_id, "url": image_url(batch, items[item_id].image, expires)}
              for n, item_id in enumerate(hit.item_ids, start=1)]
     question = html_question(hit_html(batch, slots))
     if len(question) > 131072:  # MTurk's limit on Question
@@ -272,6 +372,22 @@ def hit_question(batch: MTurkBatch, hit: MTurkHIT) -> str:
 
 
 # --- send ----------------------------------------------------------------------------
+
+def preflight(batch: MTurkBatch) -> str:
+    """Why sending would fail before it reaches MTurk (images workers could not see, no AWS
+    credentials), in words an admin can act on; "" when nothing is known to be wrong."""
+    from .errors import NO_CREDENTIALS
+
+    try:
+        refuse_unservable(batch)
+    except BatchError as exc:
+        return str(exc)
+    import boto3
+
+    if boto3.session.Session().get_credentials() is None:
+        return NO_CREDENTIALS
+    return ""
+
 
 def qualification_requirements(batch: MTurkBatch) -> list[dict]:
     reqs = []
@@ -300,14 +416,11 @@ def send_batch(batch: MTurkBatch, client=None, *, check_balance: bool = True) ->
 
     if batch.state not in (MTurkBatch.State.DRAFT, MTurkBatch.State.SENDING, MTurkBatch.State.FAILED):
         raise BatchError(f"batch {batch.id} is {batch.get_state_display()}; only a draft can be sent")
-    bad = unservable_images(batch)
-    if bad:
-        raise BatchError(f"{len(bad)} images are not on S3 and MTURK_IMAGE_BUCKET is not set, so workers "
-                         f"could not see them (first: {', '.join(im.key for im in bad[:5])})")
-    client = client_for(batch, client)
     MTurkBatch.objects.filter(pk=batch.pk).update(state=MTurkBatch.State.SENDING, error="")
     batch.state = MTurkBatch.State.SENDING
     try:
+        refuse_unservable(batch)
+        client = client_for(batch, client)
         if check_balance:
             cost = batch_cost(batch)
             pending = batch.hits.filter(hit_id="").count()
@@ -315,7 +428,8 @@ def send_batch(batch: MTurkBatch, client=None, *, check_balance: bool = True) ->
                                  reward=batch.reward).total
             balance = mt.account_balance(client)["available"]
             if balance < need:
-                raise BatchError(f"the account has ${balance}, the batch needs ${need} (of ${cost.total})")
+                raise BatchError(f"the account has ${balance}, the batch needs ${need} (of ${cost.total}): "
+                                 f"add funds on the requester website, then send again")
         if not batch.hit_type_id:
             r = mt.call(client, "create_hit_type",
                         Title=batch.title, Description=batch.description, Reward=str(batch.reward),
@@ -340,8 +454,10 @@ def send_batch(batch: MTurkBatch, client=None, *, check_balance: bool = True) ->
                 found = mt.call(client, "get_hit", HITId=hit_id)["HIT"]
                 hit.hit_id, hit.expires_at = hit_id, found.get("Expiration")
             hit.save(update_fields=["hit_id", "expires_at"])
-    except (ClientError, BatchError, mt.MTurkError) as exc:
-        batch.state, batch.error = MTurkBatch.State.FAILED, _describe(exc)
+    except Exception as exc:  # noqa: BLE001 - no credentials, offline, refused...: all shown on the batch
+        from .errors import explain
+
+        batch.state, batch.error = MTurkBatch.State.FAILED, explain(exc, production=batch.production)
         batch.save(update_fields=["state", "error"])
         raise
     batch.state, batch.sent_at = MTurkBatch.State.SENT, timezone.now()
@@ -358,11 +474,6 @@ def _existing_hit_id(exc) -> str:
         return ""
     m = re.search(r"\b([A-Z0-9]{30})\b", mt.error_message(exc))
     return m.group(1) if m else ""
-
-
-def _describe(exc) -> str:
-    code = mt.error_code(exc)
-    return f"{code}: {mt.error_message(exc)}" if code else str(exc)
 
 
 def worker_site(batch: MTurkBatch) -> str:

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ...models import MTurkAssignment, MTurkBatch, MTurkHIT, MTurkItem
-from .batches import BatchError, hit_html, presigned_url, unservable_images, url_lifetime
+from .batches import BatchError, hit_html, image_url, refuse_unservable, url_lifetime
 from .sync import compute_consensus, decide, record_assignment
 
 RESULT_REQUIRED = ("HITId", "AssignmentId", "WorkerId", "AssignmentStatus", "Input.hit")
@@ -37,14 +37,13 @@ def layout_html(batch: MTurkBatch) -> str:
                             for k in range(1, n + 1)], layout=True)
 
 
-def export_csv(batch: MTurkBatch) -> str:
-    """The input CSV (presigned image URLs valid for the batch's lifetime); marks the batch exported."""
+def export_csv(batch: MTurkBatch, base_url: str | None = None) -> str:
+    """The input CSV (image URLs valid for the batch's lifetime: presigned S3, or signed Retag
+    links under RETAG_PUBLIC_URL or ``base_url`` for images that are not on S3); marks the
+    batch exported."""
     if batch.state not in (MTurkBatch.State.DRAFT, MTurkBatch.State.EXPORTED):
         raise BatchError(f"batch {batch.id} is {batch.get_state_display()}; only a draft can be exported")
-    bad = unservable_images(batch)
-    if bad:
-        raise BatchError(f"{len(bad)} images are not on S3 and MTURK_IMAGE_BUCKET is not set "
-                         f"(first: {', '.join(im.key for im in bad[:5])})")
+    refuse_unservable(batch, base_url)
     n = slots_per_hit(batch)
     items = MTurkItem.objects.select_related("image").in_bulk(
         [i for ids in batch.hits.values_list("item_ids", flat=True) for i in ids])
@@ -57,7 +56,7 @@ def export_csv(batch: MTurkBatch) -> str:
         for k in range(n):
             if k < len(hit.item_ids):
                 item = items[hit.item_ids[k]]
-                row += [item.id, presigned_url(item.image, expires)]
+                row += [item.id, image_url(batch, item.image, expires, base_url)]
             else:
                 row += ["", ""]
         w.writerow(row)

@@ -93,5 +93,5 @@ def open_suspects(project: Project, task: Task, *, suspect_run: int | None = Non
           else latest_done(task))
     if sr is None:
         raise SelectionError(f"no suspects run {sr_id or ''} for task {task.name!r}".replace("  ", " "))
-    ids = queue(sr).order_by("-score", "id").values_list("image_id", flat=True)
+    ids = queue(sr).order_by("-score", "rank", "id").values_list("image_id", flat=True)
     return list(ids[: int(limit)] if limit else ids)
