@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
 
-from labeling.models import (Annotation, ImportJob, LabelEvent, MTurkBatch, MTurkItem, StorageRoot, Suspect,
+from labeling.models import (Annotation, CleaningRun, ImportJob, LabelEvent, MTurkBatch, MTurkItem, StorageRoot, Suspect,
                              SuspectRun)
+from labeling.services.mturk.batches import signed_image_url
 from tests.factories import make_image, make_project
 from tests.test_quality import make_run
 
@@ -65,11 +66,13 @@ class World:
     def id_for(self, route: str, name: str):
         """The id of a real object for path parameter ``name`` of ``route`` (either syntax)."""
         by_name = {"slug": "project_slug", "run_id": "run", "task_id": "task", "image_id": "image",
-                   "job_id": "job", "sr_id": "suspect_run", "suspect_id": "suspect", "batch_id": "batch"}
+                   "job_id": "job", "token": "image_token", "sr_id": "suspect_run", "suspect_id": "suspect", "batch_id": "batch"}
+        if name == "job_id" and route.startswith("/cleaning/"):
+            return self.objects["cleaning"]
         if name in by_name:
             return self.objects[by_name[name]]
         # id / pk: the resource the path names.
-        prefixes = [("/api/mturk/workers/", "worker"), ("/api/mturk/batches/", "batch"),
+        prefixes = [("/api/cleaning-runs/", "cleaning"), ("/api/mturk/workers/", "worker"), ("/api/mturk/batches/", "batch"),
                     ("/api/suspect-runs/", "suspect_run"), ("/api/suspects/", "suspect"),
                     ("/api/projects/", "project"), ("/api/tasks/", "task"), ("/api/labels/", "label"),
                     ("/api/images/", "image"), ("/api/annotations/", "annotation"), ("/api/events/", "event"),
@@ -100,11 +103,14 @@ def build_world(make_user, tmp_path) -> World:
     batch = MTurkBatch.objects.create(project=project, task=task, name="fuzz", title="t", description="d",
                                       reward="0.05", created_by=users["admin"])
     MTurkItem.objects.create(batch=batch, image=image, expected_version=1)
+    cleaning = CleaningRun.objects.create(project=project, task=task, run=run, config={"rounds": 1},
+                                          created_by=users["scientist"])
+    image_token = signed_image_url(batch, image, "http://testserver").rstrip("/").rsplit("/", 1)[-1]
     objects = {
         "project": project.id, "project_slug": project.slug, "task": task.id, "label": labels[0].id,
         "image": image.id, "annotation": Annotation.objects.filter(image=image).values_list("id", flat=True)[0],
         "event": LabelEvent.objects.filter(image=image).values_list("id", flat=True)[0], "job": job.id,
         "root": root.id, "run": run.id, "suspect_run": sr.id, "suspect": suspect.id, "batch": batch.id,
-        "worker": WORKER_ID,
+        "worker": WORKER_ID, "cleaning": cleaning.id, "image_token": image_token,
     }
     return World(users=users, objects=objects)

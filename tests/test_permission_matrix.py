@@ -67,6 +67,10 @@ MATRIX = {
     "/suspects/{sr_id}/exclude": {"POST": S},
     "/suspects/{sr_id}/restore": {"POST": S},
     "/suspects/{sr_id}/duplicates/": {"GET": A},
+    "/runs/{run_id}/cleaning/start": {"POST": S},
+    "/cleaning/{job_id}/": {"GET": A},
+    "/cleaning/{job_id}/status.json": {"GET": A},
+    "/cleaning/{job_id}/restore": {"POST": S},
     # Mechanical Turk pages
     "/mturk/": {"GET": AD},
     "/mturk/new/": {"GET": AD, "POST": AD},
@@ -77,6 +81,8 @@ MATRIX = {
     "/mturk/{batch_id}/apply/": {"POST": AD},
     "/mturk/{batch_id}/export/": {"GET": AD},
     "/mturk/{batch_id}/import/": {"POST": AD},
+    # MTurk workers have no login: the signed, expiring link is the permission.
+    "/mturk/image/{token}/": {"GET": ANY},
     # the API
     "/api/": {"GET": A},
     "/api/schema/": {"GET": A},
@@ -122,6 +128,10 @@ MATRIX = {
     "/api/suspect-runs/{id}/exclude/": {"POST": S},
     "/api/suspect-runs/{id}/restore/": {"POST": S},
     "/api/suspect-runs/{id}/near-duplicates/": {"GET": A},
+    "/api/suspect-runs/{id}/quality/": {"GET": A},
+    "/api/cleaning-runs/": {"GET": A, "POST": S},
+    "/api/cleaning-runs/{id}/": {"GET": A},
+    "/api/cleaning-runs/{id}/restore/": {"POST": S},
     "/api/suspects/{id}/resolve/": {"POST": A},
     "/api/images/{id}/similar/": {"GET": A},
     "/api/mturk/": {"GET": A},  # the MTurk router's index: links only; every route below is the admin's

@@ -421,7 +421,7 @@ class CleaningRunList(Base):
                                                            400: OpenApiResponse(description="what is wrong")})
     def post(self, request):
         run_id = request.data.get("run")
-        if not str(run_id or "").isdigit():
+        if not str(run_id or "").isdigit() or int(run_id) > MAX_ID:
             return Response({"detail": "send run (a training run id)"}, status=400)
         run = get_object_or_404(TrainingRun, pk=int(run_id))
         config = request.data.get("config") or {}
@@ -448,7 +448,7 @@ class CleaningRestore(Base):
     def post(self, request, pk):
         job = get_object_or_404(CleaningRun, pk=pk)
         r = request.data.get("round")
-        if r not in (None, "") and not str(r).isdigit():
+        if r not in (None, "") and (not str(r).isdigit() or int(r) > MAX_ID):
             return Response({"detail": "round is a round number"}, status=400)
         n = autoclean.restore_cleaning(job, round=None if r in (None, "") else int(r))
         return Response({"restored": n, "summary": autoclean.summary(job)})
