@@ -125,12 +125,12 @@ def test_pages_show_lineage(with_fold, client, scientist):
 
 
 def test_migration_marks_existing_fold_runs(with_fold):
-    """0008 backfills ``fold_of`` from SuspectRun.fold_run_ids (the only record before it)."""
+    """0010 backfills ``fold_of`` from SuspectRun.fold_run_ids (the only record before it)."""
     import importlib
 
     fold = with_fold["fold"]
     TrainingRun.objects.filter(pk=fold.pk).update(fold_of=None)
-    migration = importlib.import_module("labeling.migrations.0008_lineage_duplicates")
+    migration = importlib.import_module("labeling.migrations.0010_lineage_duplicates")
     migration.mark_fold_runs(django_apps, None)
     fold.refresh_from_db()
     assert fold.fold_of_id == with_fold["sr"].pk

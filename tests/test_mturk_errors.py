@@ -43,11 +43,12 @@ def no_aws(monkeypatch, tmp_path, settings):
 
 
 @pytest.fixture
-def local_batch(db, tmp_path, no_aws):
+def local_batch(db, tmp_path, no_aws, settings):
     """A draft batch of 4 images (one per HIT) whose originals are JPEGs on local disk."""
     from labeling.models import Image
     from labeling.services.retag import retag_image
 
+    settings.IMPORT_ROOTS = [str(tmp_path / "photos")]  # images are read only from inside a storage root
     project, task, labels = make_project()
     for i in range(4):
         path = tmp_path / "photos" / f"i{i}.jpg"
