@@ -23,7 +23,6 @@ from labeling.services.projects import create_project, project_storage_uri
 from labeling.services.storage_roots import SourceRefused, add_root, check_allowed
 from labeling.services.thumbnails import NoThumbnail, thumbnail_bytes
 from mlcore import storage
-from tests.conftest import PASSWORD
 from tests.image_samples import jpeg, png
 
 pytestmark = pytest.mark.django_db
@@ -176,7 +175,7 @@ def test_a_symlink_planted_in_the_store_is_not_followed_on_write(project, data, 
 @pytest.fixture
 def annotator_client(annotator):
     client = Client()
-    assert client.login(username=annotator.username, password=PASSWORD)
+    client.force_login(annotator)
     return client
 
 

@@ -405,30 +405,41 @@ class CleaningRunSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class CleaningRunQuery(serializers.Serializer):
+    task = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    run = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    project = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+
+
+class CleaningStartRequest(serializers.Serializer):
+    run = IdField(queryset=TrainingRun.objects.all(), help_text="the finished run to clean from")
+    config = FiniteJSONField(required=False, default=dict, help_text='{"rounds": n, "cluster_threshold": x}')
+
+    def validate_config(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError('an object: {"rounds": n, "cluster_threshold": x}')
+        return value
+
+
+class CleaningRestoreRequest(serializers.Serializer):
+    round = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_ID,
+                                     help_text="put back only this round's exclusions (all when absent)")
+
+
 class CleaningRunList(Base):
     write_role = SCIENTIST
 
-    @extend_schema(responses={200: CleaningRunSerializer(many=True)})
+    @extend_schema(parameters=[CleaningRunQuery], responses={200: CleaningRunSerializer(many=True)})
     def get(self, request):
-        qs = CleaningRun.objects.all()
-        for name in ("task", "run", "project"):
-            v = request.query_params.get(name, "")
-            if v.isdigit():
-                qs = qs.filter(**{f"{name}_id": int(v)})
+        qs = CleaningRun.objects.filter(**{f"{k}_id": v for k, v in query(CleaningRunQuery, request.query_params).items()})
         return Response(CleaningRunSerializer(qs.order_by("-id")[:200], many=True).data)
 
-    @extend_schema(request=OpenApiTypes.OBJECT, responses={201: CleaningRunSerializer,
-                                                           400: OpenApiResponse(description="what is wrong")})
+    @extend_schema(request=CleaningStartRequest, responses={201: CleaningRunSerializer,
+                                                            400: OpenApiResponse(description="what is wrong")})
     def post(self, request):
-        run_id = request.data.get("run")
-        if not str(run_id or "").isdigit() or int(run_id) > MAX_ID:
-            return Response({"detail": "send run (a training run id)"}, status=400)
-        run = get_object_or_404(TrainingRun, pk=int(run_id))
-        config = request.data.get("config") or {}
-        if not isinstance(config, dict):
-            return Response({"detail": "config is an object: {\"rounds\": n, \"cluster_threshold\": x}"}, status=400)
+        body = query(CleaningStartRequest, request.data)
         try:
-            job = autoclean.start_cleaning(run=run, by=request.user, config=config)
+            job = autoclean.start_cleaning(run=body["run"], by=request.user, config=body.get("config") or {})
         except autoclean.CleaningError as e:
             return Response({"detail": str(e)}, status=400)
         return Response(CleaningRunSerializer(job).data, status=201)
@@ -444,11 +455,8 @@ class CleaningRunDetail(Base):
 class CleaningRestore(Base):
     write_role = SCIENTIST
 
-    @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=CleaningRestoreRequest, responses={200: OpenApiTypes.OBJECT})
     def post(self, request, pk):
         job = get_object_or_404(CleaningRun, pk=pk)
-        r = request.data.get("round")
-        if r not in (None, "") and (not str(r).isdigit() or int(r) > MAX_ID):
-            return Response({"detail": "round is a round number"}, status=400)
-        n = autoclean.restore_cleaning(job, round=None if r in (None, "") else int(r))
+        n = autoclean.restore_cleaning(job, round=query(CleaningRestoreRequest, request.data).get("round"))
         return Response({"restored": n, "summary": autoclean.summary(job)})
