@@ -99,20 +99,26 @@ def bad_request(errors) -> dict:
     return {"error": "bad_request", "message": text, "errors": errors}
 
 
-class SuspectRunQuery(serializers.Serializer):
+class RunFilterQuery(serializers.Serializer):
+    """The list filters of suspects runs and cleaning runs: by task, training run or project."""
     task = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     run = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     project = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
 
 
-class SuspectRunCreateSerializer(serializers.Serializer):
+class RunWithConfig(serializers.Serializer):
+    """A body that starts work on a finished training run: the run and a config object."""
     run = IdField(queryset=TrainingRun.objects.all(), help_text="A finished training run.")
-    config = FiniteJSONField(required=False, default=dict, help_text="k, fold_epochs, knn, method, ... (defaults filled in)")
+    config = FiniteJSONField(required=False, default=dict)
 
     def validate_config(self, value):
         if not isinstance(value, dict):
             raise serializers.ValidationError("config is an object of settings")
         return value
+
+
+class SuspectRunCreateSerializer(RunWithConfig):
+    config = FiniteJSONField(required=False, default=dict, help_text="k, fold_epochs, knn, method, ... (defaults filled in)")
 
 
 class SuspectListQuery(serializers.Serializer):
@@ -171,10 +177,10 @@ OBJECT = {200: OpenApiTypes.OBJECT}
 class SuspectRunList(Base):
     write_role = SCIENTIST
 
-    @extend_schema(parameters=[SuspectRunQuery], responses={200: SuspectRunSerializer(many=True)})
+    @extend_schema(parameters=[RunFilterQuery], responses={200: SuspectRunSerializer(many=True)})
     def get(self, request):
         qs = SuspectRun.objects.all()
-        for name, value in query(SuspectRunQuery, request.query_params).items():
+        for name, value in query(RunFilterQuery, request.query_params).items():
             qs = qs.filter(**{f"{name}_id": value})
         return Response(SuspectRunSerializer(qs.order_by("-id")[:200], many=True).data)
 
@@ -405,20 +411,8 @@ class CleaningRunSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class CleaningRunQuery(serializers.Serializer):
-    task = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
-    run = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
-    project = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
-
-
-class CleaningStartRequest(serializers.Serializer):
-    run = IdField(queryset=TrainingRun.objects.all(), help_text="the finished run to clean from")
+class CleaningStartRequest(RunWithConfig):
     config = FiniteJSONField(required=False, default=dict, help_text='{"rounds": n, "cluster_threshold": x}')
-
-    def validate_config(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError('an object: {"rounds": n, "cluster_threshold": x}')
-        return value
 
 
 class CleaningRestoreRequest(serializers.Serializer):
@@ -429,9 +423,9 @@ class CleaningRestoreRequest(serializers.Serializer):
 class CleaningRunList(Base):
     write_role = SCIENTIST
 
-    @extend_schema(parameters=[CleaningRunQuery], responses={200: CleaningRunSerializer(many=True)})
+    @extend_schema(parameters=[RunFilterQuery], responses={200: CleaningRunSerializer(many=True)})
     def get(self, request):
-        qs = CleaningRun.objects.filter(**{f"{k}_id": v for k, v in query(CleaningRunQuery, request.query_params).items()})
+        qs = CleaningRun.objects.filter(**{f"{k}_id": v for k, v in query(RunFilterQuery, request.query_params).items()})
         return Response(CleaningRunSerializer(qs.order_by("-id")[:200], many=True).data)
 
     @extend_schema(request=CleaningStartRequest, responses={201: CleaningRunSerializer,
