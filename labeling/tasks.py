@@ -5,7 +5,6 @@ from django.conf import settings
 
 from .models import ImportJob
 from .services.imports import run_import
-from .mturk_tasks import *  # noqa: E402,F401,F403  (the worker finds the MTurk tasks through this module)
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -109,3 +108,29 @@ def train_autoclean(self, cleaning_run_id: int) -> None:
     from .services.runs import default_worker_id
 
     autoclean.execute_cleaning(cleaning_run_id, worker=default_worker_id(self.request.hostname))
+
+
+# --- Mechanical Turk (services/mturk holds the logic) -------------------------------------
+
+@shared_task(name="labeling.mturk_send_batch")
+def mturk_send_batch(batch_id: int) -> str:
+    from .models import MTurkBatch
+    from .services.mturk import send_batch
+
+    batch = send_batch(MTurkBatch.objects.get(pk=batch_id))
+    return f"batch {batch.id}: {batch.hits.exclude(hit_id='').count()} HITs"
+
+
+@shared_task(name="labeling.mturk_sync_batch")
+def mturk_sync_batch(batch_id: int) -> str:
+    from .services.mturk.sync import sync_batch_locked
+
+    r = sync_batch_locked(batch_id)
+    return "another sync is running" if r is None else f"{r.new_assignments} new assignments"
+
+
+@shared_task(name="labeling.mturk_sync_open_batches")
+def mturk_sync_open_batches() -> dict:
+    from .services.mturk.sync import sync_open_batches
+
+    return sync_open_batches()

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from ..models import MTurkBatch, MTurkItem, Task
 from ..services import mturk
+from ..services.enqueue import send
 from ..services.mturk import client as mt
 from ..services.roles import ADMIN
 from .pagination import CheckedCursorPagination
@@ -138,23 +139,23 @@ class MTurkBatchViewSet(AdminOnly, mixins.CreateModelMixin, viewsets.ReadOnlyMod
     @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
     def send(self, request, pk=None):
-        from ..mturk_tasks import mturk_send_batch
-
         batch = self.get_object()
         if batch.state not in (MTurkBatch.State.DRAFT, MTurkBatch.State.FAILED):
             return Response({"detail": f"the batch is {batch.state}"}, status=status.HTTP_409_CONFLICT)
-        mturk_send_batch.delay(batch.id)
+        why = send("mturk_send_batch", batch.id, fail=lambda reason: MTurkBatch.objects.filter(pk=batch.pk).update(
+            state=MTurkBatch.State.FAILED, error=reason))
+        if why:
+            return Response({"detail": why}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response({"queued": True}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
     def sync(self, request, pk=None):
-        from ..mturk_tasks import mturk_sync_batch
-
         batch = self.get_object()
         if batch.state not in (MTurkBatch.State.SENT, MTurkBatch.State.APPLIED):
             return Response({"detail": f"the batch is {batch.state}"}, status=status.HTTP_409_CONFLICT)
-        mturk_sync_batch.delay(batch.id)
+        if why := send("mturk_sync_batch", batch.id):
+            return Response({"detail": why}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response({"queued": True}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})

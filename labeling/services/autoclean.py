@@ -37,6 +37,7 @@ from mlcore import storage
 
 from ..models import CleaningRun, Label, Prediction, TrainingExclusion, TrainingRun
 from . import runs as run_svc
+from .enqueue import send
 from .suspects import exclude_images, read_npz, restore_exclusions
 
 logger = logging.getLogger(__name__)
@@ -85,13 +86,7 @@ def start_cleaning(*, run: TrainingRun, by=None, config: dict | None = None, enq
 
 
 def _send(job_id: int) -> None:
-    from .. import tasks
-
-    try:
-        tasks.train_autoclean.delay(job_id)
-    except Exception as e:  # noqa: BLE001 - a broker that cannot be reached fails the job, visibly
-        logger.exception("cleaning %s: could not queue", job_id)
-        _fail(job_id, f"could not be queued: {e}")
+    send("train_autoclean", job_id, fail=lambda reason: _fail(job_id, reason))
 
 
 def _fail(job_id: int, reason: str) -> None:

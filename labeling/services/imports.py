@@ -43,6 +43,7 @@ from mlcore.images import CorruptImage, decode
 from ..models import (Annotation, EventSource, Image, ImageStatus, ImportJob, LabelEvent, Project,
                       Split)
 from .labels import ensure_labels, get_or_create_task
+from .enqueue import send
 from .projects import project_storage_uri
 from .retag import retag_image
 from .storage_roots import Root, SourceRefused, allowed_roots, check_allowed
@@ -84,16 +85,9 @@ def start_import(*, project: Project, kind: str, source_uri: str, options: dict 
 
 
 def enqueue_import(job_id: int) -> None:
-    """Send the job to the worker; a broker that cannot be reached fails the job with the
-    reason, rather than leaving it queued for ever."""
-    from ..tasks import run_import_job
-
-    try:
-        run_import_job.delay(job_id)
-    except Exception as e:  # noqa: BLE001 - any broker error
-        logger.exception("import job %s: could not queue", job_id)
-        ImportJob.objects.filter(pk=job_id, state=State.QUEUED).update(
-            state=State.FAILED, message=f"could not be queued: {e}", finished_at=timezone.now())
+    """Send the job to the worker; a broker that cannot be reached fails the job with the reason."""
+    send("run_import_job", job_id, fail=lambda reason: ImportJob.objects.filter(pk=job_id, state=State.QUEUED).update(
+        state=State.FAILED, message=reason, finished_at=timezone.now()))
 
 
 def _check_source(kind: str, source_uri: str, roots: list[Root] | None = None) -> str:

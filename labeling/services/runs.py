@@ -65,6 +65,7 @@ from django.utils import timezone
 from mlcore import storage
 
 from ..models import Annotation, EventSource, Image, ImageStatus, LabelEvent, Project, Task, TrainingRun
+from .enqueue import send, send_on_commit
 from .projects import project_storage_uri
 from .storage_roots import SourceRefused, check_allowed
 
@@ -338,16 +339,9 @@ def start_training_run(*, task: Task, config: dict | None, by=None, parent: Trai
 
 
 def enqueue_run(run_id: int) -> None:
-    """Send the run to the gpu queue; a broker that cannot be reached fails the run with the reason
-    (rather than leaving it queued for ever)."""
-    from ..tasks import train_run
-
-    try:
-        train_run.delay(run_id)
-    except Exception as e:  # noqa: BLE001 - any broker error
-        logger.exception("run %s: could not queue", run_id)
-        TrainingRun.objects.filter(pk=run_id, state=State.QUEUED).update(
-            state=State.FAILED, state_reason=f"could not be queued: {e}", finished_at=timezone.now())
+    """Send the run to the gpu queue; a broker that cannot be reached fails the run with the reason."""
+    send("train_run", run_id, fail=lambda reason: TrainingRun.objects.filter(pk=run_id, state=State.QUEUED).update(
+        state=State.FAILED, state_reason=reason, finished_at=timezone.now()))
 
 
 def retrain(run: TrainingRun, by=None, *, trigger: str = Trigger.RETRAIN, enqueue: bool = True) -> TrainingRun:
@@ -917,15 +911,6 @@ def schedule_auto_retrain(task: Task) -> None:
     worker, after the retag commits) whether it is time. Does nothing otherwise."""
     if not Project.objects.filter(pk=task.project_id, auto_retrain_after__isnull=False).exists():
         return
-    transaction.on_commit(lambda: _send_auto_retrain(task.pk))
-
-
-def _send_auto_retrain(task_id: int) -> None:
-    """The retag is saved whatever happens here: a broker that is down only delays the check
-    (the next retag schedules it again)."""
-    from ..tasks import auto_retrain
-
-    try:
-        auto_retrain.delay(task_id)
-    except Exception:  # noqa: BLE001 - any broker error
-        logger.exception("task %s: could not queue the automatic retrain check", task_id)
+    # The retag is saved whatever happens here: a broker that is down only delays the
+    # check (the next retag schedules it again), so there is no job to fail.
+    send_on_commit("auto_retrain", task.pk)

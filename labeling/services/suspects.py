@@ -49,6 +49,7 @@ from mlcore import storage
 
 from ..models import (Annotation, Cluster, ClusterMember, Image, Label, NearDuplicate, Suspect, SuspectRun,
                       TrainingExclusion, TrainingRun)
+from .enqueue import send
 from .projects import project_storage_uri
 from .retag import RetagConflict, retag_image
 from .suspect_quality import ranking_order
@@ -141,14 +142,12 @@ def start_suspect_run(*, run: TrainingRun, by=None, config: dict | None = None, 
 
 
 def _send(task_name: str, *args) -> None:
-    from .. import tasks
-
-    try:
-        getattr(tasks, task_name).delay(*args)
-    except Exception as e:  # noqa: BLE001 - a broker that cannot be reached fails the run, visibly
-        logger.exception("suspects: could not queue %s%s", task_name, args)
+    """Send a step of suspects run ``args[0]``; a broker that cannot be reached fails the run."""
+    def fail(reason: str) -> None:
         SuspectRun.objects.filter(pk=args[0]).exclude(state__in=SuspectRun.FINAL_STATES).update(
-            state=State.FAILED, state_reason=f"could not be queued: {e}", finished_at=timezone.now())
+            state=State.FAILED, state_reason=reason, finished_at=timezone.now())
+
+    send(task_name, *args, fail=fail)
 
 
 def base_config(sr: SuspectRun):

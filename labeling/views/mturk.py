@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from ..models import ImageStatus, MTurkAssignment, MTurkBatch, MTurkHIT, Split, Task
 from ..services import mturk
+from ..services.enqueue import send
 from ..services.mturk import client as mt
 from .common import admin_required, page
 
@@ -153,14 +154,10 @@ def batch_detail(request, batch_id):
 @admin_required
 @require_POST
 def batch_send(request, batch_id):
-    from ..mturk_tasks import mturk_send_batch
-
     batch = get_object_or_404(MTurkBatch, pk=batch_id)
     if batch.state not in (MTurkBatch.State.DRAFT, MTurkBatch.State.FAILED):
         messages.error(request, f"This batch is {batch.get_state_display()}; only a draft can be sent.")
         return redirect("mturk_batch", batch.id)
-    from ..services.mturk.errors import explain
-
     # What can be known here is said here, not left to the worker's log: images workers
     # could not see, no credentials. (MTurk's own answers come back on this page from the worker.)
     problem = mturk.batches.preflight(batch)
@@ -169,12 +166,10 @@ def batch_send(request, batch_id):
         messages.error(request, f"Not sent: {problem}")
         return redirect("mturk_batch", batch.id)
     MTurkBatch.objects.filter(pk=batch.pk).update(state=MTurkBatch.State.SENDING, error="")
-    try:
-        mturk_send_batch.delay(batch.id)
-    except Exception as exc:  # noqa: BLE001 - a broker that is down: say so on the batch
-        why = f"could not be queued for sending ({explain(exc)}); is the worker's broker running?"
-        MTurkBatch.objects.filter(pk=batch.pk).update(state=MTurkBatch.State.FAILED, error=why)
-        messages.error(request, f"Not sent: {why}")
+    why = send("mturk_send_batch", batch.id, fail=lambda reason: MTurkBatch.objects.filter(pk=batch.pk).update(
+        state=MTurkBatch.State.FAILED, error=f"{reason}; is the worker's broker running?"))
+    if why:
+        messages.error(request, f"Not sent: {why}; is the worker's broker running?")
     else:
         messages.success(request, "Sending in the background: this page shows when the HITs are created, "
                                   "or why they could not be.")
@@ -184,13 +179,12 @@ def batch_send(request, batch_id):
 @admin_required
 @require_POST
 def batch_sync(request, batch_id):
-    from ..mturk_tasks import mturk_sync_batch
-
     batch = get_object_or_404(MTurkBatch, pk=batch_id)
     if batch.state not in (MTurkBatch.State.SENT, MTurkBatch.State.APPLIED):
         messages.error(request, "Only a batch sent to MTurk syncs; a CSV batch takes its results file.")
+    elif why := send("mturk_sync_batch", batch.id):
+        messages.error(request, f"Sync not started: {why}")
     else:
-        mturk_sync_batch.delay(batch.id)
         messages.success(request, "Sync started: new answers appear here when it is done.")
     return redirect("mturk_batch", batch.id)
 
