@@ -279,3 +279,23 @@ def login(page):
         return page
 
     return do
+
+
+# --- running in parallel (pytest-xdist) ------------------------------------------------
+
+# The broker (one Redis db, one RabbitMQ vhost) and its queues are shared state: tests that
+# start Celery workers or publish to the test broker purge and consume the same queues, so
+# they run one after another in one xdist worker; everything else spreads over the others
+# (each has its own test database, storage folder, live server and browser).
+BROKER_MARKS = ("celery_worker_factory", "TEST_REDIS_URL", "TEST_AMQP_URL")
+_uses_broker: dict[str, bool] = {}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = str(item.path)
+        if path not in _uses_broker:
+            text = Path(path).read_text(errors="replace")
+            _uses_broker[path] = any(mark in text for mark in BROKER_MARKS) and path != __file__
+        if _uses_broker[path] or "celery_worker_factory" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("broker"))
