@@ -220,7 +220,7 @@ def test_admin_imports_a_folder_watches_it_finish_and_reorders_labels(page, logi
 
     # Label order: move trench above parka; the grid's label filter follows.
     page.get_by_role("link", name="Coats").first.click()
-    page.get_by_role("link", name="Label order").click()
+    page.get_by_role("link", name="Labels", exact=True).click()
     order = page.get_by_test_id("order-type")
     expect(order.locator(".name")).to_have_text(["parka", "trench"])
     order.locator("li", has_text="trench").get_by_title("Move up").click()

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
 from ..models import Annotation, EventSource, Image, Label, LabelEvent, Task
 
@@ -101,3 +103,37 @@ def retag_image(*, image: Image, task: Task, label: Label | None, by=None,
 
         schedule_auto_retrain(task)
     return RetagResult(annotation, event)
+
+
+CHUNK = 5000  # ids per statement (SQLite takes at most 32,766 parameters)
+
+
+@transaction.atomic
+def relabel_images(*, task: Task, from_label: Label, to_label: Label, by=None, reference: str,
+                   image_ids=None) -> int:
+    """The bulk form of :func:`retag_image` for label edits (a merge and its undo): every
+    image of ``task`` labelled ``from_label`` (only those of ``image_ids``, if given, that
+    still are) gets ``to_label``, its version + 1 and one event of source ``rule``. The
+    images are locked as :func:`retag_image` locks them, so a concurrent retag waits and
+    then sees the new version (409), never overwrites. Returns how many moved."""
+    if from_label.task_id != task.id or to_label.task_id != task.id:
+        raise RetagError("both labels must belong to the task")
+    qs = Annotation.objects.filter(task=task, label=from_label)
+    if image_ids is not None:
+        qs = qs.filter(image_id__in=list(image_ids))
+    candidates = sorted(qs.values_list("image_id", flat=True))
+    moved: list[int] = []
+    now = timezone.now()
+    for start in range(0, len(candidates), CHUNK):
+        chunk = candidates[start:start + CHUNK]
+        list(Image.objects.select_for_update().filter(pk__in=chunk).order_by("pk").values_list("pk", flat=True))
+        # Re-read under the lock: a retag that committed meanwhile keeps its label.
+        still = list(Annotation.objects.filter(task=task, label=from_label, image_id__in=chunk)
+                     .values_list("image_id", flat=True))
+        Annotation.objects.filter(task=task, image_id__in=still).update(
+            label=to_label, version=F("version") + 1, updated_at=now, updated_by=by)
+        moved += still
+    LabelEvent.objects.bulk_create(
+        [LabelEvent(image_id=i, task=task, from_label=from_label, to_label=to_label, by=by,
+                    source=EventSource.RULE, reference=reference) for i in moved], batch_size=CHUNK)
+    return len(moved)
