@@ -137,3 +137,42 @@ def relabel_images(*, task: Task, from_label: Label, to_label: Label, by=None, r
         [LabelEvent(image_id=i, task=task, from_label=from_label, to_label=to_label, by=by,
                     source=EventSource.RULE, reference=reference) for i in moved], batch_size=CHUNK)
     return len(moved)
+
+
+MAX_BULK = 1000  # images per bulk retag request
+
+
+@dataclass
+class BulkResult:
+    changed: list[dict]      # {"image", "version"}: retagged (one event each)
+    unchanged: list[dict]    # {"image", "version"}: already had the label (marked verified)
+    conflicts: list[dict]    # {"image", "seen", "version", "label"}: changed since the person saw it
+    missing: list[int]       # image ids not in the task's project
+
+
+def retag_many(*, task: Task, label: Label | None, items: list[tuple[int, int]], by=None,
+               source: str = EventSource.ANNOTATOR) -> BulkResult:
+    """Retag each ``(image id, version seen)`` in ``items`` to ``label``, each image in its
+    own transaction through :func:`retag_image` (one event per image, the 409 rule per
+    image): a conflict on one image is reported and the others still go through."""
+    if len(items) > MAX_BULK:
+        raise RetagError(f"at most {MAX_BULK} images per bulk retag, not {len(items)}")
+    if label is not None and label.task_id != task.id:
+        raise RetagError(f"label {label.name!r} is not a label of task {task.name!r}")
+    images = Image.objects.in_bulk([i for i, _ in items])
+    result = BulkResult([], [], [], [])
+    for image_id, seen in dict(items).items():  # an image listed twice counts once (its last version)
+        image = images.get(image_id)
+        if image is None or image.project_id != task.project_id:
+            result.missing.append(image_id)
+            continue
+        try:
+            r = retag_image(image=image, task=task, label=label, by=by, expected_version=seen, source=source)
+        except RetagConflict as e:
+            a = e.annotation
+            result.conflicts.append({"image": image_id, "seen": seen, "version": a.version if a else 0,
+                                     "label": a.label_id if a else None})
+        else:
+            (result.changed if r.event else result.unchanged).append(
+                {"image": image_id, "version": r.annotation.version})
+    return result
