@@ -180,7 +180,7 @@ def knn(emb: np.ndarray, k: int, *, reference: np.ndarray | None = None, rows: n
 
 
 def _knn_exact(e: np.ndarray, k: int, ref: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    er = e[ref]
+    er = e if len(ref) == len(e) and np.array_equal(ref, np.arange(len(e))) else e[ref]  # no copy of all
     idx = np.empty((len(rows), k), dtype=np.int64)
     sims = np.empty((len(rows), k), dtype=np.float32)
     if k == 0:
@@ -203,7 +203,7 @@ def _knn_exact(e: np.ndarray, k: int, ref: np.ndarray, rows: np.ndarray) -> tupl
     return idx, sims
 
 
-def coarse_lists(e: np.ndarray, nlist: int, *, seed: int = 0, per_list: int = 64) -> np.ndarray:
+def coarse_lists(e: np.ndarray, nlist: int, *, seed: int = 0, per_list: int = 32) -> np.ndarray:
     """``nlist`` centroids (float32, unit rows) of spherical k-means (faiss, 10 rounds) on a seeded
     sample of ``per_list`` rows per list of ``e`` (unit rows, any float dtype)."""
     import faiss
@@ -274,12 +274,12 @@ def _knn_ivf(e: np.ndarray, k: int, ref: np.ndarray, rows: np.ndarray, *, recall
              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Approximate kNN by an inverted file over ``e[ref]`` (self excluded, as :func:`knn`).
 
-    ``2 sqrt(len(ref))`` lists (spherical k-means centroids, :func:`coarse_lists`); each reference
+    ``sqrt(len(ref))`` lists (spherical k-means centroids, :func:`coarse_lists`); each reference
     row sits in the list of its nearest centroid, each query scans the members of its ``nprobe``
     nearest lists (:func:`_scan_lists`). ``nprobe`` is the first of ``PROBES`` whose recall@k
     against the exact scan, on ``RECALL_SAMPLE`` seeded queries, reaches ``recall``.
     """
-    nlist = max(1, min(len(ref) // 8, int(2 * np.sqrt(len(ref)))))
+    nlist = max(1, min(len(ref) // 8, int(np.sqrt(len(ref)))))  # balances assigning and scanning
     centroids = coarse_lists(e[ref], nlist, seed=seed)
     wide = max(p for p in PROBES if p <= 16)
     near_ref = nearest_lists(e, centroids, wide, ref)

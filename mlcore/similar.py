@@ -1,16 +1,16 @@
 """Cosine nearest-neighbour search over image embeddings ("more like this"), served from one file.
 
-Vectors are kept as float16 (512-d: 1 KiB each, 1 GB per million) and scored with torch's
-float16 CPU kernel, which accumulates in float32; the top ``k`` (plus a margin) by that
-product are re-scored in float32 from the same rows, so float16 rounding of the scores
-cannot reorder the answer.
+Vectors are kept as float16 (512-d: 1 KiB each, 1 GB per million) and scored in float32
+(the rows a query reads are cast in blocks, then one BLAS product), so the answer is the
+exact float32 ranking of the stored vectors. numpy only: a web process that answers
+"similar images" does not import torch (300 MB and seconds on its first image page).
 
 Small indexes (fewer than ``IVF_MIN`` vectors) are searched exactly: one product over every
 stored vector. A large one is an inverted file: ``sqrt(N)`` spherical k-means centroids
 (:func:`mlcore.cluster.coarse_lists`), the vectors stored grouped by their nearest centroid,
 each group (list) contiguous. A query scores the centroids, reads the rows of its ``nprobe``
 nearest lists (``nprobe * N / nlist`` rows: about 16 MB at 1,000,000) and ranks those. The
-exact product over 1M x 512 costs ~70-250 ms a query on 2 cores; the lists a few ms.
+exact product over 1M x 512 costs ~100-250 ms a query on 2 cores; the lists a few ms.
 ``nprobe`` is chosen when the index is built: the least of ``PROBES`` whose recall@``RECALL_K``
 against the exact search, on a seeded sample of the stored vectors, reaches ``RECALL``. The
 file keeps it and the recall it measured (``index.recall``).
@@ -33,21 +33,27 @@ import io
 import os
 import struct
 import tempfile
-import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import storage
 
-RERANK_MARGIN = 32
-IVF_MIN = 100_000                          # from this many vectors an index is an inverted file
+CAST_ROWS = 65536                          # float16 rows cast to float32 at a time
+IVF_MIN = 50_000                           # from this many vectors an index is an inverted file
 RECALL = 0.95                              # the least recall@RECALL_K nprobe is chosen for
 RECALL_K = 12                              # what the image page asks for
 RECALL_SAMPLE = 200                        # stored vectors that recall is measured on
 PROBES = (1, 2, 4, 8, 16, 32, 64, 128)     # the numbers of probed lists tried, in order
+
+
+def _scores(block: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """float32 cosine of each float16 row of ``block`` with the unit float32 ``v``."""
+    out = np.empty(len(block), dtype=np.float32)
+    for s in range(0, len(block), CAST_ROWS):
+        out[s:s + CAST_ROWS] = block[s:s + CAST_ROWS].astype(np.float32) @ v
+    return out
 
 
 class SimilarIndex:
@@ -79,7 +85,7 @@ class SimilarIndex:
             order = np.argsort(lists, kind="stable")
             stored, ids = stored[order], ids[order]
             self.offsets = np.searchsorted(lists[order], np.arange(nlist + 1)).astype(np.int64)
-        self.emb = torch.from_numpy(stored)
+        self.emb = stored
         self.ids = ids
         self._file = None
         self._sorted = self._row = None
@@ -111,14 +117,14 @@ class SimilarIndex:
         r = self._position(key)
         if r is None:
             raise KeyError(f"id {vec_or_id!r} is not in the index")
-        return self.emb[r].float().numpy(), r
+        return self.emb[r].astype(np.float32), r
 
     # ------------------------------------------------------------------ search
 
     def _rows(self, start: int, stop: int) -> np.ndarray:
         """Stored rows ``start:stop`` (float16): read from the file when loaded, else from memory."""
         if self._file is None:
-            return self.emb[start:stop].numpy()
+            return self.emb[start:stop]
         fh, offset, row_bytes = self._file
         data = os.pread(fh.fileno(), (stop - start) * row_bytes, offset + start * row_bytes)
         return np.frombuffer(data, dtype=np.float16).reshape(stop - start, -1)
@@ -126,7 +132,7 @@ class SimilarIndex:
     def _candidates(self, v: np.ndarray, nprobe: int | None) -> tuple[np.ndarray, np.ndarray | None]:
         """The rows a query scores (float16) and their row numbers (None: all rows, in order)."""
         if self.centroids is None or (nprobe or self.nprobe) >= len(self.centroids):
-            return self.emb.numpy(), None  # every row (of a loaded index: through the mapping)
+            return self.emb, None  # every row (of a loaded index: through the mapping)
         p = nprobe or self.nprobe
         lists = np.sort(np.argpartition(-(self.centroids @ v), p - 1)[:p])
         spans = [(int(self.offsets[c]), int(self.offsets[c + 1])) for c in lists]
@@ -150,16 +156,13 @@ class SimilarIndex:
         want = min(n, k + (1 if drop else 0))
         if want <= 0:
             return np.asarray(self.ids[:0]), np.zeros(0, dtype=np.float32)
-        with warnings.catch_warnings():  # read-only buffers: torch warns that it cannot write to them
-            warnings.simplefilter("ignore", UserWarning)
-            rough = torch.mv(torch.from_numpy(block), torch.from_numpy(v.astype(np.float16)))
-        cand = torch.topk(rough, min(n, want + RERANK_MARGIN)).indices.numpy()
-        exact = block[cand].astype(np.float32) @ v
-        cand = cand if rows is None else rows[cand]
+        sims = _scores(block, v)
         if drop:
-            exact[cand == self_row] = -np.inf
-        order = np.argsort(-exact, kind="stable")[:min(k, n - int(drop and self_row in cand))]
-        return np.asarray(self.ids[cand[order]]), exact[order].astype(np.float32)
+            sims[np.flatnonzero((rows if rows is not None else np.arange(n)) == self_row)] = -np.inf
+        cand = np.argpartition(-sims, want - 1)[:want] if want < n else np.arange(n)
+        cand = cand[np.argsort(-sims[cand], kind="stable")]
+        cand = cand[np.isfinite(sims[cand])][:k]
+        return np.asarray(self.ids[cand if rows is None else rows[cand]]), sims[cand]
 
     def _choose_nprobe(self, recall: float, seed: int) -> tuple[int, float]:
         """The least of ``PROBES`` whose recall@RECALL_K against the exact search reaches ``recall``,
@@ -179,19 +182,19 @@ class SimilarIndex:
 
     def _candidates_top(self, r: int, p: int) -> np.ndarray:
         """Rows of the top RECALL_K of stored row ``r`` with ``p`` probed lists (itself left out)."""
-        v = self.emb[r].float().numpy()
+        v = self.emb[r].astype(np.float32)
         block, rows = self._candidates(v, p)
-        s = block.astype(np.float32) @ v
+        s = _scores(block, v)
         s[rows == r] = -np.inf
         return rows[np.argsort(-s, kind="stable")[:RECALL_K]]
 
     def _exact_top(self, rows: np.ndarray, k: int) -> np.ndarray:
         """(len(rows), k) rows of the exact top ``k`` of each of ``rows`` (itself left out), blockwise."""
-        q = self.emb[torch.from_numpy(rows)].float().numpy()
+        q = self.emb[rows].astype(np.float32)
         best_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
         best_i = np.zeros((len(rows), k), dtype=np.int64)
         for s in range(0, len(self.ids), 65536):
-            sim = q @ self.emb[s:s + 65536].float().numpy().T
+            sim = q @ self.emb[s:s + 65536].astype(np.float32).T
             hit = (rows >= s) & (rows < s + sim.shape[1])
             sim[np.flatnonzero(hit), rows[hit] - s] = -np.inf
             all_s = np.hstack([best_s, sim])
@@ -204,7 +207,7 @@ class SimilarIndex:
 
     def _arrays(self) -> dict[str, np.ndarray]:
         row = np.argsort(self.ids, kind="stable") if self._row is None else np.asarray(self._row)
-        out = {"emb": self.emb.numpy(), "ids": self.ids, "id_sorted": self.ids[row], "id_row": row}
+        out = {"emb": self.emb, "ids": self.ids, "id_sorted": self.ids[row], "id_row": row}
         if self.centroids is not None:
             out.update(centroids=self.centroids, offsets=self.offsets, nprobe=np.array([self.nprobe]),
                        recall=np.array([self.recall]))
@@ -253,9 +256,7 @@ class SimilarIndex:
         emb = arrays["emb"]
         if emb.dtype != np.float16:
             emb = np.asarray(emb, dtype=np.float16)
-        with warnings.catch_warnings():  # read-only mapping: torch warns that it cannot write to it
-            warnings.simplefilter("ignore", UserWarning)
-            index.emb = torch.from_numpy(emb)
+        index.emb = emb
         index.ids = arrays["ids"]
         index._sorted, index._row = arrays.get("id_sorted"), arrays.get("id_row")
         index._file = None

@@ -9,7 +9,7 @@ def test_returns_the_exact_top_k_of_a_brute_force_search(tmp_path):
     emb = rng.standard_normal((5000, 32)).astype(np.float32)
     ids = np.arange(5000) * 10
     index = SimilarIndex(emb, ids)
-    unit = index.emb.float().numpy()  # the stored (float16) vectors
+    unit = index.emb.astype(np.float32)  # the stored (float16) vectors
     for q in rng.standard_normal((5, 32)).astype(np.float32):
         got, sims = index.query(q, 7)
         truth = np.argsort(-(unit @ (q / np.linalg.norm(q))))[:7]
@@ -67,7 +67,7 @@ def test_an_inverted_file_index_probes_few_lists_and_reaches_the_recall_it_measu
     assert np.mean([len(set(a) & set(b)) / 12 for a, b in zip(exact, fast)]) >= 0.9
     assert all(int(i) not in f for i, f in zip(ids[::97], fast))
     # what it reads is a few lists, not the index
-    block, rows = index._candidates(index.emb[0].float().numpy(), None)
+    block, rows = index._candidates(index.emb[0].astype(np.float32), None)
     assert len(block) < 8000 * index.nprobe / 60 * 3 and len(rows) == len(block)
 
     loaded = SimilarIndex.load(index.save(str(tmp_path / "ivf.npz")))
