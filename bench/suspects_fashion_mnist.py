@@ -334,8 +334,10 @@ def quick(args, result: dict) -> None:
     result["similar_query_p95_ms"] = round(float(np.percentile(times, 95)), 1)
     result["similar"] = {"embeddings": n, "dim": 512, "queries": len(times), "k": 10,
                          "p50_ms": round(float(np.percentile(times, 50)), 1), "build_s": round(build, 1),
-                         "storage": "float16, torch.mv + float32 re-rank of the top k+32",
-                         "exact_top10_matches_bruteforce": f"{exact_ok}/5",
+                         "storage": "float16 scored in float32 (numpy); an inverted file from 50,000 vectors, "
+                                    f"{index.nprobe} of {0 if index.centroids is None else len(index.centroids)} "
+                                    f"lists probed (recall@12 {index.recall:.3f} measured at build)",
+                         "top10_matches_bruteforce": f"{exact_ok}/5",
                          "data": "synthetic: unit vectors around 5,000 random directions",
                          "load_average_1m": round(os.getloadavg()[0], 2)}
     print(f"similar p95 {result['similar_query_p95_ms']} ms at {n}", flush=True)

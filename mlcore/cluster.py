@@ -10,9 +10,13 @@ scans take matrix products in row blocks, never an N x N matrix.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
+
+logger = logging.getLogger(__name__)
 
 BLOCK = 1024  # rows per block in the blockwise scans: BLOCK x N float32 scores at a time
 
@@ -145,33 +149,47 @@ def cluster_table(cluster_id: np.ndarray, is_core: np.ndarray, labels: np.ndarra
     return {"id": ids, "label": np.asarray(labels)[rows], "size": size, "core": np.asarray(is_core)[rows]}
 
 
+EXACT_MAX_PRODUCTS = 4 * 10**9  # query x reference pairs up to which knn() scans exactly
+RECALL = 0.95                   # the least recall@k the inverted-file search is tuned to
+RECALL_SAMPLE = 256             # queries on which that recall is measured against the exact scan
+PROBES = (2, 4, 8, 16, 32, 64)  # the numbers of probed lists tried, in order
+GEMM_CELLS = 1 << 24            # query x member scores per product in the list scans (64 MB)
+
+
 def knn(emb: np.ndarray, k: int, *, reference: np.ndarray | None = None, rows: np.ndarray | None = None,
-        exact: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        exact: bool | None = None, recall: float = RECALL, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest neighbours (cosine) of ``rows`` (default all) among ``reference`` rows (default all), self excluded.
 
     Returns (indices (len(rows), k) into the rows of ``emb``, similarities), best first.
     Exact and blockwise (memory ``BLOCK x len(reference)``) unless the scan would be large
     (``exact=None``: more than ``EXACT_MAX_PRODUCTS`` query x reference pairs, about
-    200,000 x 200,000) and faiss is installed: then an inverted-file index (faiss
-    ``IndexIVFFlat``, inner product, ``nprobe`` lists of ``~sqrt(N)``), which takes 1,000,000 x
-    512 in minutes on 2 cores where the exact scan takes hours (bench/suspects_cifar10n.py
-    --scale measures both, and the recall).
+    63,000 x 63,000): then an inverted-file search (:func:`_knn_ivf`) whose number of probed
+    lists is the least that reaches ``recall`` (recall@k against the exact scan, measured on
+    a seeded sample of the queries). 1,000,000 x 512 takes minutes on 2 cores where the
+    exact scan takes hours (bench/suspects_cifar10n.py --scale measures both, and the recall).
     """
     e = _unit(emb)
     ref = np.arange(len(e)) if reference is None else np.asarray(reference)
     rows = np.arange(len(e)) if rows is None else np.asarray(rows)
     k = min(k, len(ref) - 1)
     if exact is None:
-        exact = len(rows) * len(ref) <= EXACT_MAX_PRODUCTS or not _have_faiss()
-    if not exact:
-        return _knn_ivf(e, k, ref, rows)
-    er = e[ref]
+        exact = len(rows) * len(ref) <= EXACT_MAX_PRODUCTS
+    if exact or k < 1:
+        return _knn_exact(e, max(k, 0), ref, rows)
+    return _knn_ivf(e, k, ref, rows, recall=recall, seed=seed)
+
+
+def _knn_exact(e: np.ndarray, k: int, ref: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    er = e if len(ref) == len(e) and np.array_equal(ref, np.arange(len(e))) else e[ref]  # no copy of all
     idx = np.empty((len(rows), k), dtype=np.int64)
     sims = np.empty((len(rows), k), dtype=np.float32)
+    if k == 0:
+        return idx, sims
     pos_in_ref = np.full(len(e), -1)
     pos_in_ref[ref] = np.arange(len(ref))
-    for s in range(0, len(rows), BLOCK):
-        block = rows[s:s + BLOCK]
+    step = max(1, min(BLOCK, 4 * GEMM_CELLS // max(1, len(ref))))  # at most 256 MB of scores
+    for s in range(0, len(rows), step):
+        block = rows[s:s + step]
         sim = e[block] @ er.T
         self_pos = pos_in_ref[block]
         has = self_pos >= 0
@@ -185,58 +203,109 @@ def knn(emb: np.ndarray, k: int, *, reference: np.ndarray | None = None, rows: n
     return idx, sims
 
 
-EXACT_MAX_PRODUCTS = 4 * 10**10
+def coarse_lists(e: np.ndarray, nlist: int, *, seed: int = 0, per_list: int = 32) -> np.ndarray:
+    """``nlist`` centroids (float32, unit rows) of spherical k-means (faiss, 10 rounds) on a seeded
+    sample of ``per_list`` rows per list of ``e`` (unit rows, any float dtype)."""
+    import faiss
+
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.choice(len(e), min(len(e), per_list * nlist), replace=False))
+    km = faiss.Kmeans(e.shape[1], nlist, niter=10, spherical=True, seed=seed, verbose=False,
+                      min_points_per_centroid=1, max_points_per_centroid=per_list)
+    km.train(np.ascontiguousarray(e[take], dtype=np.float32))
+    return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
-def _have_faiss() -> bool:
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def nearest_lists(e: np.ndarray, centroids: np.ndarray, n: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """(len(rows), n) the ``n`` centroids (lists) most similar to each of ``rows`` of ``e``, nearest first."""
+    import faiss
+
+    rows = np.arange(len(e)) if rows is None else np.asarray(rows)
+    n = min(n, len(centroids))
+    out = np.empty((len(rows), n), dtype=np.int64)
+    for s in range(0, len(rows), 65536):
+        x = np.ascontiguousarray(e[rows[s:s + 65536]], dtype=np.float32)
+        out[s:s + len(x)] = faiss.knn(x, centroids, n, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    return out
 
 
-def _knn_ivf(e: np.ndarray, k: int, ref: np.ndarray, rows: np.ndarray, *, nprobe: int = 16,
-             seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate kNN with a faiss inverted-file index over ``e[ref]`` (self excluded, as :func:`knn`).
+def _scan_lists(e: np.ndarray, k: int, ref: np.ndarray, rows: np.ndarray, members: np.ndarray,
+                offsets: np.ndarray, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` of each of ``rows`` among the members (positions in ``ref``) of its ``probes`` lists.
 
-    ``nlist = 4 sqrt(len(ref))`` lists trained by k-means on a seeded sample of 32 per list;
-    each query scans ``nprobe`` lists. One neighbour more is asked for, so that a query that
-    finds itself can drop it.
+    List by list, not query by query: the queries that probe a list are scored against its
+    members in one matrix product (faiss.knn: BLAS and a top-k heap), then merged into each
+    query's running best ``k``. The query itself is never its own neighbour.
     """
     import faiss
 
-    d = e.shape[1]
-    nlist = max(1, int(4 * np.sqrt(len(ref))))
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(seed)
-    train = ref if len(ref) <= 32 * nlist else np.sort(rng.choice(ref, 32 * nlist, replace=False))
-    index.cp.niter = 10
-    index.cp.min_points_per_centroid = 1  # a sample of 32 per list is enough to place them
-    index.train(np.ascontiguousarray(e[train]))
-    for s in range(0, len(ref), 65536):
-        index.add(np.ascontiguousarray(e[ref[s:s + 65536]]))
-    index.nprobe = min(nprobe, nlist)
-    idx = np.empty((len(rows), k), dtype=np.int64)
-    sims = np.empty((len(rows), k), dtype=np.float32)
+    nq, nlist = len(rows), len(offsets) - 1
+    best_s = np.full((nq, k), -np.inf, dtype=np.float32)
+    best_i = np.full((nq, k), -1, dtype=np.int64)
     pos_in_ref = np.full(len(e), -1)
     pos_in_ref[ref] = np.arange(len(ref))
-    for s in range(0, len(rows), 65536):
-        block = rows[s:s + 65536]
-        dist, found = index.search(np.ascontiguousarray(e[block]), k + 1)
-        self_pos = pos_in_ref[block]
-        is_self = found == self_pos[:, None]
-        # drop the query itself where found, else the last (k+1-th) neighbour
-        drop = np.where(is_self.any(1), is_self.argmax(1), k)
-        keep = np.ones_like(found, dtype=bool)
-        keep[np.arange(len(block)), drop] = False
-        found = found[keep].reshape(len(block), k)
-        dist = dist[keep].reshape(len(block), k)
-        missing = found < 0  # fewer than k in the probed lists
-        idx[s:s + len(block)] = np.where(missing, ref[0], ref[np.maximum(found, 0)])
-        sims[s:s + len(block)] = np.where(missing, -np.inf, dist)
-    return idx, sims
+    self_pos = pos_in_ref[rows]
+    flat_l = probes.ravel()
+    by_list = np.argsort(flat_l, kind="stable")
+    flat_q = (by_list // probes.shape[1]).astype(np.int64)
+    bounds = np.searchsorted(flat_l[by_list], np.arange(nlist + 1))
+    for lst in range(nlist):
+        q_all, m = flat_q[bounds[lst]:bounds[lst + 1]], members[offsets[lst]:offsets[lst + 1]]
+        if not len(q_all) or not len(m):
+            continue
+        xb = np.ascontiguousarray(e[ref[m]], dtype=np.float32)
+        step = max(1, GEMM_CELLS // len(m))
+        for s in range(0, len(q_all), step):
+            q = q_all[s:s + step]
+            sim, at = faiss.knn(np.ascontiguousarray(e[rows[q]], dtype=np.float32), xb, min(k + 1, len(m)),
+                                metric=faiss.METRIC_INNER_PRODUCT)
+            cand = m[at]
+            sim[cand == self_pos[q, None]] = -np.inf
+            all_s = np.hstack([best_s[q], sim])
+            all_i = np.hstack([best_i[q], cand])
+            top = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
+            best_s[q] = np.take_along_axis(all_s, top, 1)
+            best_i[q] = np.take_along_axis(all_i, top, 1)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return np.take_along_axis(best_i, order, 1), np.take_along_axis(best_s, order, 1)
+
+
+def _knn_ivf(e: np.ndarray, k: int, ref: np.ndarray, rows: np.ndarray, *, recall: float = RECALL,
+             seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate kNN by an inverted file over ``e[ref]`` (self excluded, as :func:`knn`).
+
+    ``sqrt(len(ref))`` lists (spherical k-means centroids, :func:`coarse_lists`); each reference
+    row sits in the list of its nearest centroid, each query scans the members of its ``nprobe``
+    nearest lists (:func:`_scan_lists`). ``nprobe`` is the first of ``PROBES`` whose recall@k
+    against the exact scan, on ``RECALL_SAMPLE`` seeded queries, reaches ``recall``.
+    """
+    nlist = max(1, min(len(ref) // 8, int(np.sqrt(len(ref)))))  # balances assigning and scanning
+    centroids = coarse_lists(e[ref], nlist, seed=seed)
+    wide = max(p for p in PROBES if p <= 16)
+    near_ref = nearest_lists(e, centroids, wide, ref)
+    members = np.argsort(near_ref[:, 0], kind="stable")
+    offsets = np.searchsorted(near_ref[members, 0], np.arange(nlist + 1))
+    same = len(rows) == len(ref) and np.array_equal(rows, ref)
+    near = near_ref if same else nearest_lists(e, centroids, wide, rows)
+    del near_ref
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(rows), min(len(rows), RECALL_SAMPLE), replace=False))
+    truth, _ = _knn_exact(e, k, ref, rows[sample])
+    nprobe, got = PROBES[-1], 0.0
+    for p in PROBES:
+        probes = near[sample, :p] if p <= near.shape[1] else nearest_lists(e, centroids, p, rows[sample])
+        found = ref[np.maximum(_scan_lists(e, k, ref, rows[sample], members, offsets, probes)[0], 0)]
+        got = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)]))
+        if got >= recall or p >= nlist:
+            nprobe = p
+            break
+    probes = near[:, :nprobe] if nprobe <= near.shape[1] else nearest_lists(e, centroids, nprobe, rows)
+    del near
+    logger.info("knn: %s queries over %s, %s lists, %s probed: recall@%s %.3f on %s sampled queries",
+                len(rows), len(ref), nlist, nprobe, k, got, len(sample))
+    best_i, best_s = _scan_lists(e, k, ref, rows, members, offsets, probes)
+    missing = best_i < 0  # fewer than k members in the probed lists
+    return np.where(missing, ref[0], ref[np.maximum(best_i, 0)]), np.where(missing, -np.inf, best_s)
 
 
 def knn_label_distribution(emb: np.ndarray, labels: np.ndarray, k: int = 10,

@@ -194,11 +194,23 @@ def features_of(model, images: Sequence[Image.Image], *, image_size: int = 128, 
     return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
 
 
-def cosine_pairs(feats: np.ndarray, threshold: float, *, valid: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(i, j, similarity)`` for pairs ``i < j`` of unit rows with cosine >= ``threshold``."""
+def cosine_pairs(feats: np.ndarray, threshold: float, *, valid: np.ndarray | None = None,
+                 exact: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(i, j, similarity)`` for pairs ``i < j`` of unit rows with cosine >= ``threshold``.
+
+    An all-pairs blockwise scan, unless the set is large (``exact=None``: more than
+    mlcore.cluster's ``EXACT_MAX_PRODUCTS`` pairs, about 63,000 images): then each row's
+    ``PAIR_K`` nearest neighbours (:func:`mlcore.cluster.knn`, an inverted file tuned to its
+    recall) give the pairs, and a row whose ``PAIR_K``-th neighbour is still inside the cut
+    (it may have more partners) is scanned against all rows.
+    """
+    from .cluster import EXACT_MAX_PRODUCTS
+
     idx = np.arange(len(feats)) if valid is None else np.flatnonzero(valid)
     e = np.asarray(feats, dtype=np.float32)[idx]
+    if exact is False or (exact is None and len(e) ** 2 > EXACT_MAX_PRODUCTS):
+        i, j, sim = _neighbour_pairs(e, threshold)
+        return idx[i], idx[j], sim
     ii, jj, ss = [], [], []
     for s in range(0, len(e), BLOCK):
         sim = e[s:s + BLOCK] @ e[s:].T
@@ -209,6 +221,34 @@ def cosine_pairs(feats: np.ndarray, threshold: float, *, valid: np.ndarray | Non
         ss.append(sim[a[keep], b[keep]])
     cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
     return cat(ii, np.int64), cat(jj, np.int64), cat(ss, np.float32)
+
+
+PAIR_K = 16  # neighbours per row that the large-set pair search keeps
+
+
+def _neighbour_pairs(e: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs ``i < j`` inside the cut from each row's nearest neighbours, plus a full scan of
+    the rows that have ``PAIR_K`` of them inside it; sorted by ``(i, j)`` as the blockwise scan."""
+    from .cluster import knn
+
+    n = len(e)
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    nb, sims = knn(e, PAIR_K, exact=False)
+    a, b, s = np.repeat(np.arange(n), nb.shape[1]), nb.ravel(), sims.ravel()
+    parts = [(a[s >= threshold], b[s >= threshold], s[s >= threshold])]
+    crowded = np.flatnonzero(sims[:, -1] >= threshold)
+    for c in range(0, len(crowded), BLOCK):
+        rows = crowded[c:c + BLOCK]
+        sim = e[rows] @ e.T
+        r, col = np.nonzero(sim >= threshold)
+        keep = col != rows[r]
+        parts.append((rows[r[keep]], col[keep], sim[r[keep], col[keep]]))
+    i = np.concatenate([np.minimum(p, q) for p, q, _ in parts]).astype(np.int64)
+    j = np.concatenate([np.maximum(p, q) for p, q, _ in parts]).astype(np.int64)
+    sim = np.concatenate([v for _, _, v in parts]).astype(np.float32)
+    _, first = np.unique(i * n + j, return_index=True)  # each pair once, in (i, j) order
+    return i[first], j[first], sim[first]
 
 
 # --------------------------------------------------------------------------- calibration

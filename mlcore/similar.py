@@ -1,22 +1,31 @@
-"""Exact cosine nearest-neighbour search over image embeddings ("more like this").
+"""Cosine nearest-neighbour search over image embeddings ("more like this"), served from one file.
 
-Exact, not approximate: one matrix-vector product over every stored vector. Vectors
-are kept as float16 (512-d: 1 KiB each, 1 GB per million) and multiplied with torch's
-float16 CPU kernel, which accumulates in float32 and, being memory-bound, runs about
-2.5x faster than a float32 numpy product over the same rows (measured at 1M x 512 on
-2 cores: ~70 ms vs ~170 ms). The top ``k`` (plus a margin) by that product are then
-re-scored in float32 from the stored vectors so that float16 rounding of the scores
-cannot reorder the answer.
+Vectors are kept as float16 (512-d: 1 KiB each, 1 GB per million) and scored in float32
+(the rows a query reads are cast in blocks, then one BLAS product), so the answer is the
+exact float32 ranking of the stored vectors. numpy only: a web process that answers
+"similar images" does not import torch (300 MB and seconds on its first image page).
 
-The saved index is one uncompressed ``.npz`` (``emb`` float16, ``ids``), and
-:meth:`SimilarIndex.load` memory-maps ``emb`` from it rather than reading it whole: a web
-process opens a 1,000,000-image index (1 GB) in milliseconds, the operating system keeps
-the pages that queries touch in its page cache (shared by every process that maps the
-file) and a second loaded index costs no second copy. An ``s3://`` index is fetched once
-into mlcore's local cache (:func:`mlcore.data.fetch`) and mapped from there. Lookups by
-id go through a sorted copy of the ids (binary search), not a dict of a million keys.
-bench/suspects_cifar10n.py --scale measures the p95 of a query at 1,000,000 from a
-memory-mapped file.
+Small indexes (fewer than ``IVF_MIN`` vectors) are searched exactly: one product over every
+stored vector. A large one is an inverted file: ``sqrt(N)`` spherical k-means centroids
+(:func:`mlcore.cluster.coarse_lists`), the vectors stored grouped by their nearest centroid,
+each group (list) contiguous. A query scores the centroids, reads the rows of its ``nprobe``
+nearest lists (``nprobe * N / nlist`` rows: about 16 MB at 1,000,000) and ranks those. The
+exact product over 1M x 512 costs ~100-250 ms a query on 2 cores; the lists a few ms.
+``nprobe`` is chosen when the index is built: the least of ``PROBES`` whose recall@``RECALL_K``
+against the exact search, on a seeded sample of the stored vectors, reaches ``RECALL``. The
+file keeps it and the recall it measured (``index.recall``).
+
+The saved index is one uncompressed ``.npz``: ``emb`` (float16, list order), ``ids``,
+``id_sorted`` and ``id_row`` (the ids in order and their rows: a lookup by id is a binary
+search in the file, nothing built at load), and for an inverted file ``centroids``,
+``offsets`` (list ``l`` is rows ``offsets[l]:offsets[l + 1]``), ``nprobe``, ``recall``.
+:meth:`SimilarIndex.load` memory-maps the arrays (:func:`mapped_npz`) and reads a query's
+lists with ``pread`` from the file: the operating system's page cache holds the file once
+for every process, a web process neither copies it nor keeps the pages it read mapped, so
+its memory stays what it was before the index, and the first query after a load is as fast
+as the others. An ``s3://`` index is fetched once into mlcore's local content-addressed
+cache (:mod:`mlcore.data`) and mapped from there. bench/suspects_cifar10n.py --scale
+measures build, first query, p95, recall and a loading process's memory at 1,000,000.
 """
 from __future__ import annotations
 
@@ -24,22 +33,38 @@ import io
 import os
 import struct
 import tempfile
-import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import storage
 
-RERANK_MARGIN = 32
+CAST_ROWS = 65536                          # float16 rows cast to float32 at a time
+IVF_MIN = 50_000                           # from this many vectors an index is an inverted file
+RECALL = 0.95                              # the least recall@RECALL_K nprobe is chosen for
+RECALL_K = 12                              # what the image page asks for
+RECALL_SAMPLE = 200                        # stored vectors that recall is measured on
+PROBES = (1, 2, 4, 8, 16, 32, 64, 128)     # the numbers of probed lists tried, in order
+
+
+def _scores(block: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """float32 cosine of each float16 row of ``block`` with the unit float32 ``v``."""
+    out = np.empty(len(block), dtype=np.float32)
+    for s in range(0, len(block), CAST_ROWS):
+        out[s:s + CAST_ROWS] = block[s:s + CAST_ROWS].astype(np.float32) @ v
+    return out
 
 
 class SimilarIndex:
-    """``SimilarIndex(emb (N, D), ids (N,))``; ``query(vector or id, k) -> (ids, sims)``, best first."""
+    """``SimilarIndex(emb (N, D), ids (N,))``; ``query(vector or id, k) -> (ids, sims)``, best first.
 
-    def __init__(self, emb: np.ndarray, ids: np.ndarray):
+    ``nlist``: lists of the inverted file (default ``sqrt(N)`` from ``IVF_MIN`` vectors, 0 =
+    exact search); ``recall``: what the number of probed lists is chosen to reach.
+    """
+
+    def __init__(self, emb: np.ndarray, ids: np.ndarray, *, nlist: int | None = None,
+                 recall: float = RECALL, seed: int = 0):
         emb = np.asarray(emb)
         if emb.ndim != 2 or len(emb) != len(ids):
             raise ValueError(f"emb must be (N, D) with N = len(ids); got {emb.shape} and {len(ids)} ids")
@@ -47,22 +72,40 @@ class SimilarIndex:
         for s in range(0, len(emb), 65536):  # normalise in chunks: no float32 copy of the whole set
             e = emb[s:s + 65536].astype(np.float32)
             stored[s:s + 65536] = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-        self.emb = torch.from_numpy(stored)
-        self.ids = np.asarray(ids)
-        self._row = None
+        ids = np.asarray(ids)
+        n = len(ids)
+        nlist = (int(np.sqrt(n)) if n >= IVF_MIN else 0) if nlist is None else min(int(nlist), n)
+        self.centroids = self.offsets = None
+        self.nprobe, self.recall = 0, 1.0
+        if nlist > 1:
+            from .cluster import coarse_lists, nearest_lists
+
+            self.centroids = coarse_lists(stored, nlist, seed=seed)
+            lists = nearest_lists(stored, self.centroids, 1)[:, 0]
+            order = np.argsort(lists, kind="stable")
+            stored, ids = stored[order], ids[order]
+            self.offsets = np.searchsorted(lists[order], np.arange(nlist + 1)).astype(np.int64)
+        self.emb = stored
+        self.ids = ids
+        self._file = None
+        self._sorted = self._row = None
+        if self.centroids is not None:
+            self.nprobe, self.recall = self._choose_nprobe(recall, seed)
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    # ------------------------------------------------------------------ lookup
+
     def _position(self, key) -> int | None:
-        if self._row is None:  # sorted ids for a binary search: O(N) memory once, no dict
+        if self._sorted is None:  # an index built here or an older file: sort the ids once
             self._row = np.argsort(self.ids, kind="stable")
-        sorted_ids = self.ids[self._row]
+            self._sorted = self.ids[self._row]
         try:
-            at = int(np.searchsorted(sorted_ids, key))
+            at = int(np.searchsorted(self._sorted, key))
         except (TypeError, ValueError):
             return None
-        if at < len(sorted_ids) and sorted_ids[at] == key:
+        if at < len(self._sorted) and self._sorted[at] == key:
             return int(self._row[at])
         return None
 
@@ -74,37 +117,113 @@ class SimilarIndex:
         r = self._position(key)
         if r is None:
             raise KeyError(f"id {vec_or_id!r} is not in the index")
-        return self.emb[r].float().numpy(), r
+        return self.emb[r].astype(np.float32), r
 
-    def query(self, vec_or_id, k: int = 10, *, exclude_self: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    # ------------------------------------------------------------------ search
+
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        """Stored rows ``start:stop`` (float16): read from the file when loaded, else from memory."""
+        if self._file is None:
+            return self.emb[start:stop]
+        fh, offset, row_bytes = self._file
+        data = os.pread(fh.fileno(), (stop - start) * row_bytes, offset + start * row_bytes)
+        return np.frombuffer(data, dtype=np.float16).reshape(stop - start, -1)
+
+    def _candidates(self, v: np.ndarray, nprobe: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The rows a query scores (float16) and their row numbers (None: all rows, in order)."""
+        if self.centroids is None or (nprobe or self.nprobe) >= len(self.centroids):
+            return self.emb, None  # every row (of a loaded index: through the mapping)
+        p = nprobe or self.nprobe
+        lists = np.sort(np.argpartition(-(self.centroids @ v), p - 1)[:p])
+        spans = [(int(self.offsets[c]), int(self.offsets[c + 1])) for c in lists]
+        spans = [(a, b) for a, b in spans if b > a]
+        if not spans:
+            return np.zeros((0, self.emb.shape[1]), dtype=np.float16), np.zeros(0, dtype=np.int64)
+        return (np.concatenate([self._rows(a, b) for a, b in spans]),
+                np.concatenate([np.arange(a, b) for a, b in spans]))
+
+    def query(self, vec_or_id, k: int = 10, *, exclude_self: bool = True,
+              nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` most similar stored items to a vector or a stored id: ``(ids, cosine sims)``.
 
-        Querying by id leaves that item itself out unless ``exclude_self=False``.
+        Querying by id leaves that item itself out unless ``exclude_self=False``. ``nprobe``
+        overrides the stored number of probed lists (at least the number of lists: exact).
         """
         v, self_row = self._vector(vec_or_id)
-        n = len(self.ids)
-        want = min(n, k + (1 if self_row is not None and exclude_self else 0))
+        drop = self_row is not None and exclude_self
+        block, rows = self._candidates(v, nprobe)
+        n = len(block)
+        want = min(n, k + (1 if drop else 0))
         if want <= 0:
-            return self.ids[:0], np.zeros(0, dtype=np.float32)
-        rough = torch.mv(self.emb, torch.from_numpy(v.astype(np.float16)))
-        cand = torch.topk(rough, min(n, want + RERANK_MARGIN)).indices.numpy()
-        exact = self.emb[cand].float().numpy() @ v
-        if self_row is not None and exclude_self:
-            exact[cand == self_row] = -np.inf
-        order = np.argsort(-exact, kind="stable")[:min(k, n - (self_row is not None and exclude_self))]
-        return self.ids[cand[order]], exact[order].astype(np.float32)
+            return np.asarray(self.ids[:0]), np.zeros(0, dtype=np.float32)
+        sims = _scores(block, v)
+        if drop:
+            sims[np.flatnonzero((rows if rows is not None else np.arange(n)) == self_row)] = -np.inf
+        cand = np.argpartition(-sims, want - 1)[:want] if want < n else np.arange(n)
+        cand = cand[np.argsort(-sims[cand], kind="stable")]
+        cand = cand[np.isfinite(sims[cand])][:k]
+        return np.asarray(self.ids[cand if rows is None else rows[cand]]), sims[cand]
+
+    def _choose_nprobe(self, recall: float, seed: int) -> tuple[int, float]:
+        """The least of ``PROBES`` whose recall@RECALL_K against the exact search reaches ``recall``,
+        and that recall, on ``RECALL_SAMPLE`` seeded stored vectors as queries."""
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(len(self.ids), min(len(self.ids), RECALL_SAMPLE), replace=False))
+        truth = [set(t) for t in self._exact_top(sample, RECALL_K)]
+        got = 0.0
+        for p in PROBES:
+            if p >= len(self.centroids):
+                return len(self.centroids), 1.0
+            found = [self._candidates_top(r, p) for r in sample]
+            got = float(np.mean([len(t & set(f)) / max(1, len(t)) for t, f in zip(truth, found)]))
+            if got >= recall:
+                return p, got
+        return PROBES[-1], got
+
+    def _candidates_top(self, r: int, p: int) -> np.ndarray:
+        """Rows of the top RECALL_K of stored row ``r`` with ``p`` probed lists (itself left out)."""
+        v = self.emb[r].astype(np.float32)
+        block, rows = self._candidates(v, p)
+        s = _scores(block, v)
+        s[rows == r] = -np.inf
+        return rows[np.argsort(-s, kind="stable")[:RECALL_K]]
+
+    def _exact_top(self, rows: np.ndarray, k: int) -> np.ndarray:
+        """(len(rows), k) rows of the exact top ``k`` of each of ``rows`` (itself left out), blockwise."""
+        q = self.emb[rows].astype(np.float32)
+        best_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
+        best_i = np.zeros((len(rows), k), dtype=np.int64)
+        for s in range(0, len(self.ids), 65536):
+            sim = q @ self.emb[s:s + 65536].astype(np.float32).T
+            hit = (rows >= s) & (rows < s + sim.shape[1])
+            sim[np.flatnonzero(hit), rows[hit] - s] = -np.inf
+            all_s = np.hstack([best_s, sim])
+            all_i = np.hstack([best_i, np.broadcast_to(np.arange(s, s + sim.shape[1]), sim.shape)])
+            top = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
+            best_s, best_i = np.take_along_axis(all_s, top, 1), np.take_along_axis(all_i, top, 1)
+        return best_i
+
+    # ------------------------------------------------------------------ file
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        row = np.argsort(self.ids, kind="stable") if self._row is None else np.asarray(self._row)
+        out = {"emb": self.emb, "ids": self.ids, "id_sorted": self.ids[row], "id_row": row}
+        if self.centroids is not None:
+            out.update(centroids=self.centroids, offsets=self.offsets, nprobe=np.array([self.nprobe]),
+                       recall=np.array([self.recall]))
+        return out
 
     def save(self, uri: str) -> str:
-        """Write the index as one uncompressed ``.npz`` (``emb`` float16, ``ids``) to ``uri``; returns it.
+        """Write the index as one uncompressed ``.npz`` (see the module docstring) to ``uri``; returns it.
 
         A local file is written through a temporary file in the same folder and renamed, so
         a reader never maps half a file.
         """
         uri = storage.to_uri(uri) if not storage.is_s3(uri) else uri
-        emb = self.emb.numpy()
+        arrays = self._arrays()
         if storage.is_s3(uri):
             buf = io.BytesIO()
-            np.savez(buf, emb=emb, ids=self.ids)
+            np.savez(buf, **arrays)
             storage.write_bytes(uri, buf.getvalue())
             return uri
         path = storage.local_path(uri)
@@ -112,7 +231,7 @@ class SimilarIndex:
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, emb=emb, ids=self.ids)
+                np.savez(fh, **arrays)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -121,23 +240,32 @@ class SimilarIndex:
 
     @classmethod
     def load(cls, uri: str) -> "SimilarIndex":
-        """The index saved at ``uri``, its vectors memory-mapped (see the module docstring)."""
+        """The index saved at ``uri``, memory-mapped (see the module docstring); nothing is read whole."""
         uri = storage.to_uri(uri) if not storage.is_s3(uri) else uri
         if storage.is_s3(uri):
             from .data import cached_path, fetch
 
-            fetch(uri)
             path = cached_path(uri)
+            if path is None:
+                fetch(uri)  # once per machine: into the content-addressed cache
+                path = cached_path(uri)
         else:
             path = storage.local_path(uri)
         arrays = mapped_npz(path)
         index = cls.__new__(cls)
-        with warnings.catch_warnings():  # read-only mapping: torch warns that it cannot write to it
-            warnings.simplefilter("ignore", UserWarning)
-            index.emb = torch.from_numpy(arrays["emb"] if arrays["emb"].dtype == np.float16
-                                         else np.asarray(arrays["emb"], dtype=np.float16))
-        index.ids = np.array(arrays["ids"])
-        index._row = None
+        emb = arrays["emb"]
+        if emb.dtype != np.float16:
+            emb = np.asarray(emb, dtype=np.float16)
+        index.emb = emb
+        index.ids = arrays["ids"]
+        index._sorted, index._row = arrays.get("id_sorted"), arrays.get("id_row")
+        index._file = None
+        if isinstance(emb, np.memmap) and emb.ndim == 2:  # lists are read with pread, not through the mapping
+            index._file = (open(path, "rb"), int(emb.offset), emb.shape[1] * emb.itemsize)
+        index.centroids = np.asarray(arrays["centroids"]) if "centroids" in arrays else None
+        index.offsets = np.asarray(arrays["offsets"]) if "offsets" in arrays else None
+        index.nprobe = int(arrays["nprobe"][0]) if "nprobe" in arrays else 0
+        index.recall = float(arrays["recall"][0]) if "recall" in arrays else 1.0
         return index
 
 

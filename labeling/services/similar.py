@@ -1,8 +1,11 @@
 """Similar images: nearest neighbours in embedding space (any label), for the image page.
 
 The index is built by the suspects run (mlcore.similar.SimilarIndex over the run's
-embeddings, ids = image ids) and saved to storage; a web process loads it on first use
-and keeps the few most recent ones in memory.
+embeddings, ids = image ids) and saved to storage. A web process opens it on first use:
+loading maps the file (milliseconds, nothing read whole; an s3:// index is fetched once per
+machine into mlcore's cache) and a query reads only the few inverted lists it probes, so
+the process stays small and its first image page is as fast as the next. The few most
+recent indexes stay open.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 @lru_cache(maxsize=4)
 def load_index(uri: str):
-    """The SimilarIndex at ``uri``, cached per process (an index never changes once written)."""
+    """The SimilarIndex at ``uri``, opened once per process (an index never changes once written)."""
     from mlcore.similar import SimilarIndex
 
     return SimilarIndex.load(uri)
