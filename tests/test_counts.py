@@ -123,3 +123,39 @@ def test_deleting_a_project_takes_its_counts():
     assert not Project.objects.filter(pk=project.pk).exists()
     assert list(ImageCount.objects.values_list("project_id", "n")) == [(other.id, 1)]
     assert_kept_right(other)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_opposite_retags_keep_the_counts(annotator):
+    """Two annotators retagging X to Y and Y to X at once move the same two count rows in
+    opposite directions (the triggers lock them in key order): every retag goes through and
+    the counts stay right."""
+    import threading
+
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serialises writers")
+    project, task, (x, y, _) = make_project()
+    images = [make_image(project, f"{i}.jpg", task=task, label=x if i % 2 else y) for i in range(8)]
+    errors = []
+
+    def work(mine):
+        try:
+            for _ in range(10):
+                for image in mine:
+                    a = Annotation.objects.get(image=image, task=task)
+                    retag_image(image=image, task=task, label=y if a.label_id == x.id else x, by=annotator,
+                                expected_version=a.version)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work, args=(images[k::2],)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert_kept_right(project)

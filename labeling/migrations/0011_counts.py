@@ -21,11 +21,16 @@ IMAGE_KEYS, LABEL_KEYS = ("project_id", "split", "status"), ("task_id", "label_i
 def pg_apply(table: str, keys: tuple[str, ...], deltas: str, up: bool = True, down: bool = True) -> str:
     """The statements that add ``deltas`` (a query of ``keys`` and ``d``, +1 or -1 a row) to
     the count table: an upsert of the net increases (``up``), in key order, then an update of
-    the net decreases (``down``)."""
+    the net decreases (``down``). With decreases, the existing rows are first locked in key
+    order (an UPDATE's join has no order): two retags the opposite ways (X to Y, Y to X) then
+    queue up on the same first row instead of deadlocking."""
     cols = ", ".join(keys)
     net = f"WITH net AS (SELECT {cols}, sum(d) AS d FROM ({deltas}) AS x GROUP BY {cols})"
     match = " AND ".join(f"c.{k} = net.{k}" for k in keys)
-    return ((f"{net} INSERT INTO {table} ({cols}, n) SELECT {cols}, d FROM net WHERE d > 0 ORDER BY {cols} "
+    ordered = ", ".join(f"c.{k}" for k in keys)
+    lock = (f"PERFORM 1 FROM {table} c WHERE ({ordered}) IN (SELECT {cols} FROM ({deltas}) AS x "
+            f"GROUP BY {cols} HAVING sum(d) <> 0) ORDER BY {ordered} FOR UPDATE;\n")
+    return ((lock if down else "") + (f"{net} INSERT INTO {table} ({cols}, n) SELECT {cols}, d FROM net WHERE d > 0 ORDER BY {cols} "
              f"ON CONFLICT ({cols}) DO UPDATE SET n = {table}.n + EXCLUDED.n;\n" if up else "")
             + (f"{net}, dec AS (SELECT * FROM net WHERE d < 0 ORDER BY {cols}) "
                f"UPDATE {table} c SET n = c.n + net.d FROM dec AS net WHERE {match};\n" if down else ""))
