@@ -159,3 +159,12 @@ def test_concurrent_opposite_retags_keep_the_counts(annotator):
         t.join()
     assert errors == []
     assert_kept_right(project)
+
+
+def test_no_label_filter_of_a_fully_labelled_task_asks_nothing_of_the_images(django_assert_max_num_queries):
+    project, task, (v, *_) = make_project()
+    for i in range(3):
+        make_image(project, f"{i}.jpg", task=task, label=v)
+    f = browse.parse_filter(project, {"label": "none"})
+    with django_assert_max_num_queries(2):  # the two count reads; no anti-join over the images
+        assert list(f.images()) == []

@@ -75,11 +75,18 @@ class GridFilter:
         if self.label is not None:
             qs = qs.filter(annotations__task=self.label.task_id, annotations__label=self.label)
         elif self.unlabelled and self.task is not None:
-            # NOT EXISTS (an anti-join probing the annotation's (image, task) index), never
-            # NOT IN over every labelled image.
+            if self.unlabelled_count() == 0:
+                return qs.none()  # every image is labelled: the anti-join would walk them all to find none
+            # NOT EXISTS (an anti-join along the annotation's image index), never NOT IN over
+            # every labelled image.
             labelled = Annotation.objects.filter(image_id=OuterRef("id"), task=self.task, label__isnull=False)
             qs = qs.filter(~Exists(labelled))
         return qs
+
+    def unlabelled_count(self) -> int:
+        """Images of the split/status without a label for the task, from the kept counts."""
+        where = {k: v for k, v in (("split", self.split), ("status", self.status)) if v}
+        return kept.image_total(self.project, **where) - sum(kept.label_totals(self.task, **where).values())
 
     def params(self) -> dict[str, str]:
         out = {}
