@@ -161,12 +161,18 @@ def start_server(db_url: str, kind: str) -> tuple[subprocess.Popen, str]:
     """Start the app on a free loopback port against ``db_url``, in its own process, and
     wait (up to 60 s) until it takes connections; (process, base URL). ``nodelay``:
     serve() below, Django's threaded WSGI server (the one ``runserver`` uses) with
-    TCP_NODELAY. ``runserver``: ``manage.py runserver --noreload``."""
+    TCP_NODELAY. ``runserver``: ``manage.py runserver --noreload``. ``gunicorn``: the
+    production server with the repo's gunicorn.conf.py, one worker process (``WEB_WORKERS``
+    in the environment overrides)."""
     port = free_port()
     env = dict(os.environ, DATABASE_URL=db_url, DEBUG="0", DB_CONN_MAX_AGE="600", LOG_LEVEL="ERROR")
-    cmd = ([sys.executable, "-c", "import sys; from bench.common import serve; serve(int(sys.argv[1]))", str(port)]
-           if kind == "nodelay" else
-           [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"])
+    if kind == "gunicorn":
+        env.setdefault("WEB_WORKERS", "1")
+        env.update(WEB_BIND=f"127.0.0.1:{port}", WEB_ACCESS_LOG="", WEB_LOG_LEVEL="warning")
+    cmd = {"nodelay": [sys.executable, "-c", "import sys; from bench.common import serve; serve(int(sys.argv[1]))",
+                       str(port)],
+           "runserver": [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+           "gunicorn": [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]}[kind]
     proc = subprocess.Popen(cmd,
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -136,6 +136,38 @@ class Annotation(models.Model):
         indexes = [models.Index(fields=["task", "label", "image"], name="annotation_label_idx")]
 
 
+class ImageCount(models.Model):
+    """How many images of a project are in each split and status.
+
+    Kept by database triggers (migration 0011) in the statement, hence the transaction, that
+    adds, deletes or moves an image, whichever code path wrote it (bulk inserts, ``update()``,
+    COPY): a page reads a handful of these rows instead of counting a million images.
+    ``services.counts.recount`` rebuilds them from the images.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    split = models.CharField(max_length=5, choices=Split.choices)
+    status = models.CharField(max_length=10, choices=ImageStatus.choices)
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "split", "status"], name="imagecount_unique")]
+
+
+class LabelCount(models.Model):
+    """How many images of each split and status carry each label of a task (annotations with
+    a label; "no label" is the images' count less these). Kept like :class:`ImageCount`."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="+")
+    label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="+")
+    split = models.CharField(max_length=5, choices=Split.choices)
+    status = models.CharField(max_length=10, choices=ImageStatus.choices)
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task", "label", "split", "status"], name="labelcount_unique")]
+
+
 class EventSource(models.TextChoices):
     IMPORT = "import", "import"
     ANNOTATOR = "annotator", "annotator"
@@ -160,6 +192,8 @@ class LabelEvent(models.Model):
         indexes = [
             models.Index(fields=["image", "created_at"], name="event_image_idx"),
             models.Index(fields=["task", "created_at"], name="event_task_idx"),
+            # The events list filtered by source, newest first (the API pages by -id).
+            models.Index(fields=["source", "id"], name="event_source_idx"),
         ]
 
 

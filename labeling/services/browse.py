@@ -3,16 +3,18 @@ facets and history, its neighbours within a filter.
 
 The grid pages by key (``id > after``), never by OFFSET: the next page of a
 million-image project costs what the first one costs, given the indexes on
-Image (project, status, split, id) and Annotation (task, label, image).
+Image (project, status, split, id) and Annotation (task, label, image). The counts are
+read from the tables the database keeps (services.counts), never counted per request.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from django.db.models import Count
+from django.db.models import Count, Exists, OuterRef
 
 from ..models import Annotation, Image, ImageStatus, Label, LabelEvent, Project, Split, Task
+from . import counts as kept
 
 PAGE_SIZE = 96
 UNLABELLED = "none"
@@ -32,13 +34,12 @@ class ProjectSummary:
 
 
 def project_summaries(projects=None) -> list[ProjectSummary]:
-    """Every project with its image counts by status and its number of tasks (two queries)."""
+    """Every project with its image counts by status (kept counts) and its number of tasks
+    (two small queries)."""
     projects = list(projects if projects is not None else Project.objects.all())
     by_id = {p.id: ProjectSummary(p) for p in projects}
-    rows = (Image.objects.filter(project__in=by_id).values("project_id", "status")
-            .annotate(n=Count("id")).order_by())
-    for row in rows:
-        setattr(by_id[row["project_id"]], row["status"], row["n"])
+    for (project_id, status), n in kept.image_counts(by_id).items():
+        setattr(by_id[project_id], status, n)
     for row in Task.objects.filter(project__in=by_id).values("project_id").annotate(n=Count("id")).order_by():
         by_id[row["project_id"]].tasks = row["n"]
     return list(by_id.values())
@@ -74,9 +75,18 @@ class GridFilter:
         if self.label is not None:
             qs = qs.filter(annotations__task=self.label.task_id, annotations__label=self.label)
         elif self.unlabelled and self.task is not None:
-            labelled = Annotation.objects.filter(task=self.task, label__isnull=False).values("image_id")
-            qs = qs.exclude(id__in=labelled)
+            if self.unlabelled_count() == 0:
+                return qs.none()  # every image is labelled: the anti-join would walk them all to find none
+            # NOT EXISTS (an anti-join along the annotation's image index), never NOT IN over
+            # every labelled image.
+            labelled = Annotation.objects.filter(image_id=OuterRef("id"), task=self.task, label__isnull=False)
+            qs = qs.filter(~Exists(labelled))
         return qs
+
+    def unlabelled_count(self) -> int:
+        """Images of the split/status without a label for the task, from the kept counts."""
+        where = {k: v for k, v in (("split", self.split), ("status", self.status)) if v}
+        return kept.image_total(self.project, **where) - sum(kept.label_totals(self.task, **where).values())
 
     def params(self) -> dict[str, str]:
         out = {}
@@ -192,17 +202,13 @@ class LabelCounts:
 
 def label_counts(f: GridFilter) -> LabelCounts:
     """The filter task's labels in their custom order, each with how many images of the
-    current split/status carry it, plus an "unlabelled" row; and the totals."""
+    current split/status carry it, plus an "unlabelled" row; and the totals. Read from
+    the kept counts: a few rows, whatever the size of the project."""
+    where = {k: v for k, v in (("split", f.split), ("status", f.status)) if v}
+    total = kept.image_total(f.project, **where)
     if f.task is None:
-        total = f.images().count()
         return LabelCounts([], total, total)
-    total = GridFilter(project=f.project, task=f.task, split=f.split, status=f.status).images().count()
-    notes = Annotation.objects.filter(task=f.task, label__isnull=False)
-    if f.split:
-        notes = notes.filter(image__split=f.split)
-    if f.status:
-        notes = notes.filter(image__status=f.status)
-    counts = dict(notes.values_list("label_id").annotate(n=Count("id")).order_by())
+    counts = kept.label_totals(f.task, **where)
     rows = [LabelCount(lb, counts.get(lb.id, 0)) for lb in f.task.labels.order_by("position", "id")]
     rows.append(LabelCount(None, total - sum(counts.values())))
     if f.label is not None:
