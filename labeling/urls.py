@@ -16,3 +16,6 @@ urlpatterns = [
     path("", include("labeling.views.suspects_urls")),  # suspects pages (suspects engineer; lead to confirm)
     path("", include("labeling.views.urls")),
 ]
+
+# The 403 page says which role a page needs and which the person has.
+handler403 = "labeling.views.common.forbidden"
