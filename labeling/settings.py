@@ -227,7 +227,8 @@ DEFAULT_TEST_RATIO = float(os.environ.get("DEFAULT_TEST_RATIO", "0.2"))
 _broker_dir = VAR_DIR / "broker"
 # "filesystem://localhost//", not "filesystem://": kombu warns "No hostname was supplied"
 # at every connection (load_demo's first run, each task sent) when the URL has none.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://localhost//")
+DEFAULT_BROKER_URL = "filesystem://localhost//"
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
 if CELERY_BROKER_URL.startswith("filesystem"):
     for sub in ("queue", "processed", "control"):
         (_broker_dir / sub).mkdir(parents=True, exist_ok=True)

@@ -880,7 +880,7 @@ def retags_since(run: TrainingRun) -> int:
                                      created_at__gt=run.snapshot_at or run.created_at).count()
 
 
-def test_set_changes(run: TrainingRun) -> dict:
+def changed_test_labels(run: TrainingRun) -> dict:
     """How the run's test set moved since its snapshot: the test images whose label today is
     not the one they had then, and the net change of each label's count (a retag from the
     grids moves the next run's support: 100 -> 102 / 98).

@@ -201,7 +201,7 @@ def run_dashboard(request, run_id):
         "weak": WEAK_F1,
         "splits": [Split.TEST, Split.TRAIN],
         "previous": quality.previous_finished_run(run),
-        "test_changes": runs.test_set_changes(run),
+        "test_changes": runs.changed_test_labels(run),
     })
 
 
