@@ -22,10 +22,18 @@ class LoginRequiredMiddleware:
     def __call__(self, request):
         if request.user.is_authenticated or request.path.startswith(OPEN_PREFIXES):
             return self.get_response(request)
-        if request.path.startswith("/api/"):
+        if request.path.startswith("/api/") and not _browser_without_credentials(request):
             # The API answers for itself (basic auth is tried there); 401/403 come from DRF.
             return self.get_response(request)
         return redirect_to_login(request.get_full_path())
+
+
+def _browser_without_credentials(request) -> bool:
+    """A person's browser opening an API page (the docs, the browsable API) signed out: it
+    asks for HTML and sends no credentials, so it is sent to the login page like any page
+    (not told that "your account has no role"). A client with credentials, or one that
+    does not ask for HTML, gets the API's own 401/403."""
+    return "text/html" in request.headers.get("Accept", "") and "Authorization" not in request.headers
 
 
 class DatabaseOutageMiddleware:

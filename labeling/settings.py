@@ -225,7 +225,10 @@ DEFAULT_TEST_RATIO = float(os.environ.get("DEFAULT_TEST_RATIO", "0.2"))
 
 # --- Celery ------------------------------------------------------------------
 _broker_dir = VAR_DIR / "broker"
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+# "filesystem://localhost//", not "filesystem://": kombu warns "No hostname was supplied"
+# at every connection (load_demo's first run, each task sent) when the URL has none.
+DEFAULT_BROKER_URL = "filesystem://localhost//"
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", DEFAULT_BROKER_URL)
 if CELERY_BROKER_URL.startswith("filesystem"):
     for sub in ("queue", "processed", "control"):
         (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -294,12 +297,25 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+def _one_line_for_4xx(record) -> bool:
+    """A refused request (403 above all: a person on a page of a role above theirs) is
+    logged by django.request with the PermissionDenied's traceback; it is no error of the
+    app, so it keeps its one line ("Forbidden (Permission denied): /runs/3/") and drops
+    the traceback. 5xx keep theirs."""
+    if 400 <= getattr(record, "status_code", 0) < 500:
+        record.exc_info = None
+        record.exc_text = None
+    return True
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"one_line_for_4xx": {"()": "django.utils.log.CallbackFilter", "callback": _one_line_for_4xx}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
-    "loggers": {"labeling": {"level": os.environ.get("LOG_LEVEL", "INFO")}},
+    "loggers": {"labeling": {"level": os.environ.get("LOG_LEVEL", "INFO")},
+                "django.request": {"filters": ["one_line_for_4xx"]}},
 }
 
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):

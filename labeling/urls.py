@@ -18,3 +18,6 @@ urlpatterns = [
     path("", include("labeling.views.maps_urls")),
     path("", include("labeling.views.urls")),
 ]
+
+# The 403 page says which role a page needs and which the person has.
+handler403 = "labeling.views.common.forbidden"

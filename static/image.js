@@ -12,8 +12,13 @@
   var selected = Math.max(0, facets.findIndex(function (f) { return f.classList.contains("selected"); }));
   var busy = false;
 
+  // Each task's label keys (the data-key of its buttons).
+  var pickers = facets.map(function (f) { return window.Retag.labelKeys(f.querySelectorAll(".choice")); });
+  var zoom = window.Retag.zoom(document.getElementById("original"));
+
   function select(i) {
     if (!facets.length) return;
+    if (pickers[selected]) pickers[selected].reset();
     selected = (i + facets.length) % facets.length;
     facets.forEach(function (f, j) { f.classList.toggle("selected", j === selected); });
     facets[selected].scrollIntoView({ block: "nearest" });
@@ -130,18 +135,15 @@
     if (key === "Tab") { select(selected + (ev.shiftKey ? -1 : 1)); ev.preventDefault(); return; }
     if (key === "t") { select(selected + 1); return; }
     if (key === "T") { select(selected - 1); return; }
-    var i = window.Retag.labelIndex(key);
-    if (i >= 0 && facets.length) {
-      var facet = facets[selected];
-      var button = facet.querySelectorAll(".choice")[i];
-      if (button) retag(facet, button);
-      else say("error", facet.dataset.taskName + " has no label number " + key + ".");
-      ev.preventDefault();
-      return;
-    }
     if (key === "j" || key === "ArrowRight") { go(root.dataset.nextUrl); return; }
     if (key === "k" || key === "ArrowLeft") { go(root.dataset.prevUrl); return; }
-    if (key === "g") { go(root.dataset.gridUrl); }
+    if (key === "g") { go(root.dataset.gridUrl); return; }
+    if (zoom && zoom.key(key)) { ev.preventDefault(); return; }
+    if (!facets.length) return;
+    var facet = facets[selected];
+    window.Retag.handleLabelKey(pickers[selected], ev, say, function (i) {
+      retag(facet, facet.querySelectorAll(".choice")[i]);
+    });
   });
 
   facets.forEach(function (facet, i) {

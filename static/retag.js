@@ -36,11 +36,45 @@
     return tag === "input" || tag === "textarea" || tag === "select";
   }
 
-  // The label a number key picks, in the task's order: 1..9 are the first nine, 0 the
-  // tenth. -1 for any other key.
-  function labelIndex(key) {
-    if (!/^[0-9]$/.test(key)) return -1;
-    return key === "0" ? 9 : Number(key) - 1;
+  // The keys that pick labels, read from the buttons (their data-key, which the server
+  // decides: services.labels.label_key): 1..9, 0, letters, then chords such as ";1".
+  // picker.press(key) -> {index} when the keys typed so far name a label, {pending} while
+  // they start a chord, {miss} when no label has them (the caller says so), or null for a
+  // key that is no label key at all (a named key such as Shift or F5).
+  function labelKeys(elements) {
+    var keys = Array.prototype.map.call(elements, function (el) { return el.dataset.key; });
+    var typed = "";
+    return {
+      keys: keys,
+      press: function (key) {
+        if (key.length !== 1 || key === " ") return null;
+        var sofar = typed + key;
+        var i = keys.indexOf(sofar);
+        if (i >= 0) { typed = ""; return { index: i, typed: sofar }; }
+        if (keys.some(function (k) { return k.indexOf(sofar) === 0; })) { typed = sofar; return { pending: sofar }; }
+        typed = "";
+        return { miss: sofar };
+      },
+      reset: function () { typed = ""; }
+    };
+  }
+
+  // The short notice of a key no label has, naming the keys there are and the help key.
+  function missText(typed, keys, what) {
+    var range = keys.length ? keys[0] + "–" + keys[keys.length - 1] : "none";
+    return "No " + (what || "label") + " has the key “" + typed + "” (label keys here: " + range + "; ? shows every key).";
+  }
+
+  // What a page does with a picker's answer: say() for a chord in progress or a miss, pick(i)
+  // for a label. True when the key was the picker's (the caller stops there).
+  function handleLabelKey(picker, ev, say, pick) {
+    var r = picker.press(ev.key);
+    if (r === null) return false;
+    ev.preventDefault();
+    if (r.index != null) pick(r.index);
+    else if (r.pending) say("pending", "“" + r.pending + "”… the next key picks the label.");
+    else say("error", missText(r.miss, picker.keys));
+    return true;
   }
 
   // A say(kind, text) that shows text in the page's notice element (kind: pending, ok,
@@ -108,7 +142,8 @@
 
   window.Retag = {
     typingIn: typingIn,
-    labelIndex: labelIndex,
+    labelKeys: labelKeys,
+    handleLabelKey: handleLabelKey,
     notice: notice,
     postJSON: postJSON,
     save: save,

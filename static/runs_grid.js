@@ -1,5 +1,6 @@
 // False negative / false positive / confusion-cell grids: pick an image with the arrows
-// (or j/k), press a number to set its label in the task's order, as on the image page.
+// (or j/k), press a label's key to set its label, as on the image page; after a retag the
+// next image is selected (the panel's help says so), and a key no label has is told.
 // The retag posts the annotation version this page saw; a 409 means someone else changed
 // the label first: nothing is overwritten and the cell shows the label it has now.
 (function () {
@@ -8,6 +9,7 @@
   if (!grid) return;
   var cells = Array.prototype.slice.call(grid.querySelectorAll(".pcell"));
   var labels = Array.prototype.slice.call(document.querySelectorAll("#task-labels li"));
+  var picker = window.Retag.labelKeys(labels);
   var notice = document.getElementById("notice");
   var task = Number(grid.dataset.task), taskName = grid.dataset.taskName;
   var selected = 0, busy = false;
@@ -77,12 +79,7 @@
     if (key === "Enter" || key === "o") { if (cells[selected]) window.location.href = cells[selected].dataset.imageUrl; return; }
     if (key === "n") { follow("next"); return; }
     if (key === "p") { follow("prev"); return; }
-    var i = window.Retag.labelIndex(key);
-    if (i >= 0) {
-      if (labels[i]) retag(cells[selected], labels[i]);
-      else say("error", taskName + " has no label number " + key + ".");
-      ev.preventDefault();
-    }
+    window.Retag.handleLabelKey(picker, ev, say, function (i) { retag(cells[selected], labels[i]); });
   });
 
   cells.forEach(function (c, i) {

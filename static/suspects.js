@@ -1,5 +1,5 @@
 // The suspects queue, keyboard first: a/Enter accept the suggestion, k keep the given label,
-// 1..9/0 pick a label in the task's order, s skip. Each action posts the annotation version
+// a label's key (on its button) picks that label, s skip. Each action posts the annotation version
 // this page saw; 200 loads the next suspect (leased to this annotator), 409 means someone
 // else changed the label first: nothing is overwritten and the label shown is updated.
 (function () {
@@ -18,6 +18,7 @@
   }
   var notice = document.getElementById("notice");
   var choices = Array.prototype.slice.call(document.querySelectorAll("#task-labels .choice"));
+  var picker = window.Retag.labelKeys(choices);
 
   var say = window.Retag.notice(notice);
   // A suspect action is not always a retag (keep, skip): its failures are worded for it.
@@ -69,12 +70,7 @@
     if (key === "a" || key === "Enter") { accept(); ev.preventDefault(); return; }
     if (key === "k") { keep(); return; }
     if (key === "s") { skip(); return; }
-    var i = window.Retag.labelIndex(key);
-    if (i >= 0) {
-      var b = choices[i];
-      if (b) pick(b); else say("error", "There is no label number " + key + ".");
-      ev.preventDefault();
-    }
+    window.Retag.handleLabelKey(picker, ev, say, function (i) { pick(choices[i]); });
   });
   root.querySelectorAll("[data-action]").forEach(function (b) {
     b.addEventListener("click", function () {

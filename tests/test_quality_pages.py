@@ -144,7 +144,7 @@ def test_false_negative_grid_in_confidence_order_with_the_label_today(two_runs, 
     assert versions == {test[3].id: 1, test[5].id: 2, test[4].id: 2}
     assert f'data-retag-url="/images/{test[3].id}/retag"' in html
     # Keys 1.. pick labels in the task's order.
-    assert re.findall(r'data-label-name="([^"]+)"><kbd>(\d)</kbd>', html) == [("v-neck", "1"), ("round", "2"), ("square", "3")]
+    assert re.findall(r'data-label-name="([^"]+)" data-key="([^"]+)"><kbd>\2</kbd>', html) == [("v-neck", "1"), ("round", "2"), ("square", "3")]
     # A confusion cell and false positives.
     html = client_for(scientist).get(f"/runs/{run.id}/images/?kind=cell&given={lb[1].id}&predicted={lb[0].id}").content.decode()
     assert "Given round, predicted v-neck" in html and html.count('<li class="pcell') == 1

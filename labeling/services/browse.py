@@ -15,6 +15,8 @@ from django.db.models import Count, Exists, OuterRef
 
 from ..models import Annotation, Image, ImageStatus, Label, LabelEvent, Project, Split, Task
 from . import counts as kept
+from .labels import project_tasks
+from .retag import source_badge
 
 PAGE_SIZE = 96
 UNLABELLED = "none"
@@ -121,10 +123,10 @@ def int_or_none(value) -> int | None:
 def parse_filter(project: Project, params) -> GridFilter:
     """A filter from GET parameters; unknown or foreign ids are ignored, not trusted.
 
-    Without a ``task`` parameter the project's first task is chosen, so the grid always
-    has a facet to count and filter by.
+    Without a ``task`` parameter the project's first task (in the project's task order:
+    labels.project_tasks) is chosen, so the grid always has a facet to count and filter by.
     """
-    tasks = list(project.tasks.filter(truth_of__isnull=True))  # truth tasks are hidden (suspect_quality)
+    tasks = list(project_tasks(project))
     task_id = int_or_none(params.get("task"))
     task = next((t for t in tasks if t.id == task_id), tasks[0] if tasks else None)
     f = GridFilter(project=project, task=task)
@@ -180,7 +182,7 @@ def grid_page(f: GridFilter, *, after: int | None = None, before: int | None = N
 
 
 def _with_labels(project: Project, images: list[Image]) -> list[GridCell]:
-    tasks = list(project.tasks.filter(truth_of__isnull=True))  # truth tasks are hidden (suspect_quality)
+    tasks = list(project_tasks(project))
     current = {}
     for a in Annotation.objects.filter(image__in=[i.id for i in images]).select_related("label"):
         current[(a.image_id, a.task_id)] = a.label
@@ -233,7 +235,7 @@ class Facet:
 
 def facets(image: Image) -> list[Facet]:
     """Each task of the image's project with its ordered labels and the image's current label."""
-    tasks = list(image.project.tasks.filter(truth_of__isnull=True).prefetch_related("labels"))  # truth: hidden
+    tasks = list(project_tasks(image.project).prefetch_related("labels"))
     notes = {a.task_id: a for a in Annotation.objects.filter(image=image).select_related("label")}
     out = []
     for t in tasks:
@@ -248,19 +250,21 @@ def history(image: Image, limit: int = 500) -> list[LabelEvent]:
     """The image's label events, newest first, with who/from/to ready to show."""
     return list(LabelEvent.objects.filter(image=image, task__truth_of__isnull=True)  # truth tasks: hidden
                 .select_related("task", "from_label", "to_label", "by")
+                .prefetch_related("by__groups")  # the source badge names the retagger's role
                 .order_by("-created_at", "-id")[:limit])
 
 
 def event_row(e: LabelEvent) -> dict:
     """A history row as plain data (for the JSON the image page reads after a retag)."""
+    badge = source_badge(e)
     return {
         "id": e.id,
         "task": e.task.name,
         "from": e.from_label.name if e.from_label_id else None,
         "to": e.to_label.name if e.to_label_id else None,
         "by": e.by.get_username() if e.by_id else None,
-        "source": e.get_source_display(),
-        "source_key": e.source,
+        "source": badge.text,
+        "source_key": badge.key,
         "reference": e.reference,
         "when": e.created_at.isoformat(),
     }

@@ -11,6 +11,13 @@ from ..models import EventSource, Label, LabelEvent, Project, Task
 from .retag import relabel_images
 
 
+def project_tasks(project: Project):
+    """The tasks people see in a project, in the project's task order: the order they were
+    created in (a manifest's columns, the demo's list), which the grid's first task and the
+    image page's facets follow. Truth tasks are hidden (services.suspect_quality)."""
+    return project.tasks.filter(truth_of__isnull=True).order_by("id")
+
+
 def get_or_create_task(project: Project, name: str) -> Task:
     name = name.strip()
     if not name:
@@ -144,3 +151,21 @@ def undo_merge(*, task: Task, reference: str, by=None) -> MergeResult:
                                to_label=Label.objects.get(id=source_id), by=by, reference=undo_ref,
                                image_ids=back)
     return MergeResult(undo_ref, moved, skipped=len(events) - moved)
+
+
+# --- the key that picks each label ------------------------------------------------------
+# Every page that retags by key (the image page, the prediction grids, the suspects queue,
+# the cluster view) shows and reads these, in the task's label order: 1..9, 0, then the
+# letters that none of those pages uses for anything else (their shortcuts are a g h j k l
+# n o p s t z, and T, ?, + - =), then the same run again behind one more ";" per round
+# (";1", ";2" ... ";;1"): no key is the start of another, so a chord is never ambiguous.
+SINGLE_KEYS = tuple("1234567890bcdefimqruvwxy")
+CHORD_PREFIX = ";"
+
+
+def label_key(index: int) -> str:
+    """The key of the label at ``index`` (0-based) in its task's order."""
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ValueError(f"a label index is a whole number >= 0, not {index!r}")
+    rounds, i = divmod(index, len(SINGLE_KEYS))
+    return CHORD_PREFIX * rounds + SINGLE_KEYS[i]

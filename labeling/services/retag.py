@@ -15,6 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from ..models import Annotation, EventSource, Image, Label, LabelEvent, Task
+from .roles import role_of
 
 
 class RetagError(ValueError):
@@ -37,6 +38,29 @@ class RetagConflict(Exception):
 # Sources that may retag without a version: they sync a label from elsewhere (an import
 # that already compares with what it set last, a rule) and are not a person's choice.
 UNVERSIONED_SOURCES = frozenset({EventSource.IMPORT, EventSource.RULE})
+
+
+@dataclass(frozen=True)
+class SourceBadge:
+    key: str  # the CSS class suffix: import, annotator, scientist, admin, mturk, rule
+    text: str
+
+
+def source_badge(event: LabelEvent) -> SourceBadge:
+    """How the history names where a label event came from.
+
+    A retag made in the app (its pages or its API) is recorded with the source
+    ``annotator``: a person's choice, whoever made it, which is what the retrain counters
+    and the suspect figures count (``HUMAN_SOURCES``). The badge names that person's
+    role (annotator, scientist, admin; their role now: the event stores who, not the
+    role they held then), so a scientist's retag is not shown as an annotator's. Every
+    other source, or an app retag whose user is gone or has no role, shows its source.
+    """
+    if event.source == EventSource.ANNOTATOR and event.by_id:
+        role = role_of(event.by)
+        if role:
+            return SourceBadge(role, role)
+    return SourceBadge(event.source, event.get_source_display())
 
 
 @dataclass

@@ -64,8 +64,9 @@ from django.utils import timezone
 
 from mlcore import storage
 
-from ..models import Annotation, EventSource, Image, ImageStatus, LabelEvent, Project, Task, TrainingRun
+from ..models import Annotation, EventSource, Image, ImageStatus, LabelEvent, Project, Split, Task, TrainingRun
 from .enqueue import send, send_on_commit
+from .labels import ordered_labels
 from .projects import project_storage_uri
 from .storage_roots import SourceRefused, check_allowed
 
@@ -871,6 +872,35 @@ def retags_since(run: TrainingRun) -> int:
     """Human retags of the run's task since its snapshot."""
     return LabelEvent.objects.filter(task_id=run.task_id, source__in=HUMAN_SOURCES,
                                      created_at__gt=run.snapshot_at or run.created_at).count()
+
+
+def changed_test_labels(run: TrainingRun) -> dict:
+    """How the run's test set moved since its snapshot: the test images whose label today is
+    not the one they had then, and the net change of each label's count (a retag from the
+    grids moves the next run's support: 100 -> 102 / 98).
+
+    Read from the label events since the snapshot (any source: an import that relabels
+    moves the test set too), never from the run's predictions: an image's label at the
+    snapshot is the ``from`` of its first event since, its label today the ``to`` of its
+    last one, so A -> B -> A is no change. Costs the events since the snapshot, nothing per
+    test image. ``{"images": n, "labels": [{"name", "delta"}]}``, labels in the task's order.
+    """
+    first_from, last_to = {}, {}
+    events = (LabelEvent.objects.filter(task_id=run.task_id, image__split=Split.TEST,
+                                        created_at__gt=run.snapshot_at or run.created_at)
+              .order_by("created_at", "id").values_list("image_id", "from_label_id", "to_label_id"))
+    for image_id, from_id, to_id in events.iterator():
+        first_from.setdefault(image_id, from_id)
+        last_to[image_id] = to_id
+    delta = {}
+    changed = [i for i in last_to if last_to[i] != first_from[i]]
+    for image_id in changed:
+        delta[first_from[image_id]] = delta.get(first_from[image_id], 0) - 1
+        delta[last_to[image_id]] = delta.get(last_to[image_id], 0) + 1
+    labels = [{"name": lb.name, "delta": delta[lb.id]} for lb in ordered_labels(run.task) if delta.get(lb.id)]
+    if delta.get(None):
+        labels.append({"name": "no label", "delta": delta[None]})
+    return {"images": len(changed), "labels": labels}
 
 
 # --------------------------------------------------------------------------- automatic retraining

@@ -11,7 +11,15 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from ..api.serializers import MAX_ID
 from ..models import Project
-from ..services.roles import ADMIN, ANNOTATOR, has_role
+from ..services.roles import ADMIN, ANNOTATOR, ROLES, has_role
+
+
+class RoleRequired(PermissionDenied):
+    """The page needs ``needed`` (or a role above it); the 403 page says which."""
+
+    def __init__(self, needed: str):
+        self.needed = needed
+        super().__init__(f"this page needs the {needed} role")
 
 
 def role_required(role: str = ANNOTATOR):
@@ -24,7 +32,7 @@ def role_required(role: str = ANNOTATOR):
         @wraps(view)
         def wrapped(request, *args, **kwargs):
             if not has_role(request.user, role):
-                raise PermissionDenied(f"this page needs the {role} role")
+                raise RoleRequired(role)
             return view(request, *args, **kwargs)
 
         return wrapped
@@ -34,6 +42,15 @@ def role_required(role: str = ANNOTATOR):
 
 browse_required = role_required(ANNOTATOR)
 admin_required = role_required(ADMIN)
+
+
+def forbidden(request, exception=None):
+    """The 403 page (``handler403``): which role the page needs and which the person has
+    (the top bar's context gives ``role``). Django logs the 403 itself, in one line
+    (settings.LOGGING)."""
+    needed = getattr(exception, "needed", None)
+    return page(request, "403.html", {"needed": needed, "above": ROLES[ROLES.index(needed) + 1:] if needed else ()},
+                status=403)
 
 
 def page(request, template: str, context: dict | None = None, *, project: Project | None = None, status=200):

@@ -32,6 +32,8 @@ def image_detail(request, image_id):
         "f": f,
         "qs": f.querystring(),
         "facets": browse.facets(image),
+        # The task the person arrived with (a grid filtered by it), else the first: selected.
+        "focus_task_id": f.task.id if f.task else None,
         "history": browse.history(image),
         "prev_id": prev_id,
         "next_id": next_id,

@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404
 
 from ..models import ImageStatus, Project, Split
 from ..services import browse
+from ..services.labels import project_tasks
 from .common import browse_required, page
 
 
@@ -25,7 +26,7 @@ def project_grid(request, slug):
     return page(request, "labeling/grid.html", {
         "project": project,
         "f": f,
-        "tasks": list(project.tasks.filter(truth_of__isnull=True)),  # truth tasks are hidden
+        "tasks": list(project_tasks(project)),
         "grid": grid,
         "counts": counts,
         "label_links": label_links,

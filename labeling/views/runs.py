@@ -201,6 +201,7 @@ def run_dashboard(request, run_id):
         "weak": WEAK_F1,
         "splits": [Split.TEST, Split.TRAIN],
         "previous": quality.previous_finished_run(run),
+        "test_changes": runs.changed_test_labels(run),
     })
 
 
@@ -244,7 +245,7 @@ def run_grid(request, run_id):
         "grid": grid,
         "qs": urlencode(q.params()),
         "labels": labels,
-        # The keys 1..9, 0 pick labels in the task's order (as on the image page).
+        # Each label's key (services.labels.label_key) picks it, in the task's order, as on the image page.
         "task_labels": ordered_labels(run.task),
         "fn_qs": urlencode({"kind": quality.FN, "label": q.label.id, "split": q.split}),
         "fp_qs": urlencode({"kind": quality.FP, "label": q.label.id, "split": q.split}),
