@@ -45,6 +45,10 @@ def test_merge_retags_each_image_with_an_event_and_the_undo_keeps_later_retags(d
     assert (back.moved, back.skipped) == (2, 1)
     assert [label_of(im, task) for im in images] == ["v-neck", "square", "v-neck", "round", "square"]
     assert label_svc.merges(task)[0]["undone"] is True
+    # The counts the pages show (kept by the database) followed the bulk moves.
+    from labeling.services import counts
+
+    assert counts.stored(project) == counts.counted(project)
     with pytest.raises(label_svc.LabelError, match="already taken back"):
         label_svc.undo_merge(task=task, reference=r.reference)
 
