@@ -388,7 +388,7 @@ def score_run(run_uri: str, out_uri: str, *, oos_uri: str | None = None, folds: 
 
     from . import storage
     from .cluster import cluster_table
-    from .evaluate import load_npz, npz_bytes
+    from .storage import load_npz, npz_bytes
 
     source = "in-sample predictions of the run"
     if oos_uri is None and folds >= 2:
