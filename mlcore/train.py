@@ -24,9 +24,10 @@ from .device import amp_default, channels_last_default, default_workers, environ
 from .evaluate import infer, write_results
 from .features import FeatureStore, Stopped, extract, head_infer
 from .launch import launch
-from .loop import Cancelled, class_weights, fit, lr_lambda
+from .loop import Cancelled, fit
 from .manifest import SPLITS, read_manifest
 from .models import build_model
+from .objective import class_weights, lr_lambda
 
 __all__ = ["Cancelled", "TrainConfig", "choose_validation", "class_weights", "default_workers", "fit", "lr_lambda",
            "resolve_device", "run_training", "train"]
