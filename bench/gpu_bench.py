@@ -85,7 +85,7 @@ def run(files: list[Path], *, device_name: str, size: int, batch: int, steps: in
     import torch.nn.functional as F
 
     from mlcore.data import to_input
-    from mlcore.evaluate import autocast
+    from mlcore.device import autocast
     from mlcore.models import build_model
 
     device = torch.device(device_name)

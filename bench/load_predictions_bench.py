@@ -78,7 +78,7 @@ def main() -> None:
     from labeling.services.projects import create_project, project_storage_uri
     from labeling.services.run_results import load_run_results
     from mlcore import storage
-    from mlcore.evaluate import npz_bytes
+    from mlcore.storage import npz_bytes
 
     project = create_project(name="bench-runs")
     task = get_or_create_task(project, "category")

@@ -233,7 +233,7 @@ def evaluate(prob, given, true, emb, options: dict, *, extra_rows: bool) -> dict
 
 def manifest_labels(ds: dict, rows: np.ndarray, column: str, work: Path) -> tuple[list[str], np.ndarray]:
     """Write the label set as an mlcore manifest and read it back, as the app hands it over."""
-    from mlcore.data import read_manifest, write_manifest
+    from mlcore.manifest import read_manifest, write_manifest
     path = write_manifest(str(work / f"{column}.csv"), [ds["uri"][i] for i in rows], ["train"] * len(rows),
                           [ds["names"][v] for v in ds[column][rows]])
     m = read_manifest(path, ds["names"])

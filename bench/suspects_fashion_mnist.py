@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import RESULTS, machine_info, shared_data  # noqa: E402
 from mlcore import storage  # noqa: E402
 from mlcore.cluster import cluster_per_class  # noqa: E402
-from mlcore.data import write_manifest  # noqa: E402
-from mlcore.evaluate import load_npz  # noqa: E402
+from mlcore.manifest import write_manifest  # noqa: E402
+from mlcore.storage import load_npz  # noqa: E402
 from mlcore.similar import SimilarIndex  # noqa: E402
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

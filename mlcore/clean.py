@@ -27,8 +27,8 @@ import numpy as np
 
 from . import storage
 from .cluster import cluster_per_class
-from .data import read_manifest, write_manifest
-from .evaluate import load_npz
+from .manifest import read_manifest, write_manifest
+from .storage import load_npz
 from .train import TrainConfig, train
 
 Progress = Callable[[dict], None]

@@ -1,10 +1,6 @@
-"""Manifests, image reading with corrupt-image tolerance, transforms and the S3 cache.
+"""Image reading with corrupt-image tolerance, transforms, datasets and the S3 cache.
 
-A manifest is a CSV with ``uri,split`` and one label column per task: ``label``
-for a single task, or any other column names for a multi-facet manifest
-(``uri,split,neckline,sleeve``). Relative URIs are resolved against the
-manifest's folder. An empty label cell means "no label for this task": the
-image is predicted and embedded, but not trained on or scored for that task.
+Manifests (the CSV a run trains on, and the split vocabulary) live in :mod:`mlcore.manifest`.
 
 A dataset never raises on a bad image: it returns a sentinel sample
 (``ok=False`` with a reason) that :func:`collate` drops and reports, so one
@@ -20,14 +16,11 @@ batch viewed as NCHW already has those strides).
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
-import json
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,138 +30,10 @@ from torch.utils.data import Dataset
 
 from . import storage
 from .images import MAX_PIXELS, decode
+from .manifest import SPLITS, Manifest, load_labels_file, read_manifest, write_manifest  # noqa: F401 - their old home
 
-SPLITS = ("train", "val", "test")
-_SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-# --------------------------------------------------------------------------- manifests
-
-@dataclass
-class Manifest:
-    """Rows of a manifest, with each task's labels in their fixed order."""
-
-    uri: str
-    sha256: str
-    uris: list[str]
-    splits: list[str]
-    tasks: dict[str, list[str]]       # task name -> ordered labels
-    targets: np.ndarray               # int64 [N, T], -1 where a row has no label for a task
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def task_names(self) -> list[str]:
-        return list(self.tasks)
-
-    def __len__(self) -> int:
-        return len(self.uris)
-
-    def indices(self, split: str) -> np.ndarray:
-        return np.flatnonzero(np.asarray(self.splits) == split)
-
-
-def _resolve(base_uri: str, uri: str) -> str:
-    if uri.startswith("s3://") or uri.startswith("file://") or os.path.isabs(uri):
-        return storage.to_uri(uri)
-    base = base_uri.rsplit("/", 1)[0]
-    return storage.to_uri(storage.join(base, uri)) if not storage.is_s3(base) else storage.join(base, uri)
-
-
-def read_manifest(uri: str, labels: Sequence[str] | dict[str, Sequence[str]] | None = None) -> Manifest:
-    """Read and validate a manifest; ``labels`` fixes the label order (per task for multi-facet).
-
-    Without ``labels``, each task's labels are its distinct values, sorted (noted in
-    ``Manifest.notes``). A value not in a given label list is an error, not a silent drop.
-    """
-    uri = storage.to_uri(uri)
-    raw = storage.read_bytes(uri)
-    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
-    if not rows:
-        raise ValueError(f"manifest {uri} has no rows")
-    columns = list(rows[0].keys())
-    missing = {"uri", "split"} - set(columns)
-    if missing:
-        raise ValueError(f"manifest {uri} lacks column(s) {sorted(missing)}; it has {columns}")
-    task_cols = [c for c in columns if c not in ("uri", "split")]
-    if not task_cols:
-        raise ValueError(f"manifest {uri} has no label column (expected 'label' or one column per task)")
-
-    if labels is None:
-        given: dict[str, list[str]] = {}
-    elif isinstance(labels, dict):
-        given = {k: list(v) for k, v in labels.items()}
-    else:
-        if len(task_cols) != 1:
-            raise ValueError(f"a plain label list needs a single-task manifest; tasks are {task_cols}")
-        given = {task_cols[0]: list(labels)}
-    unknown_tasks = set(given) - set(task_cols)
-    if unknown_tasks:
-        raise ValueError(f"labels given for task(s) {sorted(unknown_tasks)} not in manifest columns {task_cols}")
-
-    notes = []
-    tasks: dict[str, list[str]] = {}
-    for t in task_cols:
-        if t in given:
-            if len(set(given[t])) != len(given[t]):
-                raise ValueError(f"task {t!r}: duplicate labels in {given[t]}")
-            tasks[t] = given[t]
-        else:
-            tasks[t] = sorted({r[t] for r in rows if r[t]})
-            notes.append(f"task {t!r}: no label order given, using sorted values")
-
-    uris, splits, errors = [], [], []
-    targets = np.full((len(rows), len(task_cols)), -1, dtype=np.int64)
-    index = {t: {lab: i for i, lab in enumerate(labs)} for t, labs in tasks.items()}
-    seen = set()
-    for n, r in enumerate(rows):
-        line = n + 2
-        if not r["uri"]:
-            errors.append(f"line {line}: empty uri")
-            continue
-        split = _SPLIT_ALIASES.get(r["split"].strip().lower(), r["split"].strip().lower())
-        if split not in SPLITS:
-            errors.append(f"line {line}: split {r['split']!r} is not one of {SPLITS}")
-        u = _resolve(uri, r["uri"].strip())
-        if u in seen:
-            errors.append(f"line {line}: duplicate uri {u}")
-        seen.add(u)
-        uris.append(u)
-        splits.append(split)
-        for j, t in enumerate(task_cols):
-            v = (r[t] or "").strip()
-            if v:
-                if v not in index[t]:
-                    errors.append(f"line {line}: label {v!r} of task {t!r} is not in {tasks[t]}")
-                else:
-                    targets[n, j] = index[t][v]
-    if errors:
-        more = f" (and {len(errors) - 20} more)" if len(errors) > 20 else ""
-        raise ValueError(f"manifest {uri} is invalid:\n  " + "\n  ".join(errors[:20]) + more)
-    return Manifest(uri, storage.sha256(raw), uris, splits, tasks, targets, notes)
-
-
-def write_manifest(path_or_uri: str, uris: Sequence[str], splits: Sequence[str],
-                   labels: dict[str, Sequence[str]] | Sequence[str]) -> str:
-    """Write a manifest CSV (``labels``: one column of label names, or task -> column)."""
-    cols = labels if isinstance(labels, dict) else {"label": labels}
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(["uri", "split", *cols])
-    for i, (u, s) in enumerate(zip(uris, splits)):
-        w.writerow([u, s, *[c[i] or "" for c in cols.values()]])
-    uri = storage.to_uri(path_or_uri)
-    storage.write_bytes(uri, out.getvalue().encode(), "text/csv")
-    return uri
-
-
-def load_labels_file(uri: str) -> list[str] | dict[str, list[str]]:
-    """A JSON list (single task) or object (task -> list) of labels, or a text file, one per line."""
-    raw = storage.read_bytes(storage.to_uri(uri)).decode("utf-8")
-    if raw.lstrip().startswith(("[", "{")):
-        return json.loads(raw)
-    return [line.strip() for line in raw.splitlines() if line.strip()]
 
 
 # --------------------------------------------------------------------------- S3 cache
@@ -184,14 +49,6 @@ def _ref_path(uri: str) -> Path:
 
 def _blob_path(digest: str) -> Path:
     return cache_dir() / "blobs" / digest[:2] / digest
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def cached_path(uri: str) -> Path | None:
@@ -219,8 +76,8 @@ def fetch(uri: str) -> bytes:
     digest = storage.sha256(data)
     blob = _blob_path(digest)
     if not blob.exists():
-        _atomic_write(blob, data)
-    _atomic_write(_ref_path(uri), digest.encode())
+        storage.write_bytes(storage.to_uri(blob), data)
+    storage.write_bytes(storage.to_uri(_ref_path(uri)), digest.encode())
     return data
 
 
@@ -367,7 +224,7 @@ def to_input(batch: dict, device: torch.device, channels_last: bool = False,
 
 # --------------------------------------------------------------------------- datasets
 
-def _sample_seed(seed: int, epoch: int, index: int) -> int:
+def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A per-sample augmentation seed: the same image in the same epoch gets the same crop,
     whichever worker loads it and whether or not the run was resumed."""
     return (seed * 1_000_003 + epoch * 7_919 + index * 104_729) % (2**63)
@@ -482,7 +339,7 @@ class EpochBatches(torch.utils.data.Sampler):
         for b in range(self.start, len(self)):
             chunk = idx[b * self.batch_size:(b + 1) * self.batch_size][self.rank::self.world]
             if self.shuffle:
-                yield [(int(i), _sample_seed(self.seed, self.epoch, int(i))) for i in chunk]
+                yield [(int(i), sample_seed(self.seed, self.epoch, int(i))) for i in chunk]
             else:
                 yield [int(i) for i in chunk]
 

@@ -6,8 +6,6 @@ embeddings all come from that single pass.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import time
 from typing import Callable, Sequence
 
@@ -16,7 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .data import EpochBatches, collate, to_input
+from . import storage
+from .data import EpochBatches, ImageDataset, collate, eval_crop, prefetch, to_input
+from .device import amp_default, autocast, channels_last_default, default_workers, resolve_device
+from .manifest import read_manifest
+from .storage import load_npz, npz_bytes  # noqa: F401 - importable from here as before
 
 
 # --------------------------------------------------------------------------- metrics
@@ -65,12 +67,6 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
 
 
 # --------------------------------------------------------------------------- inference
-
-def autocast(device: torch.device, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.amp.autocast(device_type=device.type, dtype=torch.bfloat16)
-
 
 @torch.no_grad()
 def infer(model, dataset, indices: Sequence[int], *, device: torch.device, batch_size: int = 128,
@@ -157,15 +153,42 @@ def prediction_arrays(result: dict, uris: Sequence[str], splits: Sequence[str], 
     return arrays
 
 
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return buf.getvalue()
+def metrics_doc(per_split: dict, tasks: dict) -> dict:
+    """metrics.json: ``{split: metrics}`` for a single task; ``{"tasks": {task: {split: metrics}}}`` for several."""
+    if len(tasks) == 1:
+        t = next(iter(tasks))
+        return {split: m[t] for split, m in per_split.items()}
+    return {"tasks": {t: {split: m[t] for split, m in per_split.items() if t in m} for t in tasks}}
 
 
-def load_npz(data: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+def write_results(out: str, result: dict, manifest) -> dict:
+    """Write ``metrics.json``, ``predictions.npz`` and ``embeddings.npz`` of an :func:`infer`
+    result over ``manifest``'s rows under ``out``; returns the metrics document."""
+    tasks = manifest.tasks
+    metrics = metrics_doc(split_metrics(result, manifest.targets, manifest.splits, tasks), tasks)
+    storage.write_json(storage.join(out, "metrics.json"), metrics)
+    storage.write_bytes(storage.join(out, "predictions.npz"), npz_bytes(
+        prediction_arrays(result, manifest.uris, manifest.splits, manifest.targets, tasks)))
+    storage.write_bytes(storage.join(out, "embeddings.npz"), npz_bytes(
+        {"uri": np.asarray([manifest.uris[i] for i in result["index"]], dtype=str),
+         "emb": result["features"].astype(np.float16)}))
+    return metrics
+
+
+def embed_uris(model, uris: Sequence[str], image_size: int, *, device: torch.device, batch_size: int = 64,
+               workers: int | None = None, progress: Callable[[dict], None] | None = None) -> dict:
+    """``{"uri", "emb", "probs", "skipped"}`` for a list of image URIs (one :func:`infer` pass)."""
+    uris = [storage.to_uri(u) for u in uris]
+    failures = prefetch(uris)
+    keep = [i for i, u in enumerate(uris) if u not in failures]
+    ds = ImageDataset(uris, np.full((len(uris), 1), -1), eval_crop(image_size))
+    res = infer(model, ds, keep, device=device, batch_size=batch_size,
+                workers=default_workers(device) if workers is None else workers,
+                amp=amp_default(None, device), channels_last=channels_last_default(None, device),
+                progress=progress, phase="embed")
+    skipped = {uris[i]: r for i, r in res["skipped"]} | failures
+    return {"uri": np.asarray([uris[i] for i in res["index"]], dtype=str),
+            "emb": res["features"], "probs": res["probs"], "skipped": skipped}
 
 
 # --------------------------------------------------------------------------- runs: test and predict
@@ -175,8 +198,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 
 def list_images(path_or_uri: str) -> list[str]:
     """One image URI, or every image file under a folder / S3 prefix (sorted)."""
-    from . import storage
-
     uri = storage.to_uri(path_or_uri)
     if not storage.is_s3(uri) and storage.local_path(uri).is_file():
         return [uri]
@@ -189,10 +210,7 @@ def test_run(run_uri: str, manifest_uri: str | None = None, output_uri: str | No
              device: str = "auto", batch_size: int = 64, progress=None) -> dict:
     """Score a trained run on a manifest (default: the one it trained on); writes ``metrics.json``,
     ``predictions.npz`` and ``embeddings.npz`` under ``output_uri`` (default: the run)."""
-    from . import storage
-    from .data import ImageDataset, eval_crop, prefetch, read_manifest
     from .models import load_run
-    from .train import default_workers, resolve_device, write_json, _metrics_doc
 
     dev = resolve_device(device)
     model, run = load_run(run_uri, dev)
@@ -201,15 +219,8 @@ def test_run(run_uri: str, manifest_uri: str | None = None, output_uri: str | No
     keep = [i for i, u in enumerate(manifest.uris) if u not in failures]
     ds = ImageDataset(manifest.uris, manifest.targets, eval_crop(run["config"]["image_size"]))
     res = infer(model, ds, keep, device=dev, batch_size=batch_size, workers=default_workers(dev),
-                amp=dev.type == "cuda", channels_last=dev.type == "cuda", progress=progress)
-    metrics = _metrics_doc(split_metrics(res, manifest.targets, manifest.splits, manifest.tasks), manifest.tasks)
-    out = output_uri or run_uri
-    write_json(storage.join(out, "metrics.json"), metrics)
-    storage.write_bytes(storage.join(out, "predictions.npz"), npz_bytes(
-        prediction_arrays(res, manifest.uris, manifest.splits, manifest.targets, manifest.tasks)))
-    storage.write_bytes(storage.join(out, "embeddings.npz"), npz_bytes(
-        {"uri": np.asarray([manifest.uris[i] for i in res["index"]], dtype=str),
-         "emb": res["features"].astype(np.float16)}))
+                amp=amp_default(None, dev), channels_last=channels_last_default(None, dev), progress=progress)
+    metrics = write_results(output_uri or run_uri, res, manifest)
     skipped = {manifest.uris[i]: r for i, r in res["skipped"]} | failures
     return {"metrics": metrics, "skipped": skipped}
 
@@ -221,9 +232,7 @@ def predict(run_uri: str, path_or_uri: str, topk: int = 5, *, device: str = "aut
     Each item: ``{"uri", "top": [[label, prob], ...]}`` (single task) or
     ``{"uri", "tasks": {task: [[label, prob], ...]}}``; unreadable images get ``"error"``.
     """
-    from .embed import embed_uris
     from .models import load_run
-    from .train import resolve_device
 
     dev = resolve_device(device)
     model, run = load_run(run_uri, dev)

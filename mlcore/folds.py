@@ -35,8 +35,8 @@ from typing import Callable
 import numpy as np
 
 from . import storage
-from .data import read_manifest, write_manifest
-from .evaluate import load_npz, npz_bytes
+from .manifest import read_manifest, write_manifest
+from .storage import load_npz, npz_bytes
 from .train import TrainConfig, train
 
 Progress = Callable[[dict], None]

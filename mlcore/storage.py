@@ -3,6 +3,8 @@
 Everything in Retag that reads or writes an image, a manifest or a model goes
 through here, so that a run reads the same from a laptop folder as from S3.
 boto3 is imported lazily: a GPU box that only reads local files needs only torch.
+The typed helpers at the end (npz, JSON, torch files) are the one way mlcore and the app
+read and write those formats; numpy and torch are imported when they are called.
 
 S3 settings come from the environment: ``S3_ENDPOINT_URL`` (S3-compatible stores,
 moto in tests), ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
@@ -16,6 +18,8 @@ the resolved path of the file actually opened.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import logging
 import os
 import posixpath
@@ -362,3 +366,59 @@ def relative_key(prefix: str, uri: str) -> str:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- typed files
+
+def npz_bytes(arrays: dict) -> bytes:
+    """A compressed ``.npz`` of named arrays (no pickles: :func:`load_npz` refuses them)."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def load_npz(data: bytes) -> dict:
+    """The arrays of ``.npz`` bytes, read in full (object arrays are refused)."""
+    import numpy as np
+
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def read_npz(uri: str) -> dict:
+    """:func:`load_npz` of the file at ``uri``."""
+    return load_npz(read_bytes(uri))
+
+
+def write_json(uri: str, obj) -> None:
+    """Indented JSON; numpy scalars and arrays become numbers and lists."""
+    write_bytes(uri, json.dumps(obj, indent=1, default=_json_default).encode(), "application/json")
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def save_torch(uri: str, obj) -> None:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(uri, buf.getvalue())
+
+
+def load_torch(uri: str):
+    """A ``torch.save`` file, on the CPU, tensors and plain containers only (``weights_only``)."""
+    import torch
+
+    return torch.load(io.BytesIO(read_bytes(uri)), map_location="cpu", weights_only=True)

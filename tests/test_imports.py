@@ -339,6 +339,22 @@ def test_manifest_with_several_facets_and_every_uri_form(project, data, tmp_path
     assert LabelEvent.objects.filter(image__project=project).count() == 6
 
 
+def test_manifest_splits_are_read_through_mlcore_s_vocabulary(project, data):
+    for name in "abcde":
+        put(data, f"s/{name}.jpg", jpeg((ord(name), 0, 0)))
+    manifest = write_manifest(data / "s" / "manifest.csv", ["uri", "split", "label"], [
+        ["a.jpg", " TRAIN ", "x"], ["b.jpg", "Test", "x"], ["c.jpg", "validation", "x"], ["d.jpg", "dev", "x"],
+        ["e.jpg", "holdout", "x"]])
+    job = sync(project, Kind.MANIFEST, manifest)
+    assert (job.added, job.refused) == (2, 3)
+    assert dict(Image.objects.filter(project=project).values_list("key", "split")) == {"a.jpg": "train",
+                                                                                      "b.jpg": "test"}
+    by_row = {p["row"]: p["reason"] for p in job.problems}
+    assert "'validation' is neither train nor test: it is mlcore's validation split" in by_row[4]
+    assert "val_fraction" in by_row[5] and "'dev'" in by_row[5]
+    assert by_row[6] == "split 'holdout' is neither train nor test"
+
+
 def test_manifest_relabel_is_an_import_event_and_split_stays_for_life(project, data, annotator):
     put(data, "m/a.jpg", jpeg())
     put(data, "m/b.jpg", jpeg((5, 5, 5)))

@@ -163,7 +163,7 @@ def test_production_gpu_worker_trains_with_loader_workers_and_the_default_on_16_
         small_fashion, celery_worker_factory, scientist, tmp_path):
     import torch
 
-    from mlcore.train import default_workers
+    from mlcore.device import default_workers
 
     env, command = readme_gpu_worker()
     assert "-Q" in command and command[command.index("-Q") + 1] == "gpu" and env.get("CUDA_VISIBLE_DEVICES")

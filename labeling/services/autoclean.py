@@ -38,7 +38,7 @@ from mlcore import storage
 from ..models import CleaningRun, Label, Prediction, TrainingExclusion, TrainingRun
 from . import runs as run_svc
 from .enqueue import send
-from .suspects import exclude_images, read_npz, restore_exclusions
+from .suspects import exclude_images, restore_exclusions
 
 logger = logging.getLogger(__name__)
 State = CleaningRun.State
@@ -101,7 +101,7 @@ def outliers(run: TrainingRun, threshold: float | None = None) -> dict[int, int]
 
     from .run_results import image_ids_for
 
-    emb = read_npz(storage.join(run.output_uri, "embeddings.npz"))
+    emb = storage.read_npz(storage.join(run.output_uri, "embeddings.npz"))
     ids = image_ids_for(run, emb["uri"])
     given = dict(Prediction.objects.filter(run=run, split="train", given_label__isnull=False)
                  .values_list("image_id", "given_label_id"))

@@ -7,13 +7,11 @@ suspect scores and current versions are read fresh on every request (they change
 """
 from __future__ import annotations
 
-import io
 import logging
 
 import numpy as np
 
 from mlcore import storage
-from mlcore.evaluate import load_npz
 from mlcore.projection import MAX_POINTS, METHOD, project_2d
 
 from ..models import Annotation, Prediction, Suspect, SuspectRun, TrainingRun
@@ -35,17 +33,15 @@ def layout(run: TrainingRun) -> tuple[np.ndarray, np.ndarray]:
         raise MapUnavailable(f"run {run.pk} is {run.state}; the map needs a finished run")
     uri = storage.join(run.output_uri, "map2d.npz")
     if storage.exists(uri):
-        z = load_npz(storage.read_bytes(uri))
+        z = storage.read_npz(uri)
         return z["image_id"], z["xy"]
     emb_uri = storage.join(run.output_uri, "embeddings.npz")
     if not storage.exists(emb_uri):
         raise MapUnavailable(f"run {run.pk} has no embeddings.npz")
-    emb = load_npz(storage.read_bytes(emb_uri))
+    emb = storage.read_npz(emb_uri)
     rows, xy = project_2d(emb["emb"], max_points=MAX_POINTS)
     ids = image_ids_for(run, emb["uri"])[rows]
-    buf = io.BytesIO()
-    np.savez(buf, image_id=ids, xy=xy)
-    storage.write_bytes(uri, buf.getvalue())
+    storage.write_bytes(uri, storage.npz_bytes({"image_id": ids, "xy": xy}))
     logger.info("run %s: map of %s points (%s) stored", run.pk, len(ids), METHOD)
     return ids, xy
 

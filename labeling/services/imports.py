@@ -44,6 +44,7 @@ from ..models import (Annotation, EventSource, Image, ImageStatus, ImportJob, La
                       Split)
 from .labels import ensure_labels, get_or_create_task
 from .enqueue import send
+from .manifests import image_split
 from .projects import project_storage_uri
 from .retag import retag_image
 from .storage_roots import Root, SourceRefused, allowed_roots, check_allowed
@@ -55,7 +56,6 @@ MAX_PROBLEMS = 200            # problems kept on the job; ``problems_total`` cou
 CHUNK = 32                    # rows written per transaction
 PROGRESS_EVERY_S = 1.0        # how often the job row is updated for the progress bar
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
-SPLITS = {Split.TRAIN.value, Split.TEST.value}
 Kind = ImportJob.Kind
 State = ImportJob.State
 
@@ -173,9 +173,7 @@ def _layout(key: str) -> tuple[str | None, str]:
     if ext not in IMAGE_EXTENSIONS:
         raise ValueError(f"not an image file (extension {ext or 'none'!r}); skipped")
     if len(parts) == 3:
-        if parts[0].lower() not in SPLITS:
-            raise ValueError(f"split folder {parts[0]!r} is neither train nor test")
-        return parts[0].lower(), parts[1]
+        return image_split(parts[0]), parts[1]
     if len(parts) == 2:
         return None, parts[0]
     raise ValueError("not in split/label/image (or label/image) layout")
@@ -357,13 +355,14 @@ def _manifest_entry(line: int, row: dict, tasks: list[str], base: str, roots: li
             return entry
         entry.key = manifest_key(written)
         entry.labels = {t: row.get(t, "") for t in tasks if row.get(t)}
-        split = row.get("split", "").lower()
         if not written:
             entry.refused = "empty uri"
-        elif split and split not in SPLITS:
-            entry.refused = f"split {split!r} is neither train nor test"
         else:
-            entry.split = split or None
+            try:
+                entry.split = image_split(row.get("split", ""))
+            except ValueError as e:
+                entry.refused = str(e)
+                return entry
             entry.uri = check_allowed(_resolve(base, written), roots)
             entry.read = lambda u=entry.uri: storage.read_bytes(u)
     except SourceRefused as e:

@@ -5,6 +5,11 @@ trains on exactly the labels of the moment it started, even while annotators kee
 retagging. The file name carries the CSV's sha256, and a JSON sidecar holds the
 ordered label list (the model's output order), counts and the checksum. Corrupt and
 missing images are left out: they cannot be decoded, or are gone.
+
+The split vocabulary is mlcore's (:mod:`mlcore.manifest`): :func:`image_split` is how the
+importer reads a split cell or folder name through it. An image is ``train`` or ``test``
+for life, so of mlcore's splits the app keeps those two (any case, blanks around them
+ignored) and refuses ``val`` and its spellings with a reason that says so.
 """
 from __future__ import annotations
 
@@ -17,10 +22,31 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from mlcore import storage
+from mlcore.manifest import SPLIT_ALIASES, canonical_split
 
-from ..models import Annotation, Image, ImageStatus, Task
+from ..models import Annotation, Image, ImageStatus, Split, Task
 from .labels import ordered_labels
 from .projects import project_storage_uri
+
+
+def image_split(written: str) -> str | None:
+    """The app's split for a split as a source writes it; None for a blank (assigned from the key).
+
+    ValueError with the reason for anything else: mlcore's ``val`` (the app has no such
+    split: a run holds out ``val_fraction`` of train) or a word outside mlcore's vocabulary.
+    """
+    if not (written or "").strip():
+        return None
+    try:
+        split = canonical_split(written)
+    except ValueError:
+        raise ValueError(f"split {written.strip()!r} is neither train nor test") from None
+    if split not in Split.values:
+        spellings = ", ".join(["val", *SPLIT_ALIASES])
+        raise ValueError(f"split {written.strip()!r} is neither train nor test: it is mlcore's validation split "
+                         f"({spellings}), and an image here is in train or test for life "
+                         f"(a run holds out val_fraction of train instead)")
+    return split
 
 
 @dataclass
@@ -39,7 +65,7 @@ def training_rows(task: Task) -> list[tuple[str, str, str]]:
 
     Train-split images with an active TrainingExclusion (automatic cleaning, reversible) are left out.
     """
-    from ..models import Split, TrainingExclusion
+    from ..models import TrainingExclusion
 
     excluded = TrainingExclusion.objects.filter(task=task, active=True).values("image_id")
     return list(Annotation.objects.filter(
@@ -78,12 +104,12 @@ def write_training_manifest(task: Task) -> str:
 
 def _counts(task: Task, rows, labels: list[str]) -> dict:
     """Rows per split and per label and split, and what was left out and why."""
-    by_label = {name: {"train": 0, "test": 0} for name in labels}
+    by_label = {name: {s: 0 for s in Split.values} for name in labels}
     for _, label, split in rows:
         by_label[label][split] += 1
     excluded = Counter(Image.objects.filter(project_id=task.project_id).exclude(
         status=ImageStatus.OK).values_list("status", flat=True))
-    return {"rows": len(rows), "train": sum(v["train"] for v in by_label.values()),
-            "test": sum(v["test"] for v in by_label.values()), "by_label": by_label,
+    return {"rows": len(rows), **{s: sum(v[s] for v in by_label.values()) for s in Split.values},
+            "by_label": by_label,
             "excluded": {"corrupt": excluded.get(ImageStatus.CORRUPT, 0),
                          "missing": excluded.get(ImageStatus.MISSING, 0)}}

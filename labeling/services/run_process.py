@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_watch_parent, args=(ppid,), name="parent-watch", daemon=True).start()
 
     try:
-        from mlcore.train import Cancelled, TrainConfig, resolve_device, train
+        from mlcore.device import resolve_device
+        from mlcore.train import Cancelled, TrainConfig, train
     except Exception as e:  # noqa: BLE001 - a broken install: the run shows why
         return _failed(send, e)
     try:

@@ -47,7 +47,7 @@ def read_json(uri: str) -> dict:
 
 def read_predictions(run: TrainingRun) -> dict[str, np.ndarray]:
     """The arrays of the run's ``predictions.npz`` (see mlcore/README.md)."""
-    from mlcore.evaluate import load_npz
+    from mlcore.storage import load_npz
 
     return load_npz(storage.read_bytes(run_file_uri(run, "predictions.npz")))
 

@@ -253,13 +253,6 @@ def _fail(sr: SuspectRun, reason: str) -> None:
     sr.state, sr.state_reason = State.FAILED, reason
 
 
-def read_npz(uri: str) -> dict[str, np.ndarray]:
-    import io
-
-    with np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
 def score_suspect_run(sr_id: int) -> SuspectRun | None:
     """Combine the folds, score, find near duplicates, build the similar-images index, store."""
     sr = SuspectRun.objects.select_related("run").filter(pk=sr_id).first()
@@ -277,8 +270,8 @@ def score_suspect_run(sr_id: int) -> SuspectRun | None:
         fold_uris = list(TrainingRun.objects.filter(pk__in=sr.fold_run_ids).order_by("pk")
                          .values_list("output_uri", flat=True))
         oos_uri = combine_folds(fold_uris, run.output_uri, storage.join(sr.output_uri, "oos.npz"))
-        oos = read_npz(oos_uri)
-        emb_file = read_npz(storage.join(run.output_uri, "embeddings.npz"))
+        oos = storage.read_npz(oos_uri)
+        emb_file = storage.read_npz(storage.join(run.output_uri, "embeddings.npz"))
         row = {u: i for i, u in enumerate(emb_file["uri"].tolist())}
         keep = [i for i, u in enumerate(oos["uri"].tolist()) if u in row]
         uris = oos["uri"][keep]

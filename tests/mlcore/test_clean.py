@@ -3,8 +3,8 @@ import json
 import numpy as np
 
 from mlcore import clean, storage
-from mlcore.data import read_manifest
-from mlcore.evaluate import npz_bytes
+from mlcore.manifest import read_manifest
+from mlcore.storage import npz_bytes
 from mlcore.train import TrainConfig
 
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from mlcore.__main__ import main
-from mlcore.evaluate import load_npz
+from mlcore.storage import load_npz
 
 from tests.conftest import SHARED_DATA, require_shared
 from tests.mlcore.helpers import REPO, read_idx

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from mlcore import data, storage
-from mlcore.data import EpochBatches, ImageDataset, collate, holdout, read_manifest
+from mlcore.data import EpochBatches, ImageDataset, collate, holdout
+from mlcore.manifest import read_manifest
 
 from tests.mlcore.helpers import make_image
 

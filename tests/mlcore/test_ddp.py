@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from mlcore.evaluate import load_npz
+from mlcore.storage import load_npz
 from mlcore.train import Cancelled, TrainConfig, train
 
 from tests.mlcore.helpers import COLOURS, write_colour_set

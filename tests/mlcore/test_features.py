@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mlcore import evaluate
-from mlcore.evaluate import load_npz
+from mlcore.storage import load_npz
 from mlcore.train import Cancelled, TrainConfig, train
 
 from tests.mlcore.helpers import COLOURS, write_colour_set

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from mlcore import storage
-from mlcore.data import read_manifest
-from mlcore.evaluate import load_npz, npz_bytes
+from mlcore.manifest import read_manifest
+from mlcore.storage import load_npz, npz_bytes
 from mlcore.folds import combine_folds, fold_configs, fold_of, write_fold_manifest
 from mlcore.train import TrainConfig
 

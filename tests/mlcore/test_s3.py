@@ -4,7 +4,8 @@ import json
 import numpy as np
 
 from mlcore import data, storage
-from mlcore.evaluate import load_npz, predict
+from mlcore.evaluate import predict
+from mlcore.storage import load_npz
 from mlcore.train import TrainConfig, train
 
 from tests.mlcore.helpers import COLOURS, make_image

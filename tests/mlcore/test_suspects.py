@@ -2,7 +2,7 @@ import numpy as np
 
 from mlcore import storage
 from mlcore.__main__ import main
-from mlcore.evaluate import load_npz, npz_bytes
+from mlcore.storage import load_npz, npz_bytes
 from mlcore.suspects import REASON_CLUSTER, REASON_KNN, REASON_MODEL, confident_issue, score, score_run
 
 

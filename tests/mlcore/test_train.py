@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mlcore import storage
-from mlcore.evaluate import load_npz
+from mlcore.storage import load_npz
 from mlcore.train import Cancelled, TrainConfig, class_weights, lr_lambda, train
 
 from tests.mlcore.helpers import COLOURS, write_colour_set
