@@ -14,7 +14,10 @@ from tests.image_samples import BROKEN, GOOD, jpeg, png
 from labeling.models import Annotation, EventSource, Image, ImageStatus, ImportJob, LabelEvent, Task
 from labeling.services import imports
 from labeling.services.imports import ImportRefused, assign_split, run_import, safe_extract, start_import
-from labeling.services.projects import create_project
+from labeling.services.imports import writing
+from labeling.services.imports.progress import ImportRun
+from labeling.services.projects import project_storage_uri
+from labeling.services.storage_roots import allowed_roots
 from labeling.services.retag import retag_image
 from labeling.services.thumbnails import NoThumbnail, thumbnail_bytes, thumbnail_uri
 from mlcore import storage
@@ -22,20 +25,6 @@ from mlcore import storage
 pytestmark = pytest.mark.django_db
 
 Kind = ImportJob.Kind
-
-
-@pytest.fixture
-def data(tmp_path, settings):
-    """An allowed root with nothing in it yet."""
-    root = tmp_path / "data"
-    root.mkdir()
-    settings.IMPORT_ROOTS = [str(root)]
-    return root
-
-
-@pytest.fixture
-def project(db):
-    return create_project(name="Clothes", test_ratio=0.25)
 
 
 def put(root: Path, rel: str, data: bytes) -> Path:
@@ -173,7 +162,7 @@ def test_reimport_changes_nothing(project, data):
     sync(project, Kind.FOLDER, data / "ds")
     before = list(Image.objects.filter(project=project).order_by("id").values())
     thumbs = {p: p.stat().st_mtime_ns
-              for p in storage.local_path(imports.project_storage_uri(project, "thumbs")).rglob("*.jpg")}
+              for p in storage.local_path(project_storage_uri(project, "thumbs")).rglob("*.jpg")}
     events = LabelEvent.objects.count()
 
     job = sync(project, Kind.FOLDER, data / "ds")
@@ -279,7 +268,7 @@ def test_zip_import_reads_members_and_refuses_escapes(project, data):
     reasons = sorted(p["reason"] for p in job.problems)
     assert "absolute path" in reasons[0] and "'..'" in reasons[1]
     a = Image.objects.get(key="train/cat/a.jpg")
-    assert a.uri.startswith(imports.project_storage_uri(project, "originals"))
+    assert a.uri.startswith(project_storage_uri(project, "originals"))
     assert storage.read_bytes(a.uri) == jpeg()
     assert Image.objects.get(key="test/dog/b.jpg").split == "test"
 
@@ -469,9 +458,9 @@ def test_a_stale_import_is_queued_again_then_finishes_with_nothing_twice(project
     job = start_import(project=project, kind=Kind.FOLDER, source_uri=str(data / "ds"), enqueue=False)
     assert imports.claim(job) == 1
     # The first worker committed one image, then died.
-    first = imports.open_source(job, imports.allowed_roots())
+    first = imports.open_source(job, allowed_roots())
     first.entries = first.entries[:1]
-    imports._sync(imports._Run(job, 1), first)
+    writing.sync(ImportRun(job, 1), first)
     assert Image.objects.filter(project=project).count() == 1
     _lose_worker(job)
 
@@ -506,7 +495,7 @@ def test_a_job_lost_too_often_fails_with_the_reason(project, data, settings):
 def test_a_worker_taken_over_stops_writing_progress(project, data):
     put(data, "ds/train/cat/a.jpg", jpeg())
     job = start_import(project=project, kind=Kind.FOLDER, source_uri=str(data / "ds"), enqueue=False)
-    slow = imports._Run(job, imports.claim(job))
+    slow = ImportRun(job, imports.claim(job))
     slow.begin()
     _lose_worker(job)
     assert imports.claim(ImportJob.objects.get(pk=job.pk)) == 2  # the new worker
