@@ -15,7 +15,7 @@ from labeling.models import Annotation, EventSource, Image, ImageStatus, ImportJ
 from labeling.services import imports
 from labeling.services.imports import ImportRefused, assign_split, run_import, safe_extract, start_import
 from labeling.services.imports import writing
-from labeling.services.imports.progress import ImportRun
+from labeling.services.imports.progress import OUTCOMES, ImportRun
 from labeling.services.projects import project_storage_uri
 from labeling.services.storage_roots import allowed_roots
 from labeling.services.retag import retag_image
@@ -166,7 +166,7 @@ def test_reimport_changes_nothing(project, data):
     events = LabelEvent.objects.count()
 
     job = sync(project, Kind.FOLDER, data / "ds")
-    assert (job.added, job.relabelled, job.updated, job.unchanged, job.missing) == (0, 0, 0, 6, 0)
+    assert (job.added, job.relabelled, job.updated, job.unchanged, job.corrupt, job.missing) == (0, 0, 0, 5, 1, 0)
     assert job.corrupt == 1  # still flagged, and still listed as a problem
     assert list(Image.objects.filter(project=project).order_by("id").values()) == before
     assert LabelEvent.objects.count() == events
@@ -232,7 +232,9 @@ def test_broken_files_are_flagged_with_their_reason(project, data):
         put(data, f"ds/train/bad/{name}", content)
     put(data, "ds/train/bad/fine.jpg", jpeg())
     job = sync(project, Kind.FOLDER, data / "ds")
-    assert (job.added, job.corrupt, job.refused) == (len(BROKEN) + 1, len(BROKEN), 0)
+    # Each file counts once: a corrupt one is corrupt, not also added (the page's tiles add up to the files).
+    assert (job.added, job.corrupt, job.refused) == (1, len(BROKEN), 0)
+    assert sum(getattr(job, k) for k in OUTCOMES) == job.processed == job.total == len(BROKEN) + 1
     for name, (_, word) in BROKEN.items():
         im = Image.objects.get(key=f"train/bad/{name}")
         assert im.status == ImageStatus.CORRUPT and word in im.status_reason, (name, im.status_reason)
@@ -436,7 +438,7 @@ def test_import_dataset_command(data, tmp_path, settings):
     call_command("import_dataset", "shop", str(data / "ds"), "--create-project", "--allow-root",
                  "--task", "category", stdout=out)
     text = out.getvalue()
-    assert "allowed storage root" in text and ": done - 2 rows: 2 added" in text and "empty file" in text
+    assert "allowed storage root" in text and ": done - 2 rows: 1 added" in text and "1 corrupt" in text and "empty file" in text
     assert label_of(Image.objects.get(key="train/cat/a.jpg").project, "train/cat/a.jpg", "category") == "cat"
 
 

@@ -24,14 +24,14 @@ The modules, in the order a job meets them:
 - :mod:`.progress`: the job's counters, problems and heartbeat.
 """
 from .archives import safe_extract, unsafe_member
-from .csv_manifest import manifest_key
+from .csv_manifest import MANIFEST_COLUMNS, manifest_key
 from .decoding import worker_threads
 from .entries import ImportRefused
 from .jobs import claim, enqueue_import, run_import, start_import, take_over_stale_imports
-from .progress import MAX_PROBLEMS, Superseded
+from .progress import MAX_PROBLEMS, OUTCOMES, Superseded
 from .sources import guess_kind, open_source
 from .writing import assign_split
 
-__all__ = ["ImportRefused", "MAX_PROBLEMS", "Superseded", "assign_split", "claim", "enqueue_import",
+__all__ = ["ImportRefused", "MANIFEST_COLUMNS", "MAX_PROBLEMS", "OUTCOMES", "Superseded", "assign_split", "claim", "enqueue_import",
            "guess_kind", "manifest_key", "open_source", "run_import", "safe_extract", "start_import",
            "take_over_stale_imports", "unsafe_member", "worker_threads"]

@@ -1,4 +1,4 @@
-"""CSV manifests: ``uri,split,<task>...``, one image a row; a row's identity is its URI as written."""
+"""CSV manifests (:data:`MANIFEST_COLUMNS`), one image a row; a row's identity is its URI as written."""
 from __future__ import annotations
 
 import csv
@@ -11,9 +11,12 @@ from mlcore import storage
 from ..storage_roots import Root, SourceRefused, check_allowed
 from .entries import SPLITS, Entry, ImportRefused, Source
 
+# The columns a manifest import reads, as the pages and errors show them: ``uri`` (relative to
+# the manifest's folder, absolute, file:// or s3://), ``split`` (may be empty), one column per task.
+MANIFEST_COLUMNS = "uri,split,<task>[,<task>...]"
 
 def manifest_source(uri: str, roots: list[Root]) -> Source:
-    """``uri,split,<task>...``; a row outside the roots is refused, the others go on."""
+    """:data:`MANIFEST_COLUMNS`; a row outside the roots is refused, the others go on."""
     try:
         text = storage.read_bytes(uri).decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -24,7 +27,7 @@ def manifest_source(uri: str, roots: list[Root]) -> Source:
         raise ImportRefused(f"the manifest has no 'uri' column (header: {','.join(header) or 'empty'})")
     tasks = [h for h in header if h and h not in ("uri", "split")]
     if not tasks:
-        raise ImportRefused("the manifest has no label column: expected uri,split,<task>[,<task>...]")
+        raise ImportRefused(f"the manifest has no label column: expected {MANIFEST_COLUMNS}")
     base = uri.rsplit("/", 1)[0]
     entries = []
     for line, values in enumerate(rows, start=2):

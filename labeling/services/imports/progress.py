@@ -20,8 +20,10 @@ class Superseded(Exception):
     """The job was taken over (its attempt counter moved on): this worker must stop writing."""
 
 
-_COUNTERS = ("total", "processed", "added", "relabelled", "unchanged", "updated", "missing",
-             "corrupt", "refused", "problems_total")
+# Each row the source lists adds to exactly one of these, so they add up to ``processed``;
+# ``missing`` also counts the images a finished sync found gone from the source.
+OUTCOMES = ("added", "relabelled", "updated", "unchanged", "corrupt", "missing", "refused")
+_COUNTERS = ("total", "processed", *OUTCOMES, "problems_total")
 
 
 class ImportRun:

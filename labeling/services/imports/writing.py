@@ -139,57 +139,61 @@ def _create_images(run: ImportRun, source: Source, fresh: list[tuple[Entry, Insp
         logger.warning("import job %s: bulk insert failed; going row by row", job.id, exc_info=True)
         return set()
     for (entry, _), image in zip(fresh, images):
-        run.count("added")
         if image.status == ImageStatus.CORRUPT:
             run.problem(entry, f"corrupt: {image.status_reason}")
-            run.count("corrupt")
+        run.count(_outcome(image, is_new=True))
     return {e.key for e, _ in fresh}
+
+
+def _outcome(image: Image, *, is_new: bool, relabelled: bool = False, changed_content: bool = False) -> str:
+    """The one counter a written row adds to, so that the counters add up to the rows: a
+    corrupt image counts as corrupt only (not also as added or unchanged)."""
+    if image.status == ImageStatus.CORRUPT:
+        return "corrupt"
+    if is_new:
+        return "added"
+    if relabelled:
+        return "relabelled"
+    return "updated" if changed_content else "unchanged"
 
 
 def _write_row_safely(run: ImportRun, *args) -> None:
     entry = args[1]
     try:
         with transaction.atomic():
-            _write_row(run, *args)
+            outcome = _write_row(run, *args)
     except Exception as e:  # noqa: BLE001 - one bad row never stops the rest
         logger.exception("import job %s: row %s failed", run.job.id, entry.row)
         run.problem(entry, f"could not be saved: {short_error(e)}")
-        run.count("refused")
+        outcome = "refused"
+    run.count(outcome)
 
 
 def _write_row(run: ImportRun, source: Source, entry: Entry, found: Inspection, image: Image | None,
-               tasks, labels, current, imported) -> None:
+               tasks, labels, current, imported) -> str:
+    """Write one row; returns the counter it adds to (counted once it is committed)."""
     project, job = run.job.project, run.job
     if found.error:
         run.problem(entry, found.error)
         if image is None:
-            run.count("refused")
-        elif image.status != ImageStatus.MISSING:
+            return "refused"
+        if image.status != ImageStatus.MISSING:
             _set_status(image, ImageStatus.MISSING, found.error)
-            run.count("missing")
-        return
+        return "missing"
     is_new = image is None
     changed_content = False
     if is_new:
         image = Image.objects.create(
             project=project, key=entry.key, uri=entry.uri, source_uri=source.uri,
             split=entry.split or assign_split(entry.key, project.test_ratio), **_content(found))
-        run.count("added")
     else:
         if entry.split and entry.split != image.split:
             run.problem(entry, f"source says {entry.split} but image is in {image.split} for life")
         changed_content = _update_image(image, entry, found, source.uri)
-        if changed_content:
-            run.count("updated")
     if image.status == ImageStatus.CORRUPT:
         run.problem(entry, f"corrupt: {image.status_reason}")
-        run.count("corrupt")
     relabelled = _apply_labels(job, image, entry, tasks, labels, current, imported)
-    if not is_new:
-        if relabelled:
-            run.count("relabelled")
-        elif not changed_content:
-            run.count("unchanged")
+    return _outcome(image, is_new=is_new, relabelled=relabelled, changed_content=changed_content)
 
 
 def _apply_labels(job: ImportJob, image: Image, entry: Entry, tasks, labels, current, imported) -> bool:
