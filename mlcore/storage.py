@@ -24,11 +24,12 @@ import logging
 import os
 import posixpath
 import random
+import shutil
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import BinaryIO, Iterator, Sequence
 from urllib.parse import quote, unquote
 
 
@@ -267,8 +268,12 @@ def read_bytes(uri: str, *, within: Sequence[str] | None = None, exact: bool = F
         os.close(fd)
 
 
-def write_bytes(uri: str, data: bytes, content_type: str | None = None, *, within: str | None = None) -> None:
+def write_bytes(uri: str, data: bytes | BinaryIO, content_type: str | None = None, *,
+                within: str | None = None) -> None:
     """Write atomically: a reader never sees half a file.
+
+    ``data`` is bytes, or a binary file open for reading, which is copied from where it
+    stands in pieces (so a large file is never held in memory whole).
 
     With ``within`` (a root URI) the write happens only inside it: the folder is resolved
     and opened, the kernel is asked where it really is, and the file is created in that
@@ -279,7 +284,14 @@ def write_bytes(uri: str, data: bytes, content_type: str | None = None, *, withi
             raise OutsideRoot(f"{uri} is outside {within}")
         bucket, key = split_s3(uri)
         extra = {"ContentType": content_type} if content_type else {}
-        _retrying(f"writing {uri}", lambda: s3_client().put_object(Bucket=bucket, Key=key, Body=data, **extra))
+        start = None if isinstance(data, (bytes, bytearray)) else data.tell()
+
+        def put():
+            if start is not None:
+                data.seek(start)  # a retry sends the file from where it stood, not from where the last try stopped
+            return s3_client().put_object(Bucket=bucket, Key=key, Body=data, **extra)
+
+        _retrying(f"writing {uri}", put)
         return
     path = local_path(uri)
     if path.name in ("", ".", ".."):
@@ -303,7 +315,10 @@ def write_bytes(uri: str, data: bytes, content_type: str | None = None, *, withi
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644, dir_fd=dfd)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                if isinstance(data, (bytes, bytearray)):
+                    f.write(data)
+                else:
+                    shutil.copyfileobj(data, f)
             os.replace(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
         except BaseException:
             try:

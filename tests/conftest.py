@@ -104,6 +104,25 @@ def _isolated_storage(tmp_path, settings):
     settings.STORAGE_URI = (tmp_path / "storage").as_uri()
 
 
+# --- imports (tests/test_imports.py, tests/test_security_imports.py) ----------------
+
+@pytest.fixture
+def data(tmp_path, settings):
+    """An allowed import root with nothing in it yet."""
+    root = tmp_path / "data"
+    root.mkdir()
+    settings.IMPORT_ROOTS = [str(root)]
+    return root
+
+
+@pytest.fixture
+def project(db):
+    """A project to import into; a quarter of the keys without a split folder go to test."""
+    from labeling.services.projects import create_project
+
+    return create_project(name="Clothes", test_ratio=0.25)
+
+
 @pytest.fixture(scope="session")
 def moto_server():
     """S3 served by moto in server mode on a loopback port; yields the endpoint URL."""

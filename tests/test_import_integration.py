@@ -171,7 +171,7 @@ def test_real_clothing_sample_with_broken_files(tmp_path):
 
     job = run_import(start_import(project=project, kind=Kind.MANIFEST, source_uri=str(root / "manifest.csv"),
                                   enqueue=False))
-    assert (job.state, job.added, job.corrupt, job.refused) == ("done", 210, 10, 0), job.message
+    assert (job.state, job.added, job.corrupt, job.refused) == ("done", 200, 10, 0), job.message  # once each
     labels = dict(Annotation.objects.filter(task__name="category").values_list("image__key", "label__name"))
     for r in rows:
         image = Image.objects.get(project=project, key=f"images/{r['image']}.jpg")
@@ -187,5 +187,5 @@ def test_real_clothing_sample_with_broken_files(tmp_path):
 
     again = run_import(start_import(project=project, kind=Kind.MANIFEST, source_uri=str(root / "manifest.csv"),
                                     enqueue=False))
-    assert (again.unchanged, again.added, again.relabelled, again.updated) == (210, 0, 0, 0)
+    assert (again.unchanged, again.corrupt, again.added, again.relabelled, again.updated) == (200, 10, 0, 0, 0)
     assert LabelEvent.objects.filter(image__project=project).count() == events

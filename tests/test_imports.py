@@ -14,7 +14,10 @@ from tests.image_samples import BROKEN, GOOD, jpeg, png
 from labeling.models import Annotation, EventSource, Image, ImageStatus, ImportJob, LabelEvent, Task
 from labeling.services import imports
 from labeling.services.imports import ImportRefused, assign_split, run_import, safe_extract, start_import
-from labeling.services.projects import create_project
+from labeling.services.imports import writing
+from labeling.services.imports.progress import OUTCOMES, ImportRun
+from labeling.services.projects import project_storage_uri
+from labeling.services.storage_roots import allowed_roots
 from labeling.services.retag import retag_image
 from labeling.services.thumbnails import NoThumbnail, thumbnail_bytes, thumbnail_uri
 from mlcore import storage
@@ -22,20 +25,6 @@ from mlcore import storage
 pytestmark = pytest.mark.django_db
 
 Kind = ImportJob.Kind
-
-
-@pytest.fixture
-def data(tmp_path, settings):
-    """An allowed root with nothing in it yet."""
-    root = tmp_path / "data"
-    root.mkdir()
-    settings.IMPORT_ROOTS = [str(root)]
-    return root
-
-
-@pytest.fixture
-def project(db):
-    return create_project(name="Clothes", test_ratio=0.25)
 
 
 def put(root: Path, rel: str, data: bytes) -> Path:
@@ -173,11 +162,11 @@ def test_reimport_changes_nothing(project, data):
     sync(project, Kind.FOLDER, data / "ds")
     before = list(Image.objects.filter(project=project).order_by("id").values())
     thumbs = {p: p.stat().st_mtime_ns
-              for p in storage.local_path(imports.project_storage_uri(project, "thumbs")).rglob("*.jpg")}
+              for p in storage.local_path(project_storage_uri(project, "thumbs")).rglob("*.jpg")}
     events = LabelEvent.objects.count()
 
     job = sync(project, Kind.FOLDER, data / "ds")
-    assert (job.added, job.relabelled, job.updated, job.unchanged, job.missing) == (0, 0, 0, 6, 0)
+    assert (job.added, job.relabelled, job.updated, job.unchanged, job.corrupt, job.missing) == (0, 0, 0, 5, 1, 0)
     assert job.corrupt == 1  # still flagged, and still listed as a problem
     assert list(Image.objects.filter(project=project).order_by("id").values()) == before
     assert LabelEvent.objects.count() == events
@@ -243,7 +232,9 @@ def test_broken_files_are_flagged_with_their_reason(project, data):
         put(data, f"ds/train/bad/{name}", content)
     put(data, "ds/train/bad/fine.jpg", jpeg())
     job = sync(project, Kind.FOLDER, data / "ds")
-    assert (job.added, job.corrupt, job.refused) == (len(BROKEN) + 1, len(BROKEN), 0)
+    # Each file counts once: a corrupt one is corrupt, not also added (the page's tiles add up to the files).
+    assert (job.added, job.corrupt, job.refused) == (1, len(BROKEN), 0)
+    assert sum(getattr(job, k) for k in OUTCOMES) == job.processed == job.total == len(BROKEN) + 1
     for name, (_, word) in BROKEN.items():
         im = Image.objects.get(key=f"train/bad/{name}")
         assert im.status == ImageStatus.CORRUPT and word in im.status_reason, (name, im.status_reason)
@@ -279,7 +270,7 @@ def test_zip_import_reads_members_and_refuses_escapes(project, data):
     reasons = sorted(p["reason"] for p in job.problems)
     assert "absolute path" in reasons[0] and "'..'" in reasons[1]
     a = Image.objects.get(key="train/cat/a.jpg")
-    assert a.uri.startswith(imports.project_storage_uri(project, "originals"))
+    assert a.uri.startswith(project_storage_uri(project, "originals"))
     assert storage.read_bytes(a.uri) == jpeg()
     assert Image.objects.get(key="test/dog/b.jpg").split == "test"
 
@@ -463,7 +454,7 @@ def test_import_dataset_command(data, tmp_path, settings):
     call_command("import_dataset", "shop", str(data / "ds"), "--create-project", "--allow-root",
                  "--task", "category", stdout=out)
     text = out.getvalue()
-    assert "allowed storage root" in text and ": done - 2 rows: 2 added" in text and "empty file" in text
+    assert "allowed storage root" in text and ": done - 2 rows: 1 added" in text and "1 corrupt" in text and "empty file" in text
     assert label_of(Image.objects.get(key="train/cat/a.jpg").project, "train/cat/a.jpg", "category") == "cat"
 
 
@@ -485,9 +476,9 @@ def test_a_stale_import_is_queued_again_then_finishes_with_nothing_twice(project
     job = start_import(project=project, kind=Kind.FOLDER, source_uri=str(data / "ds"), enqueue=False)
     assert imports.claim(job) == 1
     # The first worker committed one image, then died.
-    first = imports.open_source(job, imports.allowed_roots())
+    first = imports.open_source(job, allowed_roots())
     first.entries = first.entries[:1]
-    imports._sync(imports._Run(job, 1), first)
+    writing.sync(ImportRun(job, 1), first)
     assert Image.objects.filter(project=project).count() == 1
     _lose_worker(job)
 
@@ -522,7 +513,7 @@ def test_a_job_lost_too_often_fails_with_the_reason(project, data, settings):
 def test_a_worker_taken_over_stops_writing_progress(project, data):
     put(data, "ds/train/cat/a.jpg", jpeg())
     job = start_import(project=project, kind=Kind.FOLDER, source_uri=str(data / "ds"), enqueue=False)
-    slow = imports._Run(job, imports.claim(job))
+    slow = ImportRun(job, imports.claim(job))
     slow.begin()
     _lose_worker(job)
     assert imports.claim(ImportJob.objects.get(pk=job.pk)) == 2  # the new worker

@@ -2,11 +2,12 @@
 import csv
 import io
 import json
+import tracemalloc
 
 import pytest
 from django.core.management import call_command
 
-from labeling.models import Image, ImageStatus
+from labeling.models import Annotation, Image, ImageStatus
 from labeling.services.labels import ensure_labels, get_or_create_task, reorder_labels
 from labeling.services.manifests import build_training_manifest, write_training_manifest
 from labeling.services.projects import create_project
@@ -92,3 +93,47 @@ def test_export_manifest_command_prints_the_uri(task):
     uri = out.getvalue().strip()
     assert storage.exists(uri) and "3 rows (2 train, 1 test), 3 labels" in err.getvalue()
     assert Image.objects.filter(status=ImageStatus.CORRUPT).count() == 1
+
+
+def test_export_bytes_stay_those_written_before_streaming(task):
+    """The exact bytes (so the sha256 in the file name) for a known project, quoting and
+    non-ASCII included, as the export wrote them when it built the file in memory."""
+    image = Image.objects.create(project=task.project, key='d, "quoted" é.jpg', uri='file:///data/d, "quoted" é.jpg',
+                                 split="test")
+    retag_image(image=image, task=task, label=ensure_labels(task, ["Hüte"])["Hüte"], expected_version=0)
+    result = build_training_manifest(task)
+    assert storage.read_bytes(result.uri) == ('uri,label,split\n'
+                                              'file:///data/a.jpg,Pants,test\n'
+                                              'file:///data/b.jpg,Shirt,train\n'
+                                              'file:///data/c.jpg,Shirt,train\n'
+                                              '"file:///data/d, ""quoted"" é.jpg",Hüte,test\n').encode()
+    assert result.sha256 == storage.sha256(storage.read_bytes(result.uri)) and result.rows == 4
+    assert result.counts["by_label"]["Hüte"] == {"train": 0, "test": 1}
+
+
+def _export_peak_bytes(task) -> int:
+    tracemalloc.start()
+    try:
+        build_training_manifest(task)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _add_labelled_images(project, task, label, start: int, n: int) -> None:
+    images = Image.objects.bulk_create(
+        Image(project=project, key=f"img/{i:07d}.jpg", uri=f"file:///data/img/{i:07d}.jpg",
+              split="test" if i % 5 == 0 else "train") for i in range(start, start + n))
+    Annotation.objects.bulk_create(Annotation(image=im, task=task, label=label) for im in images)
+
+
+def test_export_memory_is_flat_in_the_number_of_images(db):
+    """Rows stream from a server-side cursor into the file: 10x the images, about the same peak."""
+    project = create_project(name="Big")
+    task = get_or_create_task(project, "category")
+    label = ensure_labels(task, ["Shirt"])["Shirt"]
+    _add_labelled_images(project, task, label, 0, 2_000)
+    small = _export_peak_bytes(task)
+    _add_labelled_images(project, task, label, 2_000, 18_000)
+    large = _export_peak_bytes(task)
+    assert large < 1.5 * small + 256 * 1024, (small, large)

@@ -120,6 +120,10 @@ def test_fee_rule_and_cost():
     cost = mturk.estimate_cost(hits=4, assignments_per_hit=3, reward=Decimal("0.05"))
     assert (cost.assignments, cost.rewards, cost.fees, cost.total) == (12, Decimal("0.60"), Decimal("0.12"),
                                                                        Decimal("0.72"))
+    assert cost.fee_rate == Decimal("0.20")
+    assert mturk.estimate_cost(hits=1, assignments_per_hit=10, reward=Decimal("0.50")).fee_rate == Decimal("0.40")
+    # The words the pages show come from the same constants as the price.
+    assert mturk.fee_rule() == "20% of the reward, 40% when a HIT has 10 or more assignments, at least $0.01 an assignment"
 
 
 def test_stubbed_client_checks_the_real_api_model(stub):

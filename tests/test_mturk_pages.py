@@ -75,6 +75,7 @@ def eager():
 
 def test_admin_builds_previews_and_sends(admin_user, batch, client, stub, eager):
     client.force_login(admin_user)
+    assert mturk.fee_rule() in client.get("/mturk/new/").content.decode()  # the help states the rule priced
     form = {"task": batch.task_id, "selection": "filter", "status": "ok", "assignments_per_image": 3,
             "reward": "0.10", "images_per_hit": 2, "lifetime_hours": 24, "assignment_minutes": 10,
             "auto_approval_hours": 72, "min_approval_rate": 95, "qualification_min_score": 1,

@@ -12,6 +12,7 @@ from PIL import Image as PILImage
 
 from labeling.models import Annotation, Image, ImportJob, LabelEvent, StorageRoot
 from labeling.services import browse
+from labeling.services.imports import MANIFEST_COLUMNS, OUTCOMES
 from labeling.services.labels import ensure_labels, get_or_create_task, reorder_labels
 from labeling.services.retag import retag_image
 from tests.conftest import PASSWORD
@@ -483,7 +484,30 @@ def test_import_form_starts_a_job_and_its_page_reports_progress(admin_user, tmp_
     run_import(job)
     status = c.get(f"/imports/{job.id}/status.json").json()
     assert status["finished"] is True and status["state"] == "done"
-    assert (status["total"], status["processed"], status["added"], status["corrupt"]) == (5, 5, 5, 1)
+    assert (status["total"], status["processed"], status["added"], status["corrupt"]) == (5, 5, 4, 1)
     html = c.get(f"/imports/{job.id}/").content.decode()
-    assert 'data-k="added">5<' in html and 'data-k="corrupt">1<' in html
+    assert 'data-k="added">4<' in html and 'data-k="corrupt">1<' in html
+    # The tiles add up to the files: a corrupt file is counted as corrupt, not also as added.
+    tiles = {k: int(n) for k, n in re.findall(r'data-k="(\w+)">(\d+)<', html)}
+    assert set(tiles) == set(OUTCOMES) and sum(tiles.values()) == 5
+    assert sum(status[k] for k in OUTCOMES) == status["processed"]
     assert job.project.slug in c.get("/imports/").content.decode()
+
+
+def test_import_help_shows_the_manifest_columns_the_import_reads(admin_user, tmp_path):
+    from labeling.services.storage_roots import add_root
+
+    c = client_for(admin_user)
+    shown = re.search(r'data-testid="manifest-columns">([^<]+)<', c.get("/imports/").content.decode()).group(1)
+    assert shown == MANIFEST_COLUMNS.replace("<", "&lt;").replace(">", "&gt;")
+    # and a manifest without a label column is refused with the same words
+    (tmp_path / "m.csv").write_text("uri,split\na.jpg,train\n")
+    add_root(tmp_path.as_uri())
+    project, _, _ = make_project()
+    r = c.post("/imports/", {"project": project.id, "kind": "manifest", "source_uri": str(tmp_path / "m.csv")})
+    job = ImportJob.objects.get()
+    from labeling.services.imports import run_import
+
+    run_import(job)
+    job.refresh_from_db()
+    assert r.status_code == 302 and job.state == "failed" and job.message.endswith(f"expected {MANIFEST_COLUMNS}")

@@ -25,6 +25,16 @@ class AdminOnly:
     write_role = ADMIN
 
 
+def _queue(batch: MTurkBatch, states: tuple, task_name: str, fail=None) -> Response:
+    """202 when the batch's work is queued; 409 when its state does not allow it; 503 when the
+    broker could not take it (``fail`` has recorded why on the batch)."""
+    if batch.state not in states:
+        return Response({"detail": f"the batch is {batch.state}"}, status=status.HTTP_409_CONFLICT)
+    if why := send(task_name, batch.id, fail=fail):
+        return Response({"detail": why}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    return Response({"queued": True}, status=status.HTTP_202_ACCEPTED)
+
+
 class BatchSerializer(serializers.ModelSerializer):
     cost = serializers.SerializerMethodField()
     counts = serializers.SerializerMethodField()
@@ -140,23 +150,13 @@ class MTurkBatchViewSet(AdminOnly, mixins.CreateModelMixin, viewsets.ReadOnlyMod
     @action(detail=True, methods=["post"])
     def send(self, request, pk=None):
         batch = self.get_object()
-        if batch.state not in (MTurkBatch.State.DRAFT, MTurkBatch.State.FAILED):
-            return Response({"detail": f"the batch is {batch.state}"}, status=status.HTTP_409_CONFLICT)
-        why = send("mturk_send_batch", batch.id, fail=lambda reason: MTurkBatch.objects.filter(pk=batch.pk).update(
-            state=MTurkBatch.State.FAILED, error=reason))
-        if why:
-            return Response({"detail": why}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        return Response({"queued": True}, status=status.HTTP_202_ACCEPTED)
+        return _queue(batch, mturk.SENDABLE, "mturk_send_batch", fail=lambda reason: MTurkBatch.objects.filter(
+            pk=batch.pk).update(state=MTurkBatch.State.FAILED, error=reason))
 
     @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
     def sync(self, request, pk=None):
-        batch = self.get_object()
-        if batch.state not in (MTurkBatch.State.SENT, MTurkBatch.State.APPLIED):
-            return Response({"detail": f"the batch is {batch.state}"}, status=status.HTTP_409_CONFLICT)
-        if why := send("mturk_sync_batch", batch.id):
-            return Response({"detail": why}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        return Response({"queued": True}, status=status.HTTP_202_ACCEPTED)
+        return _queue(self.get_object(), mturk.SYNCABLE, "mturk_sync_batch")
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])

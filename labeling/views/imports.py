@@ -6,6 +6,7 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 
 from ..models import ImportJob, Project
+from ..services.imports import MANIFEST_COLUMNS, OUTCOMES, ImportRefused, start_import
 from ..services.projects import create_project
 from .common import admin_required, page
 from .forms import NEW_PROJECT, ImportForm
@@ -18,8 +19,6 @@ def import_list(request):
     """The form to start an import, and the latest jobs."""
     form = ImportForm(request.POST or None, initial={"project": request.GET.get("project")})
     if request.method == "POST" and form.is_valid():
-        from ..services.imports import ImportRefused, start_import
-
         data = form.cleaned_data
         if data["project"] == NEW_PROJECT:
             project = None
@@ -40,7 +39,8 @@ def import_list(request):
         else:
             return redirect("import_job", job_id=job.id)
     jobs = ImportJob.objects.select_related("project", "created_by")[:RECENT_JOBS]
-    return page(request, "labeling/imports.html", {"form": form, "jobs": jobs})
+    return page(request, "labeling/imports.html", {"form": form, "jobs": jobs,
+                                                   "manifest_columns": MANIFEST_COLUMNS})
 
 
 @admin_required
@@ -51,8 +51,7 @@ def import_job(request, job_id):
 
 
 def job_status(job: ImportJob) -> dict:
-    fields = ("state", "total", "processed", "added", "relabelled", "updated", "unchanged", "missing",
-              "corrupt", "refused", "problems_total", "message")
+    fields = ("state", "total", "processed", *OUTCOMES, "problems_total", "message")
     out = {f: getattr(job, f) for f in fields}
     out["id"] = job.id
     out["finished"] = job.state in (ImportJob.State.DONE, ImportJob.State.FAILED)

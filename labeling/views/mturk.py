@@ -129,7 +129,8 @@ def batch_new(request):
         except (mturk.BatchError, mturk.SelectionError) as exc:
             form.add_error(None, str(exc))
     return page(request, "mturk/batch_new.html", {"form": form, "preview": preview,
-                                                  "production_allowed": mt.production_allowed()})
+                                                  "production_allowed": mt.production_allowed(),
+                                                  "fee_rule": mturk.fee_rule()})
 
 
 @admin_required
@@ -146,7 +147,7 @@ def batch_detail(request, batch_id):
         "can_apply": batch.items.filter(status="agreed", applied_at__isnull=True).exists(),
         "hosting": mturk.batches.hosting(batch, _base_url(request)),
     }
-    if batch.state in (MTurkBatch.State.DRAFT, MTurkBatch.State.FAILED):
+    if batch.state in mturk.SENDABLE:
         context["balance"], context["balance_error"] = _balance(batch.production)
     return page(request, "mturk/batch_detail.html", context, project=batch.project)
 
@@ -155,7 +156,7 @@ def batch_detail(request, batch_id):
 @require_POST
 def batch_send(request, batch_id):
     batch = get_object_or_404(MTurkBatch, pk=batch_id)
-    if batch.state not in (MTurkBatch.State.DRAFT, MTurkBatch.State.FAILED):
+    if batch.state not in mturk.SENDABLE:
         messages.error(request, f"This batch is {batch.get_state_display()}; only a draft can be sent.")
         return redirect("mturk_batch", batch.id)
     # What can be known here is said here, not left to the worker's log: images workers
@@ -180,7 +181,7 @@ def batch_send(request, batch_id):
 @require_POST
 def batch_sync(request, batch_id):
     batch = get_object_or_404(MTurkBatch, pk=batch_id)
-    if batch.state not in (MTurkBatch.State.SENT, MTurkBatch.State.APPLIED):
+    if batch.state not in mturk.SYNCABLE:
         messages.error(request, "Only a batch sent to MTurk syncs; a CSV batch takes its results file.")
     elif why := send("mturk_sync_batch", batch.id):
         messages.error(request, f"Sync not started: {why}")

@@ -36,6 +36,34 @@ def test_s3_uris_read_write_list(s3):
     assert storage.split_s3(uri) == (s3.bucket, "p/q.txt")
 
 
+def test_a_file_is_written_from_where_it_stands_in_pieces_and_again_whole_on_a_retry(tmp_path, s3, monkeypatch):
+    """A large file (the export's CSV) is copied, not read into memory; a PUT that failed half way
+    is sent again from the start position, not from where the failed try stopped."""
+    body = io.BytesIO(b"skip:" + b"x" * 200_000)
+    body.seek(5)
+    local = storage.to_uri(tmp_path / "f.csv")
+    storage.write_bytes(local, body)
+    assert storage.read_bytes(local) == b"x" * 200_000
+
+    client, tries = storage.s3_client(), []
+
+    class Flaky:
+        def put_object(self, **kw):
+            tries.append(kw["Body"].tell())
+            if len(tries) == 1:
+                kw["Body"].read(10)  # half sent
+                raise ConnectionError("reset by peer")
+            return client.put_object(**kw)
+
+    monkeypatch.setattr(storage, "s3_client", lambda: Flaky())
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    body.seek(5)
+    storage.write_bytes(f"s3://{s3.bucket}/f.csv", body, "text/csv")
+    monkeypatch.undo()
+    assert tries == [5, 5]
+    assert client.get_object(Bucket=s3.bucket, Key="f.csv")["Body"].read() == b"x" * 200_000
+
+
 def test_decode_normalises_modes_and_orientation():
     assert decode(_bytes(Image.new("CMYK", (4, 3)), "JPEG")).mode == "RGB"
     rgba = Image.new("RGBA", (2, 2), (255, 0, 0, 0))

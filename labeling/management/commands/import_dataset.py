@@ -2,7 +2,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from labeling.models import ImportJob, Project
-from labeling.services.imports import ImportRefused, guess_kind, run_import, start_import
+from labeling.services.imports import MANIFEST_COLUMNS, ImportRefused, guess_kind, run_import, start_import
 from labeling.services.projects import create_project
 from labeling.services.storage_roots import SourceRefused, add_root
 
@@ -15,7 +15,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("project", help="project slug")
-        parser.add_argument("source", help="folder, .zip, manifest .csv (path or s3://) or s3:// prefix")
+        parser.add_argument("source", help=f"folder, .zip, manifest .csv with columns {MANIFEST_COLUMNS} "
+                                            "(path or s3://) or s3:// prefix")
         parser.add_argument("--kind", choices=sorted(KINDS), help="default: guessed from SOURCE")
         parser.add_argument("--task", default="label", help="task name for folder/S3 layouts (default: label)")
         parser.add_argument("--create-project", action="store_true", help="create the project if it is new")

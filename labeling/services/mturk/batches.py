@@ -43,6 +43,9 @@ CENT = Decimal("0.01")
 HTML_QUESTION_NS = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2011-11-11/HTMLQuestion.xsd"
 
 
+SENDABLE = (MTurkBatch.State.DRAFT, MTurkBatch.State.FAILED)  # what an admin may send (again)
+
+
 class BatchError(ValueError):
     """The batch asks for something that cannot be sent."""
 
@@ -54,14 +57,27 @@ def choices(task: Task) -> list[tuple[str, str]]:
 
 # --- cost ----------------------------------------------------------------------------
 
-def fee_per_assignment(reward: Decimal, max_assignments: int) -> Decimal:
-    """Amazon's commission on one assignment.
+FEE_RATE = Decimal("0.20")        # Amazon's commission on a reward
+LARGE_HIT_FEE_RATE = Decimal("0.40")  # ... when a HIT has LARGE_HIT_ASSIGNMENTS or more assignments
+LARGE_HIT_ASSIGNMENTS = 10
+MIN_FEE = CENT                    # per assignment
 
-    MTurk charges 20% of the reward, and another 20% (40% in all) when the HIT has 10 or
-    more assignments; the fee is at least $0.01 per assignment. Rounded to the cent.
-    """
-    rate = Decimal("0.40") if max_assignments >= 10 else Decimal("0.20")
-    return max(CENT, (Decimal(reward) * rate).quantize(CENT, rounding=ROUND_HALF_UP))
+
+def fee_rate(max_assignments: int) -> Decimal:
+    """The share of the reward Amazon takes on a HIT with this many assignments."""
+    return LARGE_HIT_FEE_RATE if max_assignments >= LARGE_HIT_ASSIGNMENTS else FEE_RATE
+
+
+def fee_per_assignment(reward: Decimal, max_assignments: int) -> Decimal:
+    """Amazon's commission on one assignment (:func:`fee_rate` of the reward, at least
+    :data:`MIN_FEE`), rounded to the cent."""
+    return max(MIN_FEE, (Decimal(reward) * fee_rate(max_assignments)).quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def fee_rule() -> str:
+    """The fee rule in words, for the pages (from the constants above, so it cannot drift)."""
+    return (f"{FEE_RATE * 100:.0f}% of the reward, {LARGE_HIT_FEE_RATE * 100:.0f}% when a HIT has "
+            f"{LARGE_HIT_ASSIGNMENTS} or more assignments, at least ${MIN_FEE} an assignment")
 
 
 @dataclass
@@ -82,7 +98,7 @@ def estimate_cost(*, hits: int, assignments_per_hit: int, reward: Decimal) -> Co
     n = hits * assignments_per_hit
     return Cost(hits=hits, assignments=n, rewards=(reward * n).quantize(CENT),
                 fees=(fee_per_assignment(reward, assignments_per_hit) * n).quantize(CENT),
-                fee_rate=Decimal("0.40") if assignments_per_hit >= 10 else Decimal("0.20"))
+                fee_rate=fee_rate(assignments_per_hit))
 
 
 def batch_cost(batch: MTurkBatch) -> Cost:
@@ -414,7 +430,7 @@ def send_batch(batch: MTurkBatch, client=None, *, check_balance: bool = True) ->
     exist are skipped, and each HIT's UniqueRequestToken stops MTurk making one twice."""
     from botocore.exceptions import ClientError
 
-    if batch.state not in (MTurkBatch.State.DRAFT, MTurkBatch.State.SENDING, MTurkBatch.State.FAILED):
+    if batch.state not in (*SENDABLE, MTurkBatch.State.SENDING):
         raise BatchError(f"batch {batch.id} is {batch.get_state_display()}; only a draft can be sent")
     MTurkBatch.objects.filter(pk=batch.pk).update(state=MTurkBatch.State.SENDING, error="")
     batch.state = MTurkBatch.State.SENDING
