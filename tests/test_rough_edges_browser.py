@@ -184,7 +184,12 @@ def test_admin_top_bar_is_one_line_inside_a_project(page, login, admin_user, dem
     assert page.locator(".mainnav").evaluate("n => n.scrollWidth <= n.clientWidth")
     shot(bar, f"topbar-admin-{width}")
     # The admin pages are one click away, in the Manage menu.
-    page.get_by_test_id("admin-menu").locator("summary").click()
+    menu = page.get_by_test_id("admin-menu")
+    menu.locator("summary").click()
+    expect(menu.get_by_role("link", name="Users")).to_be_visible()
+    page.locator("h1").click()  # a click elsewhere closes it
+    expect(menu.get_by_role("link", name="Users")).to_be_hidden()
+    menu.locator("summary").click()
     page.get_by_role("link", name="Mechanical Turk").click()
     page.wait_for_url(re.compile(r"/mturk/$"))
 
