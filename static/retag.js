@@ -20,6 +20,13 @@
     }
   });
 
+  // The top bar's Manage menu closes on a click elsewhere or Escape.
+  function closeMenus(except) {
+    document.querySelectorAll(".adminnav details[open]").forEach(function (d) { if (d !== except) d.open = false; });
+  }
+  document.addEventListener("click", function (ev) { closeMenus(ev.target.closest(".adminnav details")); });
+  document.addEventListener("keydown", function (ev) { if (ev.key === "Escape") closeMenus(null); });
+
   // Buttons that ask before doing something that cannot be undone.
   document.addEventListener("submit", function (ev) {
     var msg = ev.target.getAttribute("data-confirm");
@@ -59,10 +66,10 @@
     };
   }
 
-  // The short notice of a key no label has, naming the keys there are and the help key.
-  function missText(typed, keys, what) {
-    var range = keys.length ? keys[0] + "–" + keys[keys.length - 1] : "none";
-    return "No " + (what || "label") + " has the key “" + typed + "” (label keys here: " + range + "; ? shows every key).";
+  // The short notice of a key no label has, naming the keys there are.
+  function missText(typed, keys) {
+    var there = !keys.length ? "none" : keys.length <= 12 ? keys.join(" ") : keys[0] + " … " + keys[keys.length - 1];
+    return "No label has the key “" + typed + "” (label keys here: " + there + "; each is on its label).";
   }
 
   // What a page does with a picker's answer: say() for a chord in progress or a miss, pick(i)

@@ -1,5 +1,6 @@
 """The rough edges a new user saw (issue 15), each in a real browser: zoom on the image page,
-a key for every one of the Clothing category's 14 labels on every page that retags by key,
+a key for every one of the Clothing category's 14 labels on every page that retags by key
+(and chords past 24 labels),
 the prediction grid's help and its answer to a key no label has, a one-line top bar inside
 a project at 1,280 and 1,400 px, 403 pages that name the roles, the grid's first task and the
 image page's focused task, the retagger's role as the source badge, the test-split notices
@@ -140,20 +141,24 @@ def test_prediction_grid_help_unknown_key_next_card_and_test_set_change(page, lo
     shot(page, "dashboard-test-set-changed")
 
 
-def test_queue_and_clusters_have_a_key_for_each_of_14_labels(page, login, annotator, scientist, world):
+def test_queue_and_clusters_have_a_key_for_each_label_chords_past_24(page, login, annotator, scientist, world):
     project, task, labels, images, sr = world
-    ensure_labels(task, [f"extra {i}" for i in range(11)])
-    fourteen = ordered_labels(task)
-    assert len(fourteen) == 14
+    ensure_labels(task, [f"extra {i}" for i in range(23)])
+    many = ordered_labels(task)
+    assert len(many) == 26
     login(annotator)
     page.goto(f"/suspects/{sr.id}/queue/")
-    assert page.locator("#task-labels .choice kbd").all_inner_texts() == keys(14)
+    assert page.locator("#task-labels .choice kbd").all_inner_texts() == keys(26)
+    assert keys(26)[-3:] == ["y", ";1", ";2"]
     shown = int(page.get_by_test_id("suspect").get_attribute("data-image"))
-    page.keyboard.press("y")  # no label has it (the 24th key)
-    expect(page.locator("#notice")).to_contain_text("No label has the key “y”")
-    page.keyboard.press("e")
+    page.keyboard.press(";")
+    page.keyboard.press("x")  # ";x" would be the 47th label
+    expect(page.locator("#notice")).to_contain_text("No label has the key “;x”")
+    page.keyboard.press(";")
+    expect(page.locator("#notice")).to_contain_text("the next key picks the label")
+    page.keyboard.press("2")
     page.wait_for_function(f"document.querySelector('[data-testid=suspect]').dataset.image != '{shown}'")
-    assert Annotation.objects.get(image_id=shown, task=task).label == fourteen[13]
+    assert Annotation.objects.get(image_id=shown, task=task).label == many[25]
 
     page.context.clear_cookies()
     login(scientist)
@@ -161,13 +166,13 @@ def test_queue_and_clusters_have_a_key_for_each_of_14_labels(page, login, annota
     group = page.get_by_test_id("outlier-group")
     expect(group).to_have_count(1)
     options = group.locator("select[name=label] option")
-    assert [t.split(" · ")[0] for t in options.all_inner_texts()] == keys(14)
+    assert [t.split(" · ")[0] for t in options.all_inner_texts()] == keys(26)
     page.keyboard.press("d")
-    expect(group.locator("select[name=label]")).to_have_value(str(fourteen[12].id))
+    expect(group.locator("select[name=label]")).to_have_value(str(many[12].id))
     expect(page.locator("#notice")).to_contain_text("press Enter")
     page.keyboard.press("Enter")
-    expect(page.locator(".flash")).to_contain_text(f"set to {fourteen[12].name}")
-    assert Annotation.objects.get(image=images[11], task=task).label == fourteen[12]
+    expect(page.locator(".flash")).to_contain_text(f"set to {many[12].name}")
+    assert Annotation.objects.get(image=images[11], task=task).label == many[12]
 
 
 @pytest.mark.parametrize("width", [1280, 1400])
@@ -184,7 +189,12 @@ def test_admin_top_bar_is_one_line_inside_a_project(page, login, admin_user, dem
     assert page.locator(".mainnav").evaluate("n => n.scrollWidth <= n.clientWidth")
     shot(bar, f"topbar-admin-{width}")
     # The admin pages are one click away, in the Manage menu.
-    page.get_by_test_id("admin-menu").locator("summary").click()
+    menu = page.get_by_test_id("admin-menu")
+    menu.locator("summary").click()
+    expect(menu.get_by_role("link", name="Users")).to_be_visible()
+    page.locator("h1").click()  # a click elsewhere closes it
+    expect(menu.get_by_role("link", name="Users")).to_be_hidden()
+    menu.locator("summary").click()
     page.get_by_role("link", name="Mechanical Turk").click()
     page.wait_for_url(re.compile(r"/mturk/$"))
 
