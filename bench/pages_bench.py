@@ -252,6 +252,7 @@ def start(db_url: str, key: str):
         except requests.ConnectionError:
             pass
         if time.time() > deadline:
+            stop(server)
             raise RuntimeError("the server did not answer /accounts/login/ in 60 s")
         time.sleep(0.2)
     return server, base, http
@@ -358,16 +359,16 @@ def main() -> int:
         "api_events_by_source": ("/api/events/", {"source": "mturk"}),
     }
 
-    cold = []
-    for k in range(args.cold):
-        server, base, http = start(db_url, key)
-        t = time.perf_counter()
-        get(http, f"{base}/images/{image_id}/")
-        cold.append(round((time.perf_counter() - t) * 1000, 1))
-        if k < args.cold - 1:
-            stop(server)
-    print(f"[bench] cold image page (ms, one per fresh process): {cold}", flush=True)
+    cold, server = [], None
     try:
+        for k in range(args.cold):
+            if server is not None:
+                stop(server)
+            server, base, http = start(db_url, key)
+            t = time.perf_counter()
+            get(http, f"{base}/images/{image_id}/")
+            cold.append(round((time.perf_counter() - t) * 1000, 1))
+        print(f"[bench] cold image page (ms, one per fresh process): {cold}", flush=True)
         results, sizes = {}, {}
         for name, (path, params) in cases.items():
             times, r = time_requests(lambda: get(http, base + path, params), args.repeats)
@@ -376,7 +377,8 @@ def main() -> int:
             print(f"[bench] {name}: {results[name]} ({sizes[name] / 1024:.0f} KB)", flush=True)
         rss = rss_mb(worker_pid(server.pid))
     finally:
-        stop(server)
+        if server is not None:
+            stop(server)
     export_peak_mb, export_rows = export_memory()
 
     cold_ms = sorted(cold)[len(cold) // 2]
