@@ -543,7 +543,7 @@ class ClassMetric(models.Model):
 # Images whose label is probably wrong, found from a finished training run: out-of-sample
 # probabilities (K fold runs for the train split, the run's own predictions for test),
 # embedding clusters per class and near-duplicate pairs. The work lives in
-# labeling/services/suspects.py; annotators work the queue, scientists the clusters.
+# labeling/services/suspects/; annotators work the queue, scientists the clusters.
 
 class SuspectRun(models.Model):
     """One search for suspects from a finished training run (its snapshot, its embeddings)."""

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from labeling.models import (Annotation, Cluster, ClusterMember, EventSource, Image, LabelEvent, NearDuplicate,
                              Project, Suspect, SuspectRun, TrainingExclusion, TrainingRun)
-from labeling.services import suspects
+from labeling.services import enqueue, suspects
 from labeling.services.labels import ensure_labels, get_or_create_task
 from labeling.services.manifests import training_rows
 from labeling.services.retag import RetagConflict, current_version, retag_image
@@ -293,7 +293,7 @@ def test_beat_advances_a_suspects_run_whose_folds_finished_elsewhere(db, monkeyp
              for _ in range(2)]
     SuspectRun.objects.filter(pk=sr.pk).update(state=SuspectRun.State.FOLDS, fold_run_ids=[f.pk for f in folds])
     sent = []
-    monkeypatch.setattr(suspects, "_send", lambda name, pk: sent.append((name, pk)))
+    monkeypatch.setattr(enqueue, "send", lambda name, *args, fail=None: sent.append((name, *args)))
 
     with django_capture_on_commit_callbacks(execute=True):
         assert suspects.advance_open_runs() == 1

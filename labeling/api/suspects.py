@@ -2,7 +2,7 @@
 
     GET  /api/suspect-runs/?task=&run=              annotator+
     POST /api/suspect-runs/  {"run": id, "config": {"k": 4, ...}}   scientist+; 201 / 400
-    GET  /api/suspect-runs/{id}/                    state, folds, counts (advances a run whose folds finished)
+    GET  /api/suspect-runs/{id}/                    state, folds, counts, cluster cuts (a read: moves nothing on)
     GET  /api/suspect-runs/{id}/suspects/?status=open&limit=
     POST /api/suspect-runs/{id}/next/               lease the next suspect: 200, or 204 when none is left
     POST /api/suspects/{id}/resolve/  {"action": accept|keep|label|skip, "label": id, "expected_version": n}
@@ -40,13 +40,18 @@ from .serializers import MAX_ID, FiniteJSONField, IdField, query
 
 class SuspectRunSerializer(serializers.ModelSerializer):
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    cluster_cuts = serializers.SerializerMethodField(help_text="Each class's cluster cut (cosine), by label name.")
 
     class Meta:
         model = SuspectRun
         fields = ["id", "project", "task", "run", "config", "state", "state_reason", "progress", "fold_run_ids",
                   "created_by", "created_at", "started_at", "finished_at", "scored_at", "timings", "counts",
-                  "oos_uri", "index_uri"]
+                  "cluster_cuts", "oos_uri", "index_uri"]
         read_only_fields = fields
+
+
+    def get_cluster_cuts(self, sr) -> dict[str, float]:
+        return svc.cuts_by_name(sr)
 
 
 class SuspectSerializer(serializers.ModelSerializer):
