@@ -154,7 +154,7 @@ def test_concurrent_leases_skip_locked_rows(make_user):
             for _ in range(2):
                 s = suspects.lease_next(sr, user)
                 got.append((user.pk, s.image_id))
-                suspects.resolve(s, user=user, action="skip", expected_version=None)
+                suspects.resolve(s, user=user, action="keep", expected_version=1)
         except Exception as e:  # noqa: BLE001
             errors.append(e)
         finally:
@@ -189,17 +189,27 @@ def test_resolve_accept_keep_label_skip_and_conflict(db, annotator, make_user):
     s = suspects.resolve(s, user=annotator, action="label", label=labels["cat"], expected_version=1)
     assert Annotation.objects.get(image=images[2], task=task).label == labels["cat"]
 
+    # A skip is not a decision: the suspect stays open, unleased, for the others.
     s = suspects.lease_next(sr, annotator)
-    assert suspects.resolve(s, user=annotator, action="skip", expected_version=None).status == "skipped"
-
+    assert s.image_id == images[3].id
+    skipped = suspects.resolve(s, user=annotator, action="skip", expected_version=None)
+    assert (skipped.status, skipped.skipped_by, skipped.lease_holder) == ("open", annotator, None)
+    assert suspects.queue_counts(sr) == {"open": 2, "retagged": 2, "kept": 1, "skipped": 1}
     s = suspects.lease_next(sr, annotator)
+    assert s.image_id == images[4].id  # not the one just skipped
     other = make_user("annotator")
+    assert suspects.lease_next(sr, other).image_id == images[3].id  # which someone else still gets
+    suspects.release(skipped, other)
+
     retag_image(image=s.image, task=task, label=labels["fox"], by=other, expected_version=1)
     with pytest.raises(RetagConflict):
         suspects.resolve(s, user=annotator, action="accept", expected_version=1)
     assert Suspect.objects.get(pk=s.pk).status == "open"
-    assert suspects.throughput(sr, annotator, timezone.now() - timedelta(minutes=2))["done"] == 4
-    assert suspects.lease_next(sr, annotator) is None  # the changed one left the queue
+    assert suspects.throughput(sr, annotator, timezone.now() - timedelta(minutes=2))["done"] == 3
+    # The changed one left the queue (and the count, without reading every annotation); the
+    # skipped one comes back to the one who skipped it once nothing else is left.
+    assert suspects.open_count(sr) == 1 == suspects.queue(sr).count()
+    assert suspects.lease_next(sr, annotator).image_id == images[3].id
 
 
 def test_group_retag_and_exclusions_in_the_manifest(db, scientist):

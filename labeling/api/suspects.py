@@ -7,7 +7,7 @@
     POST /api/suspect-runs/{id}/next/               lease the next suspect: 200, or 204 when none is left
     POST /api/suspects/{id}/resolve/  {"action": accept|keep|label|skip, "label": id, "expected_version": n}
                                                     200; 409 when the label changed (or it was resolved)
-    GET  /api/suspect-runs/{id}/clusters/?label=    core members and outlier groups of a class
+    GET  /api/suspect-runs/{id}/clusters/?label=&page=   core members and a page of a class's outlier groups
     POST /api/suspect-runs/{id}/retag-group/  {"label": id, "versions": {image_id: version}}   annotator+
     POST /api/suspect-runs/{id}/exclude/  {"label": id?}     scientist+: outliers out of the next trainings
     POST /api/suspect-runs/{id}/restore/  {"label": id?}     scientist+: back in
@@ -136,6 +136,11 @@ class LabelQuery(serializers.Serializer):
                                      help_text="A label of the suspects run's task; none: every class.")
 
 
+class ClusterQuery(LabelQuery):
+    page = serializers.IntegerField(required=False, min_value=1, max_value=10**6,
+                                    help_text=f"A page of the class's outliers, {svc.OUTLIERS_PER_PAGE} a page.")
+
+
 class RetagGroupSerializer(serializers.Serializer):
     label = serializers.IntegerField(min_value=1, max_value=MAX_ID)
     versions = serializers.DictField(child=serializers.IntegerField(min_value=0, max_value=2**31 - 1),
@@ -260,7 +265,7 @@ class ResolveSuspect(Base):
 
 
 class ClusterView(Base):
-    @extend_schema(parameters=[LabelQuery], responses=OBJECT)
+    @extend_schema(parameters=[ClusterQuery], responses=OBJECT)
     def get(self, request, pk):
         sr = _sr(pk)
         label_id = _label_param(sr, request.query_params)
@@ -268,9 +273,10 @@ class ClusterView(Base):
             return Response([{"label": r["label"].pk, "label_name": r["label"].name,
                               **{k: r[k] for k in ("clusters", "core", "outliers", "suspects")}}
                              for r in svc.class_summary(sr)])
-        view = svc.class_clusters(sr, label_id)
+        view = svc.class_clusters(sr, label_id, page=query(ClusterQuery, request.query_params).get("page") or 1)
         return Response({"label": label_id, "core_size": view["core"].size if view["core"] else 0,
-                         "core_ids": view["core_ids"], "outliers": view["outliers"],
+                         "core_ids": view["core_ids"], "outliers": view["outliers"], "page": view["page"],
+                         "pages": view["pages"],
                          "groups": [{"cluster": g["cluster"].number, "is_core": g["cluster"].is_core,
                                      "size": g["cluster"].size, "images": g["images"]} for g in view["groups"]]})
 

@@ -1,12 +1,11 @@
 """The cluster view of a suspects run: each class's core and outliers, group retags."""
 from __future__ import annotations
 
-from django.db.models import Count, Q
 from django.utils import timezone
 
 from ...models import Annotation, Cluster, ClusterMember, Image, Label, Suspect, SuspectRun, TrainingExclusion
 from ..retag import RetagConflict, retag_image
-from .annotator_queue import queue
+from .annotator_queue import open_counts
 
 Status = Suspect.Status
 
@@ -20,48 +19,57 @@ def typical_images(sr: SuspectRun, label_id: int | None, n: int = 8) -> list[int
                 .order_by("image_id").values_list("image_id", flat=True)[:n])
 
 
-def class_clusters(sr: SuspectRun, label_id: int, *, core_limit: int = 48) -> dict:
-    """The class's core members (a sample), its outliers grouped by cluster, and counts."""
+OUTLIERS_PER_PAGE = 100
+
+
+def class_clusters(sr: SuspectRun, label_id: int, *, page: int = 1, core_limit: int = 48) -> dict:
+    """The class's core members (a sample), a page of its outliers (:data:`OUTLIERS_PER_PAGE`,
+    the core cluster's first, then the largest clusters') grouped by cluster, and counts."""
     clusters = list(Cluster.objects.filter(suspect_run=sr, label_id=label_id))
     core = next((c for c in clusters if c.is_core), None)
     core_ids = list(ClusterMember.objects.filter(cluster=core, is_outlier=False).order_by("image_id")
                     .values_list("image_id", flat=True)[:core_limit]) if core else []
+    total = class_figures(sr).get(label_id, {}).get("outliers", 0)
+    pages = max(1, -(-total // OUTLIERS_PER_PAGE))
+    page = min(max(1, page), pages)
+    first = (page - 1) * OUTLIERS_PER_PAGE
     outliers = list(ClusterMember.objects.filter(cluster__in=clusters, is_outlier=True)
-                    .order_by("cluster_id", "image_id").values_list("cluster_id", "image_id"))
-    versions = dict(Annotation.objects.filter(task_id=sr.task_id, image_id__in=[i for _, i in outliers])
-                    .values_list("image_id", "version"))
-    labels_now = dict(Annotation.objects.filter(task_id=sr.task_id, image_id__in=[i for _, i in outliers])
-                      .values_list("image_id", "label_id"))
-    excluded = set(TrainingExclusion.objects.filter(task_id=sr.task_id, active=True,
-                                                    image_id__in=[i for _, i in outliers])
-                   .values_list("image_id", flat=True))
+                    .order_by("-cluster__is_core", "-cluster__size", "cluster_id", "image_id")
+                    .values_list("cluster_id", "image_id")[first:first + OUTLIERS_PER_PAGE])
+    ids = [i for _, i in outliers]
+    now = {i: (version, lab) for i, version, lab in Annotation.objects.filter(task_id=sr.task_id, image_id__in=ids)
+           .values_list("image_id", "version", "label_id")}
+    excluded = dict(TrainingExclusion.objects.filter(task_id=sr.task_id, active=True, image_id__in=ids)
+                    .values_list("image_id", "label_id"))
+    others = dict(Label.objects.filter(pk__in={lid for lid in excluded.values() if lid not in (None, label_id)})
+                  .values_list("pk", "name"))
     by_id = {c.pk: c for c in clusters}
     groups: dict[int, dict] = {}
     for cid, image_id in outliers:
         g = groups.setdefault(cid, {"cluster": by_id[cid], "images": []})
-        g["images"].append({"id": image_id, "version": versions.get(image_id, 0),
-                            "label_id": labels_now.get(image_id), "excluded": image_id in excluded})
-    return {"clusters": clusters, "core": core, "core_ids": core_ids,
-            "groups": sorted(groups.values(), key=lambda g: (not g["cluster"].is_core, -len(g["images"]))),
-            "outliers": len(outliers)}
+        version, label_now = now.get(image_id, (0, None))
+        g["images"].append({"id": image_id, "version": version, "label_id": label_now,
+                            "excluded": image_id in excluded,
+                            # Excluded from another class: putting this class back leaves it out.
+                            "excluded_from_other": others.get(excluded.get(image_id))})
+    return {"clusters": clusters, "core": core, "core_ids": core_ids, "groups": list(groups.values()),
+            "outliers": total, "page": page, "pages": pages, "first": first + 1 if outliers else 0,
+            "last": first + len(outliers)}
+
+
+def class_figures(sr: SuspectRun) -> dict[int, dict]:
+    """``sr.class_figures`` by label id: suspects, clusters, core size, outliers (as scored)."""
+    return {int(k): f for k, f in (sr.class_figures or {}).items()}
 
 
 def class_summary(sr: SuspectRun) -> list[dict]:
-    """Per class: clusters, core size, outliers, open suspects (the cluster view's index)."""
+    """Per class: clusters, core size, outliers (stored when scored) and open suspects now (the
+    cluster view's index), in the run's label order."""
     labels = {lb.pk: lb for lb in Label.objects.filter(pk__in=sr.run.label_ids)}
-    rows = {lid: {"label": labels[lid], "clusters": 0, "core": 0, "outliers": 0, "suspects": 0}
-            for lid in sr.run.label_ids if lid in labels}
-    for c in Cluster.objects.filter(suspect_run=sr).annotate(n_out=Count("members", filter=Q(members__is_outlier=True))):
-        r = rows.get(c.label_id)
-        if r:
-            r["clusters"] += 1
-            r["outliers"] += c.n_out
-            if c.is_core:
-                r["core"] = c.size
-    for lid, n in queue(sr).values_list("given_label_id").annotate(n=Count("id")):
-        if lid in rows:
-            rows[lid]["suspects"] = n
-    return list(rows.values())
+    figures = class_figures(sr)
+    open_now = open_counts([sr]).get(sr.pk, {}).get("by_class", {})
+    return [{"label": labels[lid], **{k: figures.get(lid, {}).get(k, 0) for k in ("clusters", "core", "outliers")},
+             "suspects": open_now.get(lid, 0)} for lid in sr.run.label_ids if lid in labels]
 
 
 def retag_group(sr: SuspectRun, *, versions: dict[int, int], label: Label, by) -> dict:

@@ -23,13 +23,19 @@ def exclude_outliers(sr: SuspectRun, *, label_id: int | None = None, by=None) ->
 
 def exclude_images(task, classes: dict[int, int], *, reason: str, by=None, **extra) -> int:
     """Exclude images ``{image_id: the class it is excluded from}`` from the task's trainings
-    (re-activating earlier exclusions); returns how many became excluded. ``extra``: suspect_run,
-    cleaning_run, round."""
+    (re-activating earlier exclusions); returns how many became excluded. An image already
+    excluded for another class (an earlier run, when it had another label) is now excluded from
+    this one: putting this class back returns every image this call names. ``extra``:
+    suspect_run, cleaning_run, round."""
     ids = set(classes)
     with transaction.atomic():
-        existing = dict(TrainingExclusion.objects.filter(task_id=task.pk, image_id__in=ids)
-                        .values_list("image_id", "active"))
-        again = [i for i, active in existing.items() if not active]
+        existing = {i: (active, label_id) for i, active, label_id in TrainingExclusion.objects.filter(
+            task_id=task.pk, image_id__in=ids).values_list("image_id", "active", "label_id")}
+        again = [i for i, (active, _) in existing.items() if not active]
+        moved = [i for i, (active, label_id) in existing.items() if active and label_id != classes[i]]
+        for i in moved:
+            TrainingExclusion.objects.filter(task_id=task.pk, image_id=i).update(label_id=classes[i],
+                                                                                 updated_at=timezone.now())
         for i in again:
             TrainingExclusion.objects.filter(task_id=task.pk, image_id=i).update(
                 active=True, reason=reason, created_by=by, label_id=classes[i], updated_at=timezone.now(),

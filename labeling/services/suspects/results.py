@@ -106,6 +106,15 @@ def store_results(sr: SuspectRun, *, image_ids, given, scores: dict, pairs=(), p
                                     knn=k)))
     Suspect.objects.bulk_create(rows, batch_size=BULK)
 
+    # Per class figures, what the per-class summary shows (class_figures).
+    figures: dict[str, dict] = {}
+
+    def figure(label_id):
+        return figures.setdefault(str(label_id), {"suspects": 0, "clusters": 0, "core": 0, "outliers": 0})
+
+    for suspect in rows:
+        figure(suspect.given_label_id)["suspects"] += 1
+
     # Clusters per class: (given label, cluster id) -> members; core if its members are core.
     n_clusters = n_outliers = 0
     if cluster_id is not None:
@@ -119,9 +128,14 @@ def store_results(sr: SuspectRun, *, image_ids, given, scores: dict, pairs=(), p
             for (g, c), members in groups.items()], batch_size=BULK)
         members = []
         for cluster, rows_i in zip(made, groups.values()):
+            f = figure(cluster.label_id)
+            f["clusters"] += 1
+            if cluster.is_core:
+                f["core"] = cluster.size
             for i in rows_i:
                 members.append(ClusterMember(cluster_id=cluster.pk, image_id=int(image_ids[i]),
                                              is_outlier=bool(outlier[i])))
+                f["outliers"] += bool(outlier[i])
                 n_outliers += bool(outlier[i])
         ClusterMember.objects.bulk_create(members, batch_size=BULK)
         n_clusters = len(made)
@@ -139,7 +153,9 @@ def store_results(sr: SuspectRun, *, image_ids, given, scores: dict, pairs=(), p
     scores_uri = write_scores(sr, image_ids=image_ids, given=np.where(given >= 0, label_ids[np.maximum(given, 0)], -1)
                               if len(label_ids) else given, score=score, flagged=flagged, rank=rank)
     sr.counts, sr.scored_at, sr.cluster_cuts, sr.scores_uri = counts, now, cuts, scores_uri
-    SuspectRun.objects.filter(pk=sr.pk).update(counts=counts, scored_at=now, cluster_cuts=cuts, scores_uri=scores_uri)
+    sr.class_figures = figures
+    SuspectRun.objects.filter(pk=sr.pk).update(counts=counts, scored_at=now, cluster_cuts=cuts, scores_uri=scores_uri,
+                                               class_figures=figures)
     return counts
 
 
