@@ -136,7 +136,7 @@ def verdicts(sr: SuspectRun) -> list[dict]:
            for image_id, given, reasons, status in Suspect.objects.filter(
                suspect_run=sr, status__in=Suspect.SETTLED).values_list("image_id", "given_label_id", "reasons",
                                                                         "status")]
-    pending = {row[1]: row for row in changed_since_scoring([sr.pk])}
+    pending = {row[1]: row for row in changed_since_scoring([sr])}
     since = sr.scored_at or sr.finished_at or sr.created_at
     touched = set(LabelEvent.objects.filter(task_id=sr.task_id, image_id__in=list(pending), source__in=HUMAN,
                                             created_at__gte=since).values_list("image_id", flat=True))

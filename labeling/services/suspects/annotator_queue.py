@@ -120,24 +120,31 @@ def throughput(sr: SuspectRun, user, since) -> dict:
     return {"done": n, "minutes": round(minutes, 2), "per_minute": round(n / minutes, 1) if n else 0.0}
 
 
-# The open suspects of the runs ``%s`` (ids) whose image's annotation changed since their run was
-# scored: the only ones that can be stale. From the changed annotations (annotation_changed_idx)
-# to the run's suspects (suspect_unique): the cost follows the changes, not the project.
+# The open suspects of a run whose image's annotation changed since the run was scored: the only
+# ones that can be stale. From the changed annotations (annotation_changed_idx: the moment is a
+# constant, so the planner sees how few they are) to the run's suspect of each (suspect_unique,
+# one probe per change: LATERAL ... LIMIT 1 keeps the planner from hashing all the run's
+# suspects instead). The cost follows the changes since scoring, not the size of the project.
 CHANGED_SINCE_SCORING = """
     SELECT s.suspect_run_id, s.image_id, s.given_label_id, s.reasons, a.label_id, a.verified,
            (a.version <> s.version OR a.verified) AS stale
-      FROM labeling_suspectrun r
-      JOIN labeling_annotation a ON a.task_id = r.task_id AND a.updated_at > r.scored_at
-      JOIN labeling_suspect s ON s.suspect_run_id = r.id AND s.image_id = a.image_id AND s.status = 'open'
-     WHERE r.id = ANY(%s)"""
+      FROM labeling_annotation a
+     CROSS JOIN LATERAL (
+           SELECT suspect_run_id, image_id, given_label_id, reasons, version FROM labeling_suspect
+            WHERE suspect_run_id = %(run)s AND image_id = a.image_id AND status = 'open' LIMIT 1) s
+     WHERE a.task_id = %(task)s AND a.updated_at > %(since)s"""
 
 
-def changed_since_scoring(run_ids) -> list[tuple]:
+def changed_since_scoring(runs) -> list[tuple]:
     """``(run id, image id, given label id, reasons, label id now, verified, stale)`` of every
-    open suspect of ``run_ids`` whose annotation changed since its run was scored."""
+    open suspect of the suspects runs ``runs`` whose annotation changed since its run was scored."""
+    rows = []
     with connection.cursor() as c:
-        c.execute(CHANGED_SINCE_SCORING, [list(run_ids)])
-        return c.fetchall()
+        for sr in runs:
+            if sr.scored_at is not None:
+                c.execute(CHANGED_SINCE_SCORING, {"run": sr.pk, "task": sr.task_id, "since": sr.scored_at})
+                rows += c.fetchall()
+    return rows
 
 
 def open_counts(runs) -> dict[int, dict]:
@@ -149,7 +156,7 @@ def open_counts(runs) -> dict[int, dict]:
     ids = list(out)
     settled = (Suspect.objects.filter(suspect_run_id__in=ids, status__in=Suspect.SETTLED)
                .values_list("suspect_run_id", "given_label_id").annotate(n=Count("id")).order_by())
-    stale = [(run_id, given, 1) for run_id, _, given, _, _, _, is_stale in changed_since_scoring(ids) if is_stale]
+    stale = [(run_id, given, 1) for run_id, _, given, _, _, _, is_stale in changed_since_scoring(runs) if is_stale]
     for run_id, given, n in [*settled, *stale]:
         by_class = out[run_id]["by_class"]
         if given in by_class:
