@@ -102,6 +102,57 @@ def test_store_results_suspects_clusters_pairs(db):
     assert Suspect.objects.filter(suspect_run=sr).count() == 3 and Cluster.objects.filter(suspect_run=sr).count() == 6
 
 
+def test_per_class_figures_stored_when_scored_and_outliers_paged(db, annotator, monkeypatch):
+    from labeling.services.suspects import clusters
+
+    project, task, labels, images, sr = make_world()
+    given, scores = scores_for(12, flagged=[0, 3, 4, 10])
+    outlier = (given == 0) & (np.arange(12) > 0)  # cat: images 3, 6, 9 outliers; image 0 the core
+    outlier |= scores["cluster_outlier"]
+    scores.update(cluster_outlier=outlier, cluster_id=np.where(outlier, 1, 0), is_core=~outlier)
+    store(sr, images, given, scores)
+    sr.refresh_from_db()
+    cat, dog = str(labels["cat"].id), str(labels["dog"].id)
+    assert sr.class_figures[cat] == {"suspects": 2, "clusters": 2, "core": 1, "outliers": 3}
+    assert sr.class_figures[dog] == {"suspects": 2, "clusters": 2, "core": 3, "outliers": 1}
+    # The summary's open suspects: the figures less the settled and the stale, as the queue says.
+    retag_image(image=images[4], task=task, label=labels["cat"], by=annotator, expected_version=1)  # stale
+    s = Suspect.objects.get(suspect_run=sr, image=images[0])
+    suspects.resolve(s, user=annotator, action="keep", expected_version=1)  # settled
+    summary = {r["label"].name: r for r in suspects.class_summary(sr)}
+    assert (summary["cat"]["suspects"], summary["dog"]["suspects"], summary["fox"]["suspects"]) == (1, 1, 0)
+    assert summary["cat"]["outliers"] == 3 and summary["cat"]["core"] == 1
+    assert suspects.open_count(sr) == suspects.queue(sr).count() == 2
+    # Outliers a page at a time; a page past the end shows the last one.
+    monkeypatch.setattr(clusters, "OUTLIERS_PER_PAGE", 2)
+    pages = [suspects.class_clusters(sr, labels["cat"].id, page=p) for p in (1, 2, 9)]
+    assert [[im["id"] for g in v["groups"] for im in g["images"]] for v in pages] == [
+        [images[3].id, images[6].id], [images[9].id], [images[9].id]]
+    assert [(v["page"], v["pages"], v["first"], v["last"], v["outliers"]) for v in pages] == [
+        (1, 2, 1, 2, 3), (2, 2, 3, 3, 3), (2, 2, 3, 3, 3)]
+
+
+def test_migration_0012_reopens_skipped_suspects_and_fills_the_figures(db, annotator):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("labeling.migrations.0012_suspects_figures")
+    project, task, labels, images, sr = make_world()
+    given, scores = scores_for(12, flagged=[0, 4])
+    store(sr, images, given, scores)
+    when = timezone.now()
+    Suspect.objects.filter(suspect_run=sr, image=images[0]).update(status="skipped", resolved_by=annotator,
+                                                                     resolved_at=when)
+    SuspectRun.objects.filter(pk=sr.pk).update(class_figures={}, counts={"suspects": 2, "cluster_cuts": {"cat": 0.3}})
+    migration.forwards(apps, None)
+    s = Suspect.objects.get(suspect_run=sr, image=images[0])
+    assert (s.status, s.skipped_by, s.skipped_at, s.resolved_by) == ("open", annotator, when, None)
+    sr.refresh_from_db()
+    assert sr.counts == {"suspects": 2}
+    assert sr.class_figures[str(labels["cat"].id)] == {"suspects": 1, "clusters": 2, "core": 3, "outliers": 1}
+
+
 def test_verified_images_are_not_suspects_again_until_their_label_changes(db, annotator):
     project, task, labels, images, sr = make_world()
     # A person confirmed image 0 (keep: same label, marks verified), retagged image 4.

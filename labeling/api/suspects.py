@@ -51,7 +51,7 @@ class SuspectRunSerializer(serializers.ModelSerializer):
 
 
     def get_cluster_cuts(self, sr) -> dict[str, float]:
-        return svc.cuts_by_name(sr)
+        return svc.cuts_by_name(sr, self.context.setdefault("label_names", {}))
 
 
 class SuspectSerializer(serializers.ModelSerializer):

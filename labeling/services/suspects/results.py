@@ -180,9 +180,13 @@ def cluster_cuts(scores: dict, label_ids, given=None) -> dict:
     return {}
 
 
-def cuts_by_name(sr: SuspectRun) -> dict[str, float]:
-    """``sr.cluster_cuts`` (stored by label id) keyed by label name, as the API shows them."""
-    names = dict(Label.objects.filter(pk__in=[int(k) for k in sr.cluster_cuts or {}]).values_list("pk", "name"))
+def cuts_by_name(sr: SuspectRun, names: dict[int, str] | None = None) -> dict[str, float]:
+    """``sr.cluster_cuts`` (stored by label id) keyed by label name, as the API shows them;
+    ``names``, a cache of label names shared by the runs of one list, is filled as needed."""
+    names = {} if names is None else names
+    ids = {int(k) for k in sr.cluster_cuts or {}}
+    if ids - set(names):
+        names.update(Label.objects.filter(pk__in=ids - set(names)).values_list("pk", "name"))
     return {names.get(int(k), k): cut for k, cut in (sr.cluster_cuts or {}).items()}
 
 
