@@ -133,7 +133,9 @@ class Annotation(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["image", "task"], name="annotation_unique")]
-        indexes = [models.Index(fields=["task", "label", "image"], name="annotation_label_idx")]
+        # annotation_changed_idx: what changed since a moment (a suspects run's scoring: its open count).
+        indexes = [models.Index(fields=["task", "label", "image"], name="annotation_label_idx"),
+                   models.Index(fields=["task", "updated_at"], name="annotation_changed_idx")]
 
 
 class ImageCount(models.Model):
@@ -577,7 +579,7 @@ class ClassMetric(models.Model):
 # Images whose label is probably wrong, found from a finished training run: out-of-sample
 # probabilities (K fold runs for the train split, the run's own predictions for test),
 # embedding clusters per class and near-duplicate pairs. The work lives in
-# labeling/services/suspects.py; annotators work the queue, scientists the clusters.
+# labeling/services/suspects/; annotators work the queue, scientists the clusters.
 
 class SuspectRun(models.Model):
     """One search for suspects from a finished training run (its snapshot, its embeddings)."""
@@ -618,6 +620,9 @@ class SuspectRun(models.Model):
     # The cosine cut of each class's clustering, {label id (text): cut}, when mlcore reported one
     # (it may choose the cut from the data); empty: the configured or default cut was used.
     cluster_cuts = models.JSONField(default=dict, blank=True)
+    # Per class, written when the run is scored: {label id (text): {"suspects", "clusters", "core",
+    # "outliers"}}; what the per-class summary shows (open suspects: services.suspects.open_counts).
+    class_figures = models.JSONField(default=dict, blank=True)
     # Every scored image's score and flag (scores.npz: image_id, given label id, score, flagged):
     # what the quality figures against a truth task are computed on (the suspects are only the flagged).
     scores_uri = models.CharField(max_length=2048, blank=True)
@@ -640,7 +645,9 @@ class Suspect(models.Model):
         OPEN = "open", "open"
         RETAGGED = "retagged", "retagged"
         KEPT = "kept", "kept"
-        SKIPPED = "skipped", "skipped"
+
+    # The statuses of a suspect a person settled (the rest are open).
+    SETTLED = (Status.RETAGGED, Status.KEPT)
 
     # Bit flags of ``reasons`` (mlcore.suspects).
     MODEL = 1
@@ -670,12 +677,18 @@ class Suspect(models.Model):
                                     related_name="+")
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolved_label = models.ForeignKey(Label, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    # A skip leaves the suspect open (for someone else, or later): who skipped it last, and when.
+    skipped_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    skipped_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["suspect_run_id", "-score", "rank", "id"]
         constraints = [models.UniqueConstraint(fields=["suspect_run", "image"], name="suspect_unique")]
         indexes = [models.Index(fields=["suspect_run", "status", "-score", "rank", "id"], name="suspect_rank_idx"),
-                   models.Index(fields=["resolved_by", "resolved_at"], name="suspect_resolved_idx")]
+                   models.Index(fields=["resolved_by", "resolved_at"], name="suspect_resolved_idx"),
+                   models.Index(fields=["suspect_run", "skipped_at"], name="suspect_skipped_idx",
+                                condition=models.Q(skipped_at__isnull=False))]
 
 
 class Cluster(models.Model):
@@ -699,7 +712,10 @@ class ClusterMember(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["cluster", "image"], name="cluster_member_unique")]
-        indexes = [models.Index(fields=["image"], name="cluster_member_image_idx")]
+        # cluster_member_outlier_idx: a class's outliers, a page at a time, without its core members.
+        indexes = [models.Index(fields=["image"], name="cluster_member_image_idx"),
+                   models.Index(fields=["cluster", "image"], name="cluster_member_outlier_idx",
+                                condition=models.Q(is_outlier=True))]
 
 
 class NearDuplicate(models.Model):

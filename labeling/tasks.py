@@ -62,7 +62,7 @@ def auto_retrain(task_id: int) -> None:
         runs.maybe_auto_retrain(task)
 
 
-# --- Suspects (services/suspects.py holds the logic; the folds are ordinary training runs) ----
+# --- Suspects (services/suspects/ holds the logic; the folds are ordinary training runs) ----
 
 @shared_task(acks_late=True, ignore_result=True, name="labeling.tasks.suspects_prepare")
 def suspects_prepare(suspect_run_id: int) -> None:

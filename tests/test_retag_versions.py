@@ -69,7 +69,8 @@ def test_suspects_page_refuses_a_resolve_without_a_version_and_overwrites_nothin
     assert Suspect.objects.get(pk=suspect.pk).status == Suspect.Status.OPEN
     # Skipping writes no label and needs no version.
     r = client.post(url, {"action": "skip"}, content_type="application/json")
-    assert r.status_code == 200 and r.json()["status"] == "skipped"
+    assert r.status_code == 200 and r.json()["status"] == "open"  # a skip is not a decision (#15)
+    assert Suspect.objects.get(pk=suspect.pk).skipped_by == annotator
 
 
 @pytest.mark.django_db(transaction=True)

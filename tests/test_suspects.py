@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from labeling.models import (Annotation, Cluster, ClusterMember, EventSource, Image, LabelEvent, NearDuplicate,
                              Project, Suspect, SuspectRun, TrainingExclusion, TrainingRun)
-from labeling.services import suspects
+from labeling.services import enqueue, suspects
 from labeling.services.labels import ensure_labels, get_or_create_task
 from labeling.services.manifests import training_rows
 from labeling.services.retag import RetagConflict, current_version, retag_image
@@ -102,6 +102,57 @@ def test_store_results_suspects_clusters_pairs(db):
     assert Suspect.objects.filter(suspect_run=sr).count() == 3 and Cluster.objects.filter(suspect_run=sr).count() == 6
 
 
+def test_per_class_figures_stored_when_scored_and_outliers_paged(db, annotator, monkeypatch):
+    from labeling.services.suspects import clusters
+
+    project, task, labels, images, sr = make_world()
+    given, scores = scores_for(12, flagged=[0, 3, 4, 10])
+    outlier = (given == 0) & (np.arange(12) > 0)  # cat: images 3, 6, 9 outliers; image 0 the core
+    outlier |= scores["cluster_outlier"]
+    scores.update(cluster_outlier=outlier, cluster_id=np.where(outlier, 1, 0), is_core=~outlier)
+    store(sr, images, given, scores)
+    sr.refresh_from_db()
+    cat, dog = str(labels["cat"].id), str(labels["dog"].id)
+    assert sr.class_figures[cat] == {"suspects": 2, "clusters": 2, "core": 1, "outliers": 3}
+    assert sr.class_figures[dog] == {"suspects": 2, "clusters": 2, "core": 3, "outliers": 1}
+    # The summary's open suspects: the figures less the settled and the stale, as the queue says.
+    retag_image(image=images[4], task=task, label=labels["cat"], by=annotator, expected_version=1)  # stale
+    s = Suspect.objects.get(suspect_run=sr, image=images[0])
+    suspects.resolve(s, user=annotator, action="keep", expected_version=1)  # settled
+    summary = {r["label"].name: r for r in suspects.class_summary(sr)}
+    assert (summary["cat"]["suspects"], summary["dog"]["suspects"], summary["fox"]["suspects"]) == (1, 1, 0)
+    assert summary["cat"]["outliers"] == 3 and summary["cat"]["core"] == 1
+    assert suspects.open_count(sr) == suspects.queue(sr).count() == 2
+    # Outliers a page at a time; a page past the end shows the last one.
+    monkeypatch.setattr(clusters, "OUTLIERS_PER_PAGE", 2)
+    pages = [suspects.class_clusters(sr, labels["cat"].id, page=p) for p in (1, 2, 9)]
+    assert [[im["id"] for g in v["groups"] for im in g["images"]] for v in pages] == [
+        [images[3].id, images[6].id], [images[9].id], [images[9].id]]
+    assert [(v["page"], v["pages"], v["first"], v["last"], v["outliers"]) for v in pages] == [
+        (1, 2, 1, 2, 3), (2, 2, 3, 3, 3), (2, 2, 3, 3, 3)]
+
+
+def test_migration_0012_reopens_skipped_suspects_and_fills_the_figures(db, annotator):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("labeling.migrations.0012_suspects_figures")
+    project, task, labels, images, sr = make_world()
+    given, scores = scores_for(12, flagged=[0, 4])
+    store(sr, images, given, scores)
+    when = timezone.now()
+    Suspect.objects.filter(suspect_run=sr, image=images[0]).update(status="skipped", resolved_by=annotator,
+                                                                     resolved_at=when)
+    SuspectRun.objects.filter(pk=sr.pk).update(class_figures={}, counts={"suspects": 2, "cluster_cuts": {"cat": 0.3}})
+    migration.forwards(apps, None)
+    s = Suspect.objects.get(suspect_run=sr, image=images[0])
+    assert (s.status, s.skipped_by, s.skipped_at, s.resolved_by) == ("open", annotator, when, None)
+    sr.refresh_from_db()
+    assert sr.counts == {"suspects": 2}
+    assert sr.class_figures[str(labels["cat"].id)] == {"suspects": 1, "clusters": 2, "core": 3, "outliers": 1}
+
+
 def test_verified_images_are_not_suspects_again_until_their_label_changes(db, annotator):
     project, task, labels, images, sr = make_world()
     # A person confirmed image 0 (keep: same label, marks verified), retagged image 4.
@@ -154,7 +205,7 @@ def test_concurrent_leases_skip_locked_rows(make_user):
             for _ in range(2):
                 s = suspects.lease_next(sr, user)
                 got.append((user.pk, s.image_id))
-                suspects.resolve(s, user=user, action="skip", expected_version=None)
+                suspects.resolve(s, user=user, action="keep", expected_version=1)
         except Exception as e:  # noqa: BLE001
             errors.append(e)
         finally:
@@ -189,17 +240,27 @@ def test_resolve_accept_keep_label_skip_and_conflict(db, annotator, make_user):
     s = suspects.resolve(s, user=annotator, action="label", label=labels["cat"], expected_version=1)
     assert Annotation.objects.get(image=images[2], task=task).label == labels["cat"]
 
+    # A skip is not a decision: the suspect stays open, unleased, for the others.
     s = suspects.lease_next(sr, annotator)
-    assert suspects.resolve(s, user=annotator, action="skip", expected_version=None).status == "skipped"
-
+    assert s.image_id == images[3].id
+    skipped = suspects.resolve(s, user=annotator, action="skip", expected_version=None)
+    assert (skipped.status, skipped.skipped_by, skipped.lease_holder) == ("open", annotator, None)
+    assert suspects.queue_counts(sr) == {"open": 2, "retagged": 2, "kept": 1, "skipped": 1}
     s = suspects.lease_next(sr, annotator)
+    assert s.image_id == images[4].id  # not the one just skipped
     other = make_user("annotator")
+    assert suspects.lease_next(sr, other).image_id == images[3].id  # which someone else still gets
+    suspects.release(skipped, other)
+
     retag_image(image=s.image, task=task, label=labels["fox"], by=other, expected_version=1)
     with pytest.raises(RetagConflict):
         suspects.resolve(s, user=annotator, action="accept", expected_version=1)
     assert Suspect.objects.get(pk=s.pk).status == "open"
-    assert suspects.throughput(sr, annotator, timezone.now() - timedelta(minutes=2))["done"] == 4
-    assert suspects.lease_next(sr, annotator) is None  # the changed one left the queue
+    assert suspects.throughput(sr, annotator, timezone.now() - timedelta(minutes=2))["done"] == 3
+    # The changed one left the queue (and the count, without reading every annotation); the
+    # skipped one comes back to the one who skipped it once nothing else is left.
+    assert suspects.open_count(sr) == 1 == suspects.queue(sr).count()
+    assert suspects.lease_next(sr, annotator).image_id == images[3].id
 
 
 def test_group_retag_and_exclusions_in_the_manifest(db, scientist):
@@ -293,7 +354,7 @@ def test_beat_advances_a_suspects_run_whose_folds_finished_elsewhere(db, monkeyp
              for _ in range(2)]
     SuspectRun.objects.filter(pk=sr.pk).update(state=SuspectRun.State.FOLDS, fold_run_ids=[f.pk for f in folds])
     sent = []
-    monkeypatch.setattr(suspects, "_send", lambda name, pk: sent.append((name, pk)))
+    monkeypatch.setattr(enqueue, "send", lambda name, *args, fail=None: sent.append((name, *args)))
 
     with django_capture_on_commit_callbacks(execute=True):
         assert suspects.advance_open_runs() == 1

@@ -75,11 +75,11 @@ def test_queue_with_the_keyboard(world, login, page, annotator, make_user):
     page.wait_for_function(f"document.querySelector('[data-testid=suspect]').dataset.image != '{images[2].id}'")
     assert Annotation.objects.get(image=images[2], task=task).label == labels["cat"]
 
-    # s: skip (image 3 keeps its label, its suspect is skipped).
+    # s: skip (image 3 keeps its label, its suspect stays open: see test_a_skip_is_not_done).
     assert current_image(page) == images[3].id
     page.keyboard.press("s")
     page.wait_for_function(f"document.querySelector('[data-testid=suspect]').dataset.image != '{images[3].id}'")
-    assert Suspect.objects.get(suspect_run=sr, image=images[3]).status == "skipped"
+    assert Suspect.objects.get(suspect_run=sr, image=images[3]).status == "open"
     assert Annotation.objects.get(image=images[3], task=task).version == 1
 
     # Someone else changes image 4 (dog) to cat while it is shown: a is refused with a 409.
@@ -97,8 +97,43 @@ def test_queue_with_the_keyboard(world, login, page, annotator, make_user):
     page.keyboard.press("k")
     page.wait_for_function(f"document.querySelector('[data-testid=suspect]').dataset.image != '{images[4].id}'")
     assert Annotation.objects.get(image=images[4], task=task).verified
-    expect(page.get_by_test_id("throughput")).to_contain_text("5 done")
+    expect(page.get_by_test_id("throughput")).to_contain_text("4 done")
     shot(page, "queue-after")
+
+
+def test_a_skip_is_not_done_and_does_not_lower_open(world, login, page, annotator):
+    """#15: "in the queue a skip counts as done and lowers 'open'". A skip is not a decision:
+    the suspect stays open (for the others), the count and the annotator's tally do not move,
+    and it comes back to the one who skipped it once nothing else is left."""
+    project, task, labels, images, sr = world
+    login(annotator)
+    page.goto(f"/suspects/{sr.id}/queue/")
+    expect(page.get_by_test_id("remaining")).to_have_text("6")
+    assert current_image(page) == images[0].id
+    page.keyboard.press("s")
+    page.wait_for_function(f"document.querySelector('[data-testid=suspect]').dataset.image != '{images[0].id}'")
+    expect(page.get_by_test_id("remaining")).to_have_text("6")
+    expect(page.get_by_test_id("throughput")).to_contain_text("0 done")
+    skipped = Suspect.objects.get(suspect_run=sr, image=images[0])
+    assert (skipped.status, skipped.skipped_by, skipped.resolved_by) == ("open", annotator, None)
+    # A decision does count, and lowers open.
+    assert current_image(page) == images[1].id
+    page.keyboard.press("k")
+    page.wait_for_function(f"document.querySelector('[data-testid=suspect]').dataset.image != '{images[1].id}'")
+    expect(page.get_by_test_id("remaining")).to_have_text("5")
+    expect(page.get_by_test_id("throughput")).to_contain_text("1 done")
+    page.goto(f"/suspects/{sr.id}/")
+    expect(page.get_by_test_id("open-count")).to_have_text("5")
+    expect(page.get_by_test_id("queue-summary")).to_contain_text("1 of the open skipped once")
+    # The skipped one comes back last: after the four others are decided.
+    page.goto(f"/suspects/{sr.id}/queue/")
+    for _ in range(4):
+        shown = current_image(page)
+        assert shown != images[0].id
+        page.keyboard.press("k")
+        page.wait_for_function(f"document.querySelector('[data-testid=suspect]').dataset.image != '{shown}'")
+    assert current_image(page) == images[0].id
+    expect(page.get_by_test_id("remaining")).to_have_text("1")
 
 
 def test_two_annotators_see_different_suspects(world, browser, live_server, login, page, make_user):
@@ -133,6 +168,43 @@ def test_clusters_group_retag_and_exclusions(world, login, page, scientist):
     assert TrainingExclusion.objects.filter(task=task, active=True).count() == 3
     page.get_by_test_id("restore-all").click()
     expect(page.get_by_test_id("excluded-total")).to_have_text("0")
+
+
+def test_put_back_a_class_returns_every_excluded_outlier(tmp_path, login, page, scientist):
+    """#15: "exclude 42 outliers in the cluster view, retag one, 'put back' the class: 41 return".
+    Cat's outliers are images 3, 6 and 9; image 6 was already left out for another class (an
+    earlier run, when it was a dog). Exclude cat's outliers, retag image 3 to dog, put cat back:
+    all three return, and the button said how many would."""
+    from labeling.models import TrainingExclusion as TE
+
+    project, task, labels, images, sr = make_world(folder=tmp_path / "pets")
+    SuspectRun.objects.filter(pk=sr.pk).update(state=SuspectRun.State.DONE, finished_at=timezone.now())
+    sr.refresh_from_db()
+    given, scores = scores_for(12, flagged=[0, 1, 2])
+    outlier = scores["cluster_outlier"] | ((given == 0) & (np.arange(12) > 0))
+    scores.update(cluster_outlier=outlier, cluster_id=np.where(outlier, 1, 0), is_core=~outlier)
+    store(sr, images, given, scores)
+    TE.objects.create(task=task, image=images[6], label=labels["dog"], reason="an earlier run")
+    login(scientist)
+    page.goto(f"/suspects/{sr.id}/clusters/?label={labels['cat'].id}")
+    expect(page.get_by_test_id("outliers-shown")).to_contain_text("3 images")
+    page.get_by_test_id("exclude-class").click()
+    expect(page.get_by_test_id("restore-class")).to_have_text("Put cat back (3)")
+    assert set(TE.objects.filter(task=task, active=True, label=labels["cat"]).values_list("image_id", flat=True)) \
+        == {images[3].id, images[6].id, images[9].id}
+    group = page.get_by_test_id("outlier-group")
+    for i in (6, 9):
+        group.locator(f"input[type=checkbox][value='{images[i].id}']").uncheck()
+    group.locator("select").select_option(label="dog")
+    group.get_by_test_id("retag-group").click()
+    expect(page.locator(".flash")).to_contain_text("1 image(s) set to dog")
+    assert Annotation.objects.get(image=images[3], task=task).label == labels["dog"]
+    expect(page.get_by_test_id("restore-class")).to_have_text("Put cat back (3)")
+    shot(page, "put-back")
+    page.get_by_test_id("restore-class").click()
+    expect(page.locator(".flash")).to_contain_text("3 image(s) are back in training")
+    expect(page.get_by_test_id("excluded-total")).to_have_text("0")
+    assert not TE.objects.filter(task=task, active=True).exists()
 
 
 def test_similar_images_on_the_image_page(world, login, page, annotator, monkeypatch):

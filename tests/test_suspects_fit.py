@@ -8,6 +8,7 @@ import pytest
 
 from labeling.models import SuspectRun
 from labeling.services import suspects
+from labeling.services.suspects import pipeline
 from tests.test_suspects import LABELS, make_world
 
 
@@ -35,10 +36,15 @@ def test_scoring_stores_the_witness_weights_expected_precision_and_cluster_cuts(
     emb[0] = np.eye(8)[1]  # and it looks like one
     scores = score(prob / prob.sum(1, keepdims=True), given, emb / np.linalg.norm(emb, axis=1, keepdims=True))
     suspects.store_results(sr, image_ids=[im.id for im in images], given=given, scores=scores)
-    suspects._store_fit(sr, scores, given)
-    counts = SuspectRun.objects.get(pk=sr.pk).counts
+    pipeline._store_fit(sr, scores)
+    sr = SuspectRun.objects.get(pk=sr.pk)
+    counts = sr.counts
     assert counts["suspects"] >= 1 and set(counts["witness_weights"]) >= {"prob", "knn", "cluster", "prior"}
     assert abs(sum(counts["witness_weights"].values()) - 1) < 1e-3
-    assert sorted(counts["cluster_cuts"]) == sorted(LABELS) and all(v >= 0 for v in counts["cluster_cuts"].values())
+    # Each class's cut is stored once, by label id; the API's view by name is derived from it.
+    assert "cluster_cuts" not in counts
+    assert sorted(map(int, sr.cluster_cuts)) == sorted(lb.id for lb in labels.values())
+    cuts = suspects.cuts_by_name(sr)
+    assert sorted(cuts) == sorted(LABELS) and all(v >= 0 for v in cuts.values())
     assert counts["expected_precision"] is None or 0 <= counts["expected_precision"] <= 1
     assert counts["decision"] in ("cl", "cleanlab")

@@ -2,12 +2,12 @@
 
     GET  /api/suspect-runs/?task=&run=              annotator+
     POST /api/suspect-runs/  {"run": id, "config": {"k": 4, ...}}   scientist+; 201 / 400
-    GET  /api/suspect-runs/{id}/                    state, folds, counts (advances a run whose folds finished)
+    GET  /api/suspect-runs/{id}/                    state, folds, counts, cluster cuts (a read: moves nothing on)
     GET  /api/suspect-runs/{id}/suspects/?status=open&limit=
     POST /api/suspect-runs/{id}/next/               lease the next suspect: 200, or 204 when none is left
     POST /api/suspects/{id}/resolve/  {"action": accept|keep|label|skip, "label": id, "expected_version": n}
                                                     200; 409 when the label changed (or it was resolved)
-    GET  /api/suspect-runs/{id}/clusters/?label=    core members and outlier groups of a class
+    GET  /api/suspect-runs/{id}/clusters/?label=&page=   core members and a page of a class's outlier groups
     POST /api/suspect-runs/{id}/retag-group/  {"label": id, "versions": {image_id: version}}   annotator+
     POST /api/suspect-runs/{id}/exclude/  {"label": id?}     scientist+: outliers out of the next trainings
     POST /api/suspect-runs/{id}/restore/  {"label": id?}     scientist+: back in
@@ -40,13 +40,18 @@ from .serializers import MAX_ID, FiniteJSONField, IdField, query
 
 class SuspectRunSerializer(serializers.ModelSerializer):
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    cluster_cuts = serializers.SerializerMethodField(help_text="Each class's cluster cut (cosine), by label name.")
 
     class Meta:
         model = SuspectRun
         fields = ["id", "project", "task", "run", "config", "state", "state_reason", "progress", "fold_run_ids",
                   "created_by", "created_at", "started_at", "finished_at", "scored_at", "timings", "counts",
-                  "oos_uri", "index_uri"]
+                  "cluster_cuts", "oos_uri", "index_uri"]
         read_only_fields = fields
+
+
+    def get_cluster_cuts(self, sr) -> dict[str, float]:
+        return svc.cuts_by_name(sr, self.context.setdefault("label_names", {}))
 
 
 class SuspectSerializer(serializers.ModelSerializer):
@@ -129,6 +134,11 @@ class SuspectListQuery(serializers.Serializer):
 class LabelQuery(serializers.Serializer):
     label = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_ID,
                                      help_text="A label of the suspects run's task; none: every class.")
+
+
+class ClusterQuery(LabelQuery):
+    page = serializers.IntegerField(required=False, min_value=1, max_value=10**6,
+                                    help_text=f"A page of the class's outliers, {svc.OUTLIERS_PER_PAGE} a page.")
 
 
 class RetagGroupSerializer(serializers.Serializer):
@@ -255,7 +265,7 @@ class ResolveSuspect(Base):
 
 
 class ClusterView(Base):
-    @extend_schema(parameters=[LabelQuery], responses=OBJECT)
+    @extend_schema(parameters=[ClusterQuery], responses=OBJECT)
     def get(self, request, pk):
         sr = _sr(pk)
         label_id = _label_param(sr, request.query_params)
@@ -263,9 +273,10 @@ class ClusterView(Base):
             return Response([{"label": r["label"].pk, "label_name": r["label"].name,
                               **{k: r[k] for k in ("clusters", "core", "outliers", "suspects")}}
                              for r in svc.class_summary(sr)])
-        view = svc.class_clusters(sr, label_id)
+        view = svc.class_clusters(sr, label_id, page=query(ClusterQuery, request.query_params).get("page") or 1)
         return Response({"label": label_id, "core_size": view["core"].size if view["core"] else 0,
-                         "core_ids": view["core_ids"], "outliers": view["outliers"],
+                         "core_ids": view["core_ids"], "outliers": view["outliers"], "page": view["page"],
+                         "pages": view["pages"],
                          "groups": [{"cluster": g["cluster"].number, "is_core": g["cluster"].is_core,
                                      "size": g["cluster"].size, "images": g["images"]} for g in view["groups"]]})
 

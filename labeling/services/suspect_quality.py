@@ -6,8 +6,8 @@ Three questions a suspects run page answers (and ``GET /api/suspect-runs/<id>/qu
 *changed* when its label moved away from the scored one (the queue's accept or another label,
 a retag on the image page or the grids, an applied MTurk consensus), *kept* when a person
 confirmed the scored label (the queue's keep, or a human retag to the same label, which marks
-the annotation verified; MTurk consensus "no change" does the same). Skipped and open suspects
-are not reviewed. The share changed is the precision of the suspects as reviewed so far, per
+the annotation verified; MTurk consensus "no change" does the same). Open suspects (skipped
+ones too) are not reviewed. The share changed is the precision of the suspects as reviewed so far, per
 signal (the reason bits: model, cluster, kNN; a suspect counts in each of its signals) and per
 given class, with a 95% Wilson score interval (:func:`wilson`): unlike the normal approximation
 it stays inside [0, 1] and is honest for 3 reviews out of 3. The figures are computed on each
@@ -127,29 +127,26 @@ def ranking_order(score, *, self_confidence=None, knn_agreement=None, reasons=No
 # --------------------------------------------------------------------------- human verdicts
 
 def verdicts(sr: SuspectRun) -> list[dict]:
-    """Each settled suspect: ``{"given", "reasons", "changed"}`` (see the module docstring)."""
-    rows = list(Suspect.objects.filter(suspect_run=sr).values_list("image_id", "given_label_id", "reasons",
-                                                                   "status"))
-    pending = [r[0] for r in rows if r[3] in (Suspect.Status.OPEN, Suspect.Status.SKIPPED)]
-    now = {i: (lab, ver) for i, lab, ver in Annotation.objects.filter(task_id=sr.task_id, image_id__in=pending)
-           .values_list("image_id", "label_id", "verified")}
+    """Each settled suspect: ``{"given", "reasons", "changed"}`` (see the module docstring). The
+    open ones count only where their annotation changed since scoring (the others still carry the
+    scored label, unconfirmed), so only those are read (services.suspects.changed_since_scoring)."""
+    from .suspects import changed_since_scoring
+
+    out = [{"image": image_id, "given": given, "reasons": reasons, "changed": status == Suspect.Status.RETAGGED}
+           for image_id, given, reasons, status in Suspect.objects.filter(
+               suspect_run=sr, status__in=Suspect.SETTLED).values_list("image_id", "given_label_id", "reasons",
+                                                                        "status")]
+    pending = {row[1]: row for row in changed_since_scoring([sr])}
     since = sr.scored_at or sr.finished_at or sr.created_at
-    touched = set(LabelEvent.objects.filter(task_id=sr.task_id, image_id__in=pending, source__in=HUMAN,
+    touched = set(LabelEvent.objects.filter(task_id=sr.task_id, image_id__in=list(pending), source__in=HUMAN,
                                             created_at__gte=since).values_list("image_id", flat=True))
-    out = []
-    for image_id, given, reasons, status in rows:
-        if status == Suspect.Status.RETAGGED:
+    for _, image_id, given, reasons, label_now, verified, _ in pending.values():
+        if label_now != given and image_id in touched:
             changed = True
-        elif status == Suspect.Status.KEPT:
+        elif label_now == given and verified:
             changed = False
         else:
-            label_now, verified = now.get(image_id, (None, False))
-            if label_now != given and image_id in touched:
-                changed = True
-            elif label_now == given and verified:
-                changed = False
-            else:
-                continue
+            continue
         out.append({"image": image_id, "given": given, "reasons": reasons, "changed": changed})
     return out
 
@@ -168,7 +165,7 @@ def human_quality(sr: SuspectRun) -> dict:
         items = [x for x in v if x["given"] == label_id]
         if items:
             by_class.append({"label": label_id, "label_name": names.get(label_id), **tally(items)})
-    total = Suspect.objects.filter(suspect_run=sr).count()
+    total = sum(f.get("suspects", 0) for f in (sr.class_figures or {}).values())
     return {"suspects": total, "reviewed": len(v), "overall": tally(v), "by_signal": by_signal,
             "by_class": by_class}
 

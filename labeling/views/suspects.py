@@ -38,8 +38,9 @@ def _page(request, template, sr, context=None):
 def suspect_runs(request, slug):
     project = get_object_or_404(Project, slug=slug)
     runs = list(SuspectRun.objects.filter(project=project).select_related("task", "run", "created_by")[:100])
+    open_now = svc.open_counts([sr for sr in runs if sr.state == SuspectRun.State.DONE])
     for sr in runs:
-        sr.open_count = svc.queue(sr).count() if sr.state == SuspectRun.State.DONE else None
+        sr.open_count = open_now[sr.pk]["open"] if sr.pk in open_now else None
     finished = (TrainingRun.objects.filter(project=project, state=TrainingRun.State.DONE)
                 .exclude(pk__in=[i for sr in SuspectRun.objects.filter(project=project)
                                  for i in sr.fold_run_ids]).select_related("task")[:20])
@@ -99,7 +100,7 @@ def suspect_queue(request, sr_id):
     sr = _sr(sr_id)
     suspect = svc.lease_next(sr, request.user) if sr.state == SuspectRun.State.DONE else None
     context = {"suspect": suspect, "throughput": svc.throughput(sr, request.user, _since(request, sr)),
-               "remaining": svc.queue(sr).count(), "labels": ordered_labels(sr.task),
+               "remaining": svc.open_count(sr), "labels": ordered_labels(sr.task),
                "evidence": quality.fold_health(sr)}
     if suspect is not None:
         ann = suspect.image.annotations.filter(task=sr.task).select_related("label").first()
@@ -146,11 +147,14 @@ def suspect_clusters(request, sr_id):
     label_id = request.GET.get("label")
     selected = next((c["label"] for c in classes if str(c["label"].pk) == label_id),
                     classes[0]["label"] if classes else None)
-    view = svc.class_clusters(sr, selected.pk) if selected else None
+    page_number = int_or_none(request.GET.get("page")) or 1
+    view = svc.class_clusters(sr, selected.pk, page=page_number) if selected else None
+    exclusions = svc.exclusion_summary(sr.task)
     return _page(request, "suspects/clusters.html", sr, {
         "classes": classes, "selected": selected, "view": view, "labels": ordered_labels(sr.task),
         "cut": svc.cut_shown(sr, selected.pk) if selected else None,
-        "exclusions": svc.exclusion_summary(sr.task), "can_clean": has_role(request.user, SCIENTIST),
+        "exclusions": exclusions, "can_clean": has_role(request.user, SCIENTIST),
+        "put_back": next((r["n"] for r in exclusions["by_label"] if selected and r["label"] == selected.name), 0),
         "max_rounds": autoclean.MAX_ROUNDS, "default_rounds": autoclean.DEFAULT_ROUNDS})
 
 

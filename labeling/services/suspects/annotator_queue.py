@@ -1,0 +1,180 @@
+"""The annotators' keyboard queue of a suspects run: leases, resolving, counts.
+
+Annotators lease the best open suspect (``select_for_update(skip_locked=True)`` and
+``lease_until``), so several annotators never get the same image at the same time; an
+expired lease frees the suspect. :func:`resolve` retags through services.retag with the
+annotation version the page saw (409 rule). A skip settles nothing: the suspect stays open
+for the others, and comes back to the one who skipped it once nothing else is left.
+
+An open suspect is *current* while its image's label is the scored one and nobody confirmed
+it since (:func:`queue`). Counting them does not read every annotation: the suspects were
+current when the run was scored, so only an annotation changed since then
+(``annotation_changed_idx``) can have made one stale (:func:`open_counts`).
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Exists, OuterRef, Q
+from django.utils import timezone
+
+from ...models import Annotation, Label, Suspect, SuspectRun
+from ..retag import retag_image
+
+Status = Suspect.Status
+
+
+def lease_seconds() -> float:
+    """How long an annotator holds a suspect they were shown (SUSPECT_LEASE_S, default 5 minutes)."""
+    return settings.SUSPECT_LEASE_S
+
+
+class SuspectResolved(Exception):
+    """The suspect was already resolved (by someone else, or a second keypress)."""
+
+    def __init__(self, suspect: Suspect):
+        self.suspect = suspect
+        who = suspect.resolved_by.get_username() if suspect.resolved_by_id else "someone"
+        super().__init__(f"this suspect was already {suspect.status} by {who}")
+
+
+def queue(sr: SuspectRun):
+    """Open suspects still current: the label is the scored one and nobody confirmed it since."""
+    current = Annotation.objects.filter(image_id=OuterRef("image_id"), task_id=OuterRef("task_id"),
+                                        version=OuterRef("version"), verified=False)
+    return Suspect.objects.filter(suspect_run=sr, status=Status.OPEN).filter(Exists(current))
+
+
+def lease_next(sr: SuspectRun, user, *, now=None) -> Suspect | None:
+    """The suspect ``user`` should look at now: the one they hold, else the best one nobody
+    holds (or whose lease expired) and they did not skip last, else one they skipped; leased
+    to them. Concurrent callers skip each other's rows."""
+    now = now or timezone.now()
+    until = now + timedelta(seconds=lease_seconds())
+    with transaction.atomic():
+        mine = queue(sr).filter(lease_holder=user, lease_until__gt=now).select_for_update(
+            skip_locked=True).order_by("-score", "rank", "id").first()
+        free = queue(sr).filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now) | Q(lease_holder=user))
+        for candidates in (free.exclude(skipped_by=user), free):
+            if mine is None:
+                mine = candidates.select_for_update(skip_locked=True).order_by("-score", "rank", "id").first()
+        if mine is None:
+            return None
+        mine.lease_holder, mine.lease_until = user, until
+        mine.save(update_fields=["lease_holder", "lease_until"])
+    return Suspect.objects.select_related("image", "given_label", "suggested_label", "suspect_run").get(pk=mine.pk)
+
+
+def release(suspect: Suspect, user) -> None:
+    Suspect.objects.filter(pk=suspect.pk, lease_holder=user).update(lease_holder=None, lease_until=None)
+
+
+ACTIONS = ("accept", "keep", "label", "skip")
+
+
+def resolve(suspect: Suspect, *, user, action: str, label: Label | None = None,
+            expected_version: int | None) -> Suspect:
+    """Accept the suggestion, keep the label (marks it verified), set another ``label``, or skip
+    (the suspect stays open, unleased, and remembers who skipped it: not a decision).
+
+    Raises :class:`~labeling.services.retag.RetagConflict` when the label changed since the
+    page saw ``expected_version`` (nothing written), :class:`SuspectResolved` when someone
+    resolved it already, ValueError for a bad action or label.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
+    with transaction.atomic():
+        s = Suspect.objects.select_for_update().get(pk=suspect.pk)
+        if s.status != Status.OPEN:
+            raise SuspectResolved(Suspect.objects.select_related("resolved_by").get(pk=s.pk))
+        if action == "skip":
+            s.skipped_by, s.skipped_at, s.lease_holder, s.lease_until = user, timezone.now(), None, None
+            s.save(update_fields=["skipped_by", "skipped_at", "lease_holder", "lease_until"])
+            return s
+        if action == "accept":
+            target = s.suggested_label
+        elif action == "keep":
+            ann = Annotation.objects.filter(image_id=s.image_id, task_id=s.task_id).select_related("label").first()
+            target = ann.label if ann else s.given_label
+        else:
+            if label is None or label.task_id != s.task_id:
+                raise ValueError("pick a label of the suspect's task")
+            target = label
+        result = retag_image(image=s.image, task=s.task, label=target, by=user, expected_version=expected_version,
+                             reference=f"suspects {s.suspect_run_id}")
+        s.status = Status.RETAGGED if result.event is not None else Status.KEPT
+        s.resolved_label = target
+        s.resolved_by, s.resolved_at = user, timezone.now()
+        s.lease_holder, s.lease_until = None, None
+        s.save(update_fields=["status", "resolved_label", "resolved_by", "resolved_at", "lease_holder", "lease_until"])
+    return s
+
+
+def throughput(sr: SuspectRun, user, since) -> dict:
+    """What ``user`` resolved in this run since ``since`` (their session), and per minute; a skip
+    resolves nothing."""
+    n = Suspect.objects.filter(suspect_run=sr, resolved_by=user, resolved_at__gte=since).count()
+    minutes = max((timezone.now() - since).total_seconds() / 60, 1 / 60)
+    return {"done": n, "minutes": round(minutes, 2), "per_minute": round(n / minutes, 1) if n else 0.0}
+
+
+# The open suspects of a run whose image's annotation changed since the run was scored: the only
+# ones that can be stale. From the changed annotations (annotation_changed_idx: the moment is a
+# constant, so the planner sees how few they are) to the run's suspect of each (suspect_unique,
+# one probe per change: LATERAL ... LIMIT 1 keeps the planner from hashing all the run's
+# suspects instead). The cost follows the changes since scoring, not the size of the project.
+CHANGED_SINCE_SCORING = """
+    SELECT s.suspect_run_id, s.image_id, s.given_label_id, s.reasons, a.label_id, a.verified,
+           (a.version <> s.version OR a.verified) AS stale
+      FROM labeling_annotation a
+     CROSS JOIN LATERAL (
+           SELECT suspect_run_id, image_id, given_label_id, reasons, version FROM labeling_suspect
+            WHERE suspect_run_id = %(run)s AND image_id = a.image_id AND status = 'open' LIMIT 1) s
+     WHERE a.task_id = %(task)s AND a.updated_at > %(since)s"""
+
+
+def changed_since_scoring(runs) -> list[tuple]:
+    """``(run id, image id, given label id, reasons, label id now, verified, stale)`` of every
+    open suspect of the suspects runs ``runs`` whose annotation changed since its run was scored."""
+    rows = []
+    with connection.cursor() as c:
+        for sr in runs:
+            if sr.scored_at is not None:
+                c.execute(CHANGED_SINCE_SCORING, {"run": sr.pk, "task": sr.task_id, "since": sr.scored_at})
+                rows += c.fetchall()
+    return rows
+
+
+def open_counts(runs) -> dict[int, dict]:
+    """Per suspects run of ``runs``: ``{"open": n, "by_class": {label id: n}}``, the size of
+    :func:`queue`, from the stored figures less the settled suspects and the stale ones."""
+    runs = [sr for sr in runs if sr.scored_at is not None]
+    out = {sr.pk: {"open": 0, "by_class": {int(k): f.get("suspects", 0) for k, f in (sr.class_figures or {}).items()}}
+           for sr in runs}
+    ids = list(out)
+    settled = (Suspect.objects.filter(suspect_run_id__in=ids, status__in=Suspect.SETTLED)
+               .values_list("suspect_run_id", "given_label_id").annotate(n=Count("id")).order_by())
+    stale = [(run_id, given, 1) for run_id, _, given, _, _, _, is_stale in changed_since_scoring(runs) if is_stale]
+    for run_id, given, n in [*settled, *stale]:
+        by_class = out[run_id]["by_class"]
+        if given in by_class:
+            by_class[given] -= n
+    for counts in out.values():
+        counts["open"] = sum(counts["by_class"].values())
+    return out
+
+
+def open_count(sr: SuspectRun) -> int:
+    """How many suspects :func:`queue` holds (0 before the run is scored)."""
+    return open_counts([sr]).get(sr.pk, {"open": 0})["open"]
+
+
+def queue_counts(sr: SuspectRun) -> dict:
+    """Open (current), settled per status, and how many of the open ones someone skipped."""
+    by = dict(Suspect.objects.filter(suspect_run=sr, status__in=Suspect.SETTLED).values_list("status")
+              .annotate(n=Count("id")).order_by())
+    skipped = Suspect.objects.filter(suspect_run=sr, skipped_at__isnull=False, status=Status.OPEN).count()
+    return {"open": open_count(sr), **{s: by.get(s, 0) for s in Suspect.SETTLED}, "skipped": skipped}
+

@@ -1,0 +1,50 @@
+"""A suspects run's configuration: the fields, their defaults and the rule that checks them."""
+from __future__ import annotations
+
+DEFAULTS = {"k": 4, "fold_epochs": None, "method": "fused", "cluster_threshold": None, "knn": 10,
+            "duplicate_threshold": 0.97, "core_share": None, "decision": None, "embeddings": "folds"}
+# embeddings: "folds" (kNN and clusters of each image in the fold model that held it out: never
+# saw its label) or "run" (the main run's, which trained on every label). decision None:
+# mlcore.suspects.DEFAULT_DECISION. Both defaults: bench/suspects_cifar10n.py.
+EMBEDDINGS = ("folds", "run")
+
+
+class SuspectError(ValueError):
+    """A suspects run cannot start (run not done, bad config...)."""
+
+
+def validate_config(config: dict | None) -> dict:
+    """``config`` with the defaults filled in and every value coerced, or :class:`SuspectError`."""
+    given = dict(config or {})
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise SuspectError(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(DEFAULTS))}")
+    out = {**DEFAULTS, **{k: v for k, v in given.items() if v not in ("",)}}
+    try:
+        out["k"] = int(out["k"])
+        out["knn"] = int(out["knn"])
+        out["fold_epochs"] = None if out["fold_epochs"] in (None, "") else int(out["fold_epochs"])
+        out["cluster_threshold"] = None if out["cluster_threshold"] in (None, "") else float(out["cluster_threshold"])
+        out["duplicate_threshold"] = float(out["duplicate_threshold"])
+        out["core_share"] = None if out["core_share"] in (None, "") else float(out["core_share"])
+    except (TypeError, ValueError) as e:
+        raise SuspectError(f"bad number in config: {e}") from None
+    if not 2 <= out["k"] <= 20:
+        raise SuspectError("k (folds) must be between 2 and 20")
+    if out["fold_epochs"] is not None and not 1 <= out["fold_epochs"] <= 1000:
+        raise SuspectError("fold_epochs must be between 1 and 1000")
+    if not 1 <= out["knn"] <= 100:
+        raise SuspectError("knn must be between 1 and 100")
+    if not 0 < out["duplicate_threshold"] <= 1:
+        raise SuspectError("duplicate_threshold must be in (0, 1]")
+    from mlcore.suspects import DECISIONS, METHODS
+
+    if out["core_share"] is not None and not 0.5 <= out["core_share"] < 1:
+        raise SuspectError("core_share must be in [0.5, 1)")
+    if out["method"] not in METHODS:
+        raise SuspectError(f"unknown method {out['method']!r}; choose one of {', '.join(METHODS)}")
+    if out["decision"] not in (None, *DECISIONS):
+        raise SuspectError(f"unknown decision {out['decision']!r}; choose one of {', '.join(DECISIONS)}")
+    if out["embeddings"] not in EMBEDDINGS:
+        raise SuspectError(f"unknown embeddings {out['embeddings']!r}; choose one of {', '.join(EMBEDDINGS)}")
+    return out
