@@ -17,7 +17,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from . import storage
+from .config import TrainConfig  # declared with its options in mlcore.config; imported from here too
 from .data import (EpochBatches, ImageDataset, collate, eval_crop, holdout, prefetch, read_manifest, to_input,
                    train_crop)
 from .evaluate import (autocast, classification_metrics, infer, npz_bytes, prediction_arrays,
@@ -38,46 +39,6 @@ Progress = Callable[[dict], None]
 
 class Cancelled(Exception):
     """``should_stop()`` returned true; the latest state is in ``checkpoints/last.pt``."""
-
-
-@dataclass
-class TrainConfig:
-    manifest_uri: str = ""
-    output_uri: str = ""
-    labels: list | dict | None = None       # label order (task -> list for multi-facet)
-    arch: str = "resnet18"                   # resnet18/34/50/101, mobilenet_v2
-    weights: str | None = None               # None, a torchvision weights name (cached), or a state_dict path/URI
-    freeze_backbone: bool = False            # train only the head(s); features fixed (BN in eval mode)
-    cache_features: bool = True              # frozen backbone: run it once per image, train heads on the cache
-    feature_views: int = 0                   # cached features: augmented views per train image (0: the eval view)
-    small_input: bool = False                # 3x3 stride-1 stem for small (28-64 px) images
-    maxpool: bool = True                     # keep ResNet's stem max-pool
-    image_size: int = 224
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "sgd"                   # sgd (momentum, nesterov) or adamw
-    lr: float | None = None                  # default: sgd 0.1 * batch/256, adamw 1e-3
-    momentum: float = 0.9
-    weight_decay: float | None = None        # default: sgd 1e-4, adamw 0.05
-    warmup_epochs: float = 1.0               # linear warm-up, then cosine to zero
-    label_smoothing: float = 0.0
-    class_weights: str = "inverse"           # inverse (frequency) or none
-    val_fraction: float = 0.0                # hold out this much of train when there is no val split
-    patience: int | None = None              # early stopping on validation macro-F1
-    checkpoint_every: int = 0                # also checkpoint every N steps (0: epoch ends only)
-    resume: bool = False
-    seed: int = 0
-    device: str = "auto"                     # auto, cpu, cuda, cuda:1 ...
-    amp: bool | None = None                  # bf16 autocast; default on for CUDA only
-    channels_last: bool | None = None        # default on for CUDA only
-    compile: bool = False                    # torch.compile the model (CUDA)
-    workers: int | None = None               # data loader processes; default by device
-    prefetch_workers: int = 16               # concurrent S3 downloads into the cache
-    eval_batch_size: int | None = None
-    predict: bool = True                     # write predictions, metrics and embeddings at the end
-    stop_after_steps: int | None = None      # checkpoint and raise Cancelled at this global step (time-boxed jobs)
-    gpus: int = 1                            # >1: DistributedDataParallel, one process per GPU (gloo on the CPU)
-    notes: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- helpers
