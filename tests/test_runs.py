@@ -264,7 +264,7 @@ def test_stale_runs_are_requeued_then_failed(db, tmp_path, monkeypatch, django_c
     cancelling = fake_run(task, state=State.RUNNING, heartbeat_at=old, attempts=1, cancel_requested=True)
     fresh = fake_run(task, state=State.RUNNING, heartbeat_at=timezone.now(), attempts=1, lease="y" * 32)
     sent = []
-    monkeypatch.setattr(runs, "enqueue_run", sent.append)
+    monkeypatch.setattr(runs.lease, "enqueue_run", sent.append)  # where _lost looks it up
     with django_capture_on_commit_callbacks(execute=True):
         done = runs.check_stale_runs()
     assert done == {"requeued": [stale.id], "failed": [exhausted.id], "cancelled": [cancelling.id]}
@@ -440,8 +440,8 @@ def test_load_demo_starts_one_demo_run(db, tmp_path, scientist):
 
 
 def test_the_app_offers_exactly_mlcores_architectures():
-    """The web app keeps its own copy (importing mlcore.models would load torch into every web
-    process); this keeps the two the same."""
+    """One list: mlcore.config declares it (no torch, so a web process may import it) and
+    mlcore.models builds from it."""
     from mlcore.models import ARCHS
 
-    assert runs.ARCHS == ARCHS
+    assert runs.ARCHS is ARCHS
