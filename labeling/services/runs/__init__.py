@@ -19,19 +19,16 @@ and the results), ``retraining`` (automatic retraining after human retags). Call
 the names below as ``runs.X``; a test that replaces a function patches the module that
 looks it up (``runs.lease.enqueue_run``).
 """
-from .config import ARCHS, DEFAULTS, KNOWN, RunConfigError, check_weights, default_config, validate_config
-from .execute import execute_run, outputs_complete, train_config, train_in_process, train_kwargs
-from .lease import LeaseLost, RunSession, check_stale_runs, claim_run, heartbeat_s, max_attempts, stale_after_s
-from .lineage import (active_run, baseline_run, code_version, default_worker_id, latest_finished_run, main_runs,
-                      retags_between, retags_since)
+from .config import ARCHS, KNOWN, RunConfigError, default_config, validate_config
+from .execute import execute_run, train_config
+from .lease import LeaseLost, RunSession, check_stale_runs, claim_run, max_attempts, stale_after_s
+from .lineage import active_run, baseline_run, code_version, default_worker_id, latest_finished_run, retags_between
 from .retraining import maybe_auto_retrain, schedule_auto_retrain
 from .start import RunStateError, cancel_run, enqueue_run, retrain, start_training_run
 
 __all__ = [
-    "ARCHS", "DEFAULTS", "KNOWN", "LeaseLost", "RunConfigError", "RunSession", "RunStateError", "active_run",
-    "baseline_run", "cancel_run", "check_stale_runs", "check_weights", "claim_run", "code_version",
-    "default_config", "default_worker_id", "enqueue_run", "execute_run", "heartbeat_s", "latest_finished_run",
-    "main_runs", "max_attempts", "maybe_auto_retrain", "outputs_complete", "retags_between", "retags_since",
-    "retrain", "schedule_auto_retrain", "stale_after_s", "start_training_run", "train_config",
-    "train_in_process", "train_kwargs", "validate_config",
+    "ARCHS", "KNOWN", "LeaseLost", "RunConfigError", "RunSession", "RunStateError", "active_run", "baseline_run",
+    "cancel_run", "check_stale_runs", "claim_run", "code_version", "default_config", "default_worker_id",
+    "enqueue_run", "execute_run", "latest_finished_run", "max_attempts", "maybe_auto_retrain", "retags_between",
+    "retrain", "schedule_auto_retrain", "stale_after_s", "start_training_run", "train_config", "validate_config",
 ]

@@ -25,10 +25,11 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from mlcore import storage
+from mlcore.config import TrainConfig
 
 from ...models import TrainingRun
 from .config import KNOWN
-from .lease import LeaseLost, RunSession, _lost, claim_run
+from .lease import LeaseLost, RunSession, claim_run, recover_lost
 from .lineage import default_worker_id
 
 logger = logging.getLogger(__name__)
@@ -44,9 +45,7 @@ def train_kwargs(run: TrainingRun, *, resume: bool) -> dict:
             "notes": {"run_id": run.pk, "task": run.task.name, "project": run.project.slug}}
 
 
-def train_config(run: TrainingRun, *, resume: bool):
-    from mlcore.train import TrainConfig
-
+def train_config(run: TrainingRun, *, resume: bool) -> TrainConfig:
     return TrainConfig(**train_kwargs(run, resume=resume))
 
 
@@ -241,4 +240,4 @@ def _release_lost(session: RunSession, reason: str) -> None:
         if run is None:
             return
         run.history = session.history
-        _lost(run, timezone.now(), reason=reason)
+        recover_lost(run, timezone.now(), reason=reason)

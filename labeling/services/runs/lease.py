@@ -36,7 +36,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ...models import TrainingRun
-from .lineage import _holder_dead, code_version
+from .lineage import code_version, holder_dead
 from .start import enqueue_run
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def claim_run(run_id: int, worker: str) -> tuple[TrainingRun, str] | None:
             return None
         if run.state == State.RUNNING:
             fresh = run.heartbeat_at is not None and (now - run.heartbeat_at).total_seconds() < stale_after_s()
-            if fresh and not _holder_dead(run.worker):
+            if fresh and not holder_dead(run.worker):
                 logger.warning("run %s: held by %s (heartbeat %s); duplicate delivery ignored", run_id,
                                run.worker, run.heartbeat_at)
                 return None
@@ -117,7 +117,7 @@ def _fail_lost(run: TrainingRun, now, last: str = "") -> None:
     logger.error("run %s: %s", run.pk, run.state_reason)
 
 
-def _lost(run: TrainingRun, now, *, reason: str = "", enqueue: bool = True) -> str:
+def recover_lost(run: TrainingRun, now, *, reason: str = "", enqueue: bool = True) -> str:
     """A locked running run whose worker (or training process) is lost: cancel it when a cancel was
     asked for, fail it after ``RUN_MAX_ATTEMPTS``, else queue it again and re-send it (the next
     worker resumes from the checkpoint). Clears the lease, so that a holder that was only slow
@@ -290,5 +290,5 @@ def check_stale_runs(*, stale_after: float | None = None, enqueue: bool = True) 
                 pk=run_id, state=State.RUNNING).filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)).first()
             if run is None:
                 continue
-            done[_lost(run, timezone.now(), enqueue=enqueue)].append(run.pk)
+            done[recover_lost(run, timezone.now(), enqueue=enqueue)].append(run.pk)
     return done

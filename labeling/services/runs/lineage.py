@@ -39,7 +39,7 @@ def default_worker_id(node: str | None = None) -> str:
 _WORKER_RE = re.compile(r" pid (\d+) on (\S+)$")
 
 
-def _holder_dead(worker: str) -> bool:
+def holder_dead(worker: str) -> bool:
     """True only when the holder is a process on this machine that no longer exists."""
     m = _WORKER_RE.search(worker or "")
     if not m or m.group(2) != socket.gethostname():
