@@ -60,7 +60,6 @@ def validate_config(config: dict | None, *, task: Task | None = None) -> dict:
         errors["config"] = f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN))}"
     out, field_errors = check({**(default_config(task) if task is not None else DEFAULTS),
                                **{k: v for k, v in given.items() if k in KNOWN}})
-    field_errors.pop("weights", None)  # a path or a weights name: check_weights says what is wrong
     errors.update(field_errors)
     if "arch" not in errors:
         weights_error = check_weights(out["arch"], out.get("weights"))
