@@ -6,4 +6,4 @@ class LabelingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from . import signals  # noqa: F401  (creates the role groups after migrate)
+        from . import signals  # noqa: F401  (role groups after migrate, automatic retraining after retags)

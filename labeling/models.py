@@ -177,6 +177,11 @@ class EventSource(models.TextChoices):
     RULE = "rule", "rule"
 
 
+# The sources that are a person's judgement: they verify a label, count as retags between
+# runs and towards automatic retraining.
+HUMAN_SOURCES = (EventSource.ANNOTATOR, EventSource.MTURK)
+
+
 class LabelEvent(models.Model):
     """Every change of a label, forever: who, from, to, how and when."""
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
+
+from .config import OPTIONS, add_arguments, given
 
 
 class ProgressBar:
@@ -45,8 +46,7 @@ def _labels(args):
 def cmd_train(args) -> int:
     from .train import Cancelled, TrainConfig, train
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    cfg = TrainConfig(**given(args))
     cfg.labels = _labels(args)
     t0 = time.time()
     try:
@@ -121,8 +121,7 @@ def cmd_clean(args) -> int:
     from .clean import autoclean
     from .train import TrainConfig
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    cfg = TrainConfig(**given(args))
     cfg.labels = _labels(args)
     out = autoclean(cfg, rounds=args.rounds, threshold=args.threshold,
                     progress=None if args.quiet else ProgressBar())
@@ -130,14 +129,6 @@ def cmd_clean(args) -> int:
                                  for r in out["rounds"]], "stopped": out["stopped"], "final_run": out["final_run"],
                       "excluded": len(out["excluded"])}, indent=1))
     return 0
-
-
-def _bool(s: str) -> bool:
-    if s.lower() in ("1", "true", "yes", "on"):
-        return True
-    if s.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -152,43 +143,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("-o", "--output", dest="output_uri", required=True, help="run folder or s3:// prefix")
     t.add_argument("--labels", help="comma-separated label order (single task)")
     t.add_argument("--labels-file", help="JSON list, JSON {task: [labels]} or one label per line")
-    t.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2"])
-    t.add_argument("--weights", help="torchvision weights name in the local cache (e.g. IMAGENET1K_V1) "
-                                     "or a state_dict path/URI")
-    t.add_argument("--freeze-backbone", action="store_true", default=None, help="train only the head(s)")
-    t.add_argument("--no-cache-features", dest="cache_features", action="store_false", default=None,
-                   help="with --freeze-backbone: run the backbone every epoch instead of once per image")
-    t.add_argument("--feature-views", type=int,
-                   help="with cached features: augmented views per training image (default 0: the plain view)")
-    t.add_argument("--small-input", action="store_true", default=None, help="3x3 stride-1 stem for small images")
-    t.add_argument("--no-maxpool", dest="maxpool", action="store_false", default=None,
-                   help="drop ResNet's stem max-pool")
-    t.add_argument("--image-size", type=int)
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--optimizer", choices=["sgd", "adamw"])
-    t.add_argument("--lr", type=float)
-    t.add_argument("--momentum", type=float)
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--warmup-epochs", type=float)
-    t.add_argument("--label-smoothing", type=float)
-    t.add_argument("--class-weights", choices=["inverse", "none"])
-    t.add_argument("--val-fraction", type=float, help="hold out this share of train if there is no val split")
-    t.add_argument("--patience", type=int, help="early stopping: epochs without a better validation macro-F1")
-    t.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
-    t.add_argument("--resume", action="store_true", default=None, help="continue from <output>/checkpoints/last.pt")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--stop-after-steps", type=int,
-                   help="checkpoint and stop at this step (exit status 3); continue later with --resume")
-    t.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    t.add_argument("--amp", type=_bool, help="bf16 autocast (default: on for CUDA)")
-    t.add_argument("--channels-last", type=_bool, help="default: on for CUDA")
-    t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    t.add_argument("--workers", type=int, help="data loader processes")
-    t.add_argument("--gpus", type=int, help="train with DistributedDataParallel in this many processes under "
-                                          "torchrun, one per GPU (on the CPU: gloo)")
-    t.add_argument("--no-predict", dest="predict", action="store_false", default=None,
-                   help="skip predictions/metrics/embeddings at the end")
+    add_arguments(t, [n for n in OPTIONS if n not in ("manifest_uri", "output_uri", "labels", "notes")])
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
@@ -258,15 +213,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=float, default=0.5, help="complete-linkage cut, cosine distance")
     s.add_argument("--labels", help="comma-separated label order")
     s.add_argument("--labels-file")
-    s.add_argument("--arch", choices=["resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2"])
-    s.add_argument("--weights")
-    s.add_argument("--small-input", action="store_true", default=None)
-    s.add_argument("--image-size", type=int)
-    s.add_argument("--epochs", type=int)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--lr", type=float)
-    s.add_argument("--seed", type=int)
-    s.add_argument("--device")
+    add_arguments(s, ["arch", "weights", "small_input", "image_size", "epochs", "batch_size", "lr", "seed", "device"])
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_clean)
     return p

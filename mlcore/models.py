@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from . import storage
-
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2")
+from .config import ARCHS
 
 
 class Net(nn.Module):

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Callable
 
 import numpy as np
 import torch
 
 from . import storage
+from .config import TrainConfig  # declared with its options in mlcore.config; imported from here too
 from .data import ImageDataset, eval_crop, holdout, prefetch, train_crop
 from .device import amp_default, channels_last_default, default_workers, environment, resolve_device
 from .evaluate import infer, write_results
@@ -33,46 +34,6 @@ __all__ = ["Cancelled", "TrainConfig", "choose_validation", "class_weights", "de
            "resolve_device", "run_training", "train"]
 
 Progress = Callable[[dict], None]
-
-
-@dataclass
-class TrainConfig:
-    manifest_uri: str = ""
-    output_uri: str = ""
-    labels: list | dict | None = None       # label order (task -> list for multi-facet)
-    arch: str = "resnet18"                   # resnet18/34/50/101, mobilenet_v2
-    weights: str | None = None               # None, a torchvision weights name (cached), or a state_dict path/URI
-    freeze_backbone: bool = False            # train only the head(s); features fixed (BN in eval mode)
-    cache_features: bool = True              # frozen backbone: run it once per image, train heads on the cache
-    feature_views: int = 0                   # cached features: augmented views per train image (0: the eval view)
-    small_input: bool = False                # 3x3 stride-1 stem for small (28-64 px) images
-    maxpool: bool = True                     # keep ResNet's stem max-pool
-    image_size: int = 224
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "sgd"                   # sgd (momentum, nesterov) or adamw
-    lr: float | None = None                  # default: sgd 0.1 * batch/256, adamw 1e-3
-    momentum: float = 0.9
-    weight_decay: float | None = None        # default: sgd 1e-4, adamw 0.05
-    warmup_epochs: float = 1.0               # linear warm-up, then cosine to zero
-    label_smoothing: float = 0.0
-    class_weights: str = "inverse"           # inverse (frequency) or none
-    val_fraction: float = 0.0                # hold out this much of train when there is no val split
-    patience: int | None = None              # early stopping on validation macro-F1
-    checkpoint_every: int = 0                # also checkpoint every N steps (0: epoch ends only)
-    resume: bool = False
-    seed: int = 0
-    device: str = "auto"                     # auto, cpu, cuda, cuda:1 ...
-    amp: bool | None = None                  # bf16 autocast; default on for CUDA only
-    channels_last: bool | None = None        # default on for CUDA only
-    compile: bool = False                    # torch.compile the model (CUDA)
-    workers: int | None = None               # data loader processes; default by device
-    prefetch_workers: int = 16               # concurrent S3 downloads into the cache
-    eval_batch_size: int | None = None
-    predict: bool = True                     # write predictions, metrics and embeddings at the end
-    stop_after_steps: int | None = None      # checkpoint and raise Cancelled at this global step (time-boxed jobs)
-    gpus: int = 1                            # >1: DistributedDataParallel, one process per GPU (gloo on the CPU)
-    notes: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- manifest -> results

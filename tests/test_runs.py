@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+import yaml
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
@@ -264,7 +265,7 @@ def test_stale_runs_are_requeued_then_failed(db, tmp_path, monkeypatch, django_c
     cancelling = fake_run(task, state=State.RUNNING, heartbeat_at=old, attempts=1, cancel_requested=True)
     fresh = fake_run(task, state=State.RUNNING, heartbeat_at=timezone.now(), attempts=1, lease="y" * 32)
     sent = []
-    monkeypatch.setattr(runs, "enqueue_run", sent.append)
+    monkeypatch.setattr(runs.lease, "enqueue_run", sent.append)  # where recover_lost looks it up
     with django_capture_on_commit_callbacks(execute=True):
         done = runs.check_stale_runs()
     assert done == {"requeued": [stale.id], "failed": [exhausted.id], "cancelled": [cancelling.id]}
@@ -407,6 +408,10 @@ def test_no_schema_warnings_for_runs_api(db, tmp_path, capsys):
     problems = [line for line in capsys.readouterr().err.splitlines()
                 if ("Warning [" in line or "Error [" in line) and ("runs.py" in line or "[RunViewSet" in line)]
     assert problems == []
+    schema = yaml.safe_load((tmp_path / "schema.yaml").read_text())
+    config = schema["components"]["schemas"]["RunCreate"]["properties"]["config"]
+    assert config["additionalProperties"] is False and set(config["properties"]) == runs.KNOWN
+    assert config["properties"]["epochs"]["minimum"] == 1 and config["properties"]["arch"]["enum"] == list(runs.ARCHS)
 
 
 # --------------------------------------------------------------------------- manage.py train
@@ -418,9 +423,13 @@ def test_train_command(db, tmp_path, capsys):
         call_command("train", project.slug, task.name, "--arch", "vgg")
     with pytest.raises(CommandError, match="no task"):
         call_command("train", project.slug, "nope")
-    call_command("train", project.slug, task.name, "--epochs", "2", "--config", json.dumps({"batch_size": 8}))
+    with pytest.raises(CommandError, match="between 1 and 1000"):  # mlcore.config's bounds, before anything
+        call_command("train", project.slug, task.name, "--epochs", "0")
+    call_command("train", project.slug, task.name, "--epochs", "2", "--no-maxpool", "--amp", "false",
+                 "--config", json.dumps({"batch_size": 8}))
     run = TrainingRun.objects.get()
     assert run.config["epochs"] == 2 and run.config["batch_size"] == 8 and run.state == State.QUEUED
+    assert run.config["maxpool"] is False and run.config["amp"] is False  # every user option has its flag
     assert f"run {run.id}" in capsys.readouterr().out
 
 
@@ -440,8 +449,8 @@ def test_load_demo_starts_one_demo_run(db, tmp_path, scientist):
 
 
 def test_the_app_offers_exactly_mlcores_architectures():
-    """The web app keeps its own copy (importing mlcore.models would load torch into every web
-    process); this keeps the two the same."""
+    """One list: mlcore.config declares it (no torch, so a web process may import it) and
+    mlcore.models builds from it."""
     from mlcore.models import ARCHS
 
-    assert runs.ARCHS == ARCHS
+    assert runs.ARCHS is ARCHS

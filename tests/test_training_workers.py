@@ -263,7 +263,7 @@ def test_a_training_process_that_dies_sends_the_run_back(transactional_db, tmp_p
 
     monkeypatch.setattr(runs.RunSession, "started", oom_killed)
     sent = []
-    monkeypatch.setattr(runs, "enqueue_run", sent.append)
+    monkeypatch.setattr(runs.lease, "enqueue_run", sent.append)  # where recover_lost looks it up
     with django_capture_on_commit_callbacks(execute=True):
         run = runs.execute_run(run.id, worker="test-worker")
     assert run.state == State.QUEUED and run.lease == "" and sent == [run.id]

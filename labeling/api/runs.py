@@ -19,6 +19,8 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from mlcore.config import BASIC_OPTIONS, OPTIONS, USER_OPTIONS
+
 from ..models import ClassMetric, Task, TrainingRun
 from ..services import runs as run_service
 from ..services.roles import SCIENTIST
@@ -54,7 +56,24 @@ class RunSerializer(RunListSerializer):
         read_only_fields = fields
 
 
-@extend_schema_field(OpenApiTypes.OBJECT)
+def config_schema() -> dict:
+    """The OpenAPI schema of a run's config, from mlcore.config: the fields a user may set,
+    their types, bounds, choices and defaults."""
+    types = {int: "integer", float: "number", bool: "boolean", str: "string"}
+    properties = {}
+    for name in USER_OPTIONS:
+        o = OPTIONS[name]
+        p = {"type": types[o.kind], "description": o.help, "default": o.default}
+        p.update({k: v for k, v in (("minimum", o.min), ("maximum", o.max)) if v is not None})
+        if o.choices is not None:
+            p["enum"] = list(o.choices)
+        if o.nullable:
+            p["nullable"] = True
+        properties[name] = p
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
+@extend_schema_field(config_schema())
 class ConfigField(FiniteJSONField):
     """A run's config: an object of settings (services.runs checks the names and values)."""
 
@@ -68,8 +87,8 @@ class ConfigField(FiniteJSONField):
 class RunCreateSerializer(serializers.Serializer):
     task = IdField(queryset=Task.objects.all())
     config = ConfigField(required=False, default=dict,
-                         help_text="arch, weights, epochs, batch_size, lr, class_weights (inverse/none), "
-                                   "freeze_backbone, image_size, small_input, ... (defaults filled in)")
+                         help_text=f"mlcore's training options; {', '.join(BASIC_OPTIONS)} are filled in "
+                                   f"with their defaults")
 
 
 class RunErrorSerializer(serializers.Serializer):

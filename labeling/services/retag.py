@@ -14,7 +14,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from ..models import Annotation, EventSource, Image, Label, LabelEvent, Task
+from ..models import HUMAN_SOURCES, Annotation, EventSource, Image, Label, LabelEvent, Task
+from ..signals import human_retag
 from .roles import role_of
 
 
@@ -103,7 +104,7 @@ def retag_image(*, image: Image, task: Task, label: Label | None, by=None,
     if expected_version is not None and expected_version != seen:
         raise RetagConflict(annotation, expected_version)
 
-    human = source in (EventSource.ANNOTATOR, EventSource.MTURK)
+    human = source in HUMAN_SOURCES
     if annotation and annotation.label_id == (label.id if label else None):
         if human and not annotation.verified:
             annotation.verified = True
@@ -123,9 +124,7 @@ def retag_image(*, image: Image, task: Task, label: Label | None, by=None,
         image=image, task=task, from_label=from_label, to_label=label, by=by,
         source=source, reference=reference)
     if human:
-        from .runs import schedule_auto_retrain  # runs imports this module
-
-        schedule_auto_retrain(task)
+        human_retag.send(sender=retag_image, task=task)  # automatic retraining listens (labeling.signals)
     return RetagResult(annotation, event)
 
 

@@ -46,12 +46,11 @@ import numpy as np
 
 from mlcore import storage
 
-from ..models import Annotation, EventSource, Label, LabelEvent, Suspect, SuspectRun, Task, TrainingRun
+from ..models import HUMAN_SOURCES, Annotation, Label, LabelEvent, Suspect, SuspectRun, Task, TrainingRun
 
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 WEAK_RATIO = 0.5         # a fold model below this share of the main run's test macro-F1 is weak
 CHANCE_FACTOR = 1.0      # ... and so is one not above CHANCE_FACTOR / C (guessing)
-HUMAN = (EventSource.ANNOTATOR, EventSource.MTURK)
 SIGNALS = ((Suspect.MODEL, "model"), (Suspect.CLUSTER, "cluster"), (Suspect.KNN, "knn"))
 
 
@@ -138,7 +137,7 @@ def verdicts(sr: SuspectRun) -> list[dict]:
                                                                         "status")]
     pending = {row[1]: row for row in changed_since_scoring([sr])}
     since = sr.scored_at or sr.finished_at or sr.created_at
-    touched = set(LabelEvent.objects.filter(task_id=sr.task_id, image_id__in=list(pending), source__in=HUMAN,
+    touched = set(LabelEvent.objects.filter(task_id=sr.task_id, image_id__in=list(pending), source__in=HUMAN_SOURCES,
                                             created_at__gte=since).values_list("image_id", flat=True))
     for _, image_id, given, reasons, label_now, verified, _ in pending.values():
         if label_now != given and image_id in touched:

@@ -16,8 +16,10 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from mlcore.config import BASIC_OPTIONS, OPTIONS
+
 from ..models import Image, Project, Split, Task, TrainingRun
-from ..services import quality, runs
+from ..services import quality
 from ..services.labels import ordered_labels
 from ..services.roles import SCIENTIST
 from .common import local_next as _next, page, role_required
@@ -26,25 +28,42 @@ scientist_required = role_required(SCIENTIST)
 
 # Classes under this F1 get a red dot in the dashboard's table.
 WEAK_F1 = 0.5
+
+
+def config_field(name: str, label: str, *, help_text: str = "", choices=None, widget=None) -> forms.Field:
+    """The form field of TrainConfig option ``name``: its kind, bounds, choices, default and
+    whether it may be empty come from mlcore.config; the label and looks are the page's."""
+    o = OPTIONS[name]
+    common = {"label": label, "help_text": help_text, "initial": o.default}
+    if o.choices is not None:
+        return forms.ChoiceField(choices=choices or [(c, c) for c in o.choices], **common)
+    if o.kind is bool:
+        return forms.BooleanField(required=False, **common)
+    if o.kind in (int, float):
+        kind = forms.IntegerField if o.kind is int else forms.FloatField
+        return kind(required=not o.nullable, min_value=o.min, max_value=o.max, **common)
+    return forms.CharField(required=not o.nullable, max_length=2048, widget=widget, **common)
+
+
 class RunForm(forms.Form):
-    """What a person picks to start a run; the keys of ``config()`` are mlcore's TrainConfig names."""
+    """What a person picks to start a run: the task and mlcore's basic training options
+    (``config()`` has their TrainConfig names; services.runs checks them again)."""
 
     task = forms.ModelChoiceField(queryset=Task.objects.none(), empty_label=None)
-    arch = forms.ChoiceField(label="Architecture", choices=[(a, a) for a in runs.ARCHS], initial="resnet18")
-    weights = forms.CharField(label="Pretrained weights", required=False, max_length=2048,
-                              widget=forms.TextInput(attrs={"placeholder": "IMAGENET1K_V1, file:///… or s3://…/model.pt",
-                                                            "spellcheck": "false"}),
-                              help_text="A torchvision weights name in the hub cache, or a state_dict URI. "
-                                        "Empty: train from scratch.")
-    epochs = forms.IntegerField(initial=10, min_value=1, max_value=1000)
-    batch_size = forms.IntegerField(label="Batch size", initial=64, min_value=1, max_value=4096)
-    lr = forms.FloatField(label="Learning rate", required=False, min_value=1e-8, max_value=10,
-                          help_text="Empty: SGD 0.1 × batch / 256.")
-    class_weights = forms.ChoiceField(label="Class weighting", choices=[("inverse", "inverse frequency"),
-                                                                        ("none", "none")], initial="inverse")
-    freeze_backbone = forms.BooleanField(label="Freeze backbone (train the head only)", required=False)
-    image_size = forms.IntegerField(label="Image size", initial=224, min_value=16, max_value=1024)
-    small_input = forms.BooleanField(label="Small input stem (28–64 px images)", required=False)
+    arch = config_field("arch", "Architecture")
+    weights = config_field("weights", "Pretrained weights",
+                           widget=forms.TextInput(attrs={"placeholder": "IMAGENET1K_V1, file:///… or s3://…/model.pt",
+                                                         "spellcheck": "false"}),
+                           help_text="A torchvision weights name in the hub cache, or a state_dict URI. "
+                                     "Empty: train from scratch.")
+    epochs = config_field("epochs", "Epochs")
+    batch_size = config_field("batch_size", "Batch size")
+    lr = config_field("lr", "Learning rate", help_text="Empty: SGD 0.1 × batch / 256.")
+    class_weights = config_field("class_weights", "Class weighting",
+                                 choices=[("inverse", "inverse frequency"), ("none", "none")])
+    freeze_backbone = config_field("freeze_backbone", "Freeze backbone (train the head only)")
+    image_size = config_field("image_size", "Image size")
+    small_input = config_field("small_input", "Small input stem (28–64 px images)")
 
     def __init__(self, project: Project, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -59,11 +78,8 @@ class RunForm(forms.Form):
                 ("checks", pick("freeze_backbone", "small_input"))]
 
     def config(self) -> dict:
-        d = self.cleaned_data
-        out = {k: d[k] for k in ("arch", "epochs", "batch_size", "class_weights", "freeze_backbone",
-                                 "image_size", "small_input")}
-        out["weights"] = (d.get("weights") or "").strip() or None
-        out["lr"] = d.get("lr")
+        out = {name: self.cleaned_data.get(name) for name in BASIC_OPTIONS}
+        out["weights"] = (out["weights"] or "").strip() or None
         return out
 
 

@@ -12,6 +12,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from mlcore.config import USER_OPTIONS, add_arguments, given
+
 from ...models import Task, TrainingRun
 from ...services import runs
 
@@ -22,14 +24,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("project", help="project slug")
         parser.add_argument("task", help="task name")
-        parser.add_argument("--arch", help=f"one of {', '.join(runs.ARCHS)}")
-        parser.add_argument("--weights", help="state_dict URI (in an allowed root) or torchvision weights name")
-        parser.add_argument("--epochs", type=int)
-        parser.add_argument("--batch-size", type=int)
-        parser.add_argument("--lr", type=float)
-        parser.add_argument("--class-weights", choices=["inverse", "none"])
-        parser.add_argument("--freeze-backbone", action="store_true", default=None)
-        parser.add_argument("--image-size", type=int)
+        add_arguments(parser, USER_OPTIONS)  # mlcore.config: every option a user may set
         parser.add_argument("--config", default="{}", help="more config fields as JSON")
         parser.add_argument("--retrain", type=int, metavar="RUN_ID", help="reuse this run's config (parent)")
         how = parser.add_mutually_exclusive_group()
@@ -52,10 +47,7 @@ class Command(BaseCommand):
             if parent is None:
                 raise CommandError(f"no run {o['retrain']} of this task")
             config = {**parent.config, **config}
-        for name in ("arch", "weights", "epochs", "batch_size", "lr", "class_weights", "freeze_backbone",
-                     "image_size"):
-            if o.get(name) is not None:
-                config[name] = o[name]
+        config.update(given(o, USER_OPTIONS))  # the options given on the command line win
         try:
             run = runs.start_training_run(task=task, config=config, by=None, parent=parent, enqueue=not o["here"],
                                           trigger=TrainingRun.Trigger.RETRAIN if parent else
