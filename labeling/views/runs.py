@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 from mlcore.config import BASIC_OPTIONS, OPTIONS
 
 from ..models import Image, Project, Split, Task, TrainingRun
-from ..services import quality
+from ..services import quality, runs
 from ..services.labels import ordered_labels
 from ..services.roles import SCIENTIST
 from .common import local_next as _next, page, role_required
