@@ -23,8 +23,9 @@ search in the file, nothing built at load), and for an inverted file ``centroids
 lists (and a queried row) with ``pread`` from the file: the operating system's page cache
 holds the file once for every process and a web process does not copy it. What it does map
 are the pages the id lookup's binary search touches (with the kernel's fault-around, a few
-hundred KB a query; measured at 1M while the queried row was still read through the mapping: RSS 108 MB after the first query, 444 MB after 200, of
-which 352 MB shared file pages). The first query after a load costs what the others do plus
+hundred KB a query; measured at 1M while the queried row was still read through the
+mapping: RSS 108 MB after the first query, 444 MB after 200, of which 352 MB shared file
+pages). The first query after a load costs what the others do plus
 those first faults. An ``s3://`` index is fetched once into mlcore's local content-addressed
 cache (:mod:`mlcore.data`) and mapped from there. bench/suspects_cifar10n.py --scale
 measures build, first query, p95, recall and a loading process's memory at 1,000,000.
