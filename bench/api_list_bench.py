@@ -149,7 +149,7 @@ def deep_cursor(base_url: str, image_id: int) -> str:
     """The cursor of the page that starts after ``image_id``, made by the API's pagination class."""
     from rest_framework.pagination import Cursor
 
-    from labeling.api.views import IdCursorPagination
+    from labeling.api.pagination import IdCursorPagination
 
     paginator = IdCursorPagination()
     paginator.base_url = base_url

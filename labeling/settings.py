@@ -279,10 +279,15 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "labeling.api.exceptions.handle",  # services' exceptions -> 400/404/409/502
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Retag API",
-    "DESCRIPTION": "Image label quality: projects, tasks, labels, images, annotations, imports.",
+    "DESCRIPTION": ("Retag: image label quality. Projects, tasks and labels; images and their current labels; "
+                    "retags (with the annotation version you saw: 409 when it changed) and every label event; "
+                    "imports and storage roots; training runs, their progress and quality figures; suspects "
+                    "(probably mislabelled images), their queue, clusters and cleaning runs; Mechanical Turk "
+                    "batches and workers. Errors are {\"detail\": ...} or field errors."),
     "VERSION": "1.0.0",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SWAGGER_UI_DIST": "SIDECAR",

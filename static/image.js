@@ -108,16 +108,19 @@
     }, {
       say: say,
       ok: function (data) {
-        showFacet(facet, data.facet);
-        showHistory(data.history);
-        say("ok", data.changed ? taskName + " is now " + labelName + "." : taskName + " was already " + labelName + "; marked as confirmed.");
+        showFacet(facet, window.Retag.facetOf(200, data, labelName));
+        say("ok", data.event ? taskName + " is now " + labelName + "." : taskName + " was already " + labelName + "; marked as confirmed.");
       },
       conflict: function (data) {
-        showFacet(facet, data.facet);
-        showHistory(data.history);
-        say("conflict", window.Retag.conflictText(taskName, data.facet, labelName));
+        var now = window.Retag.facetOf(409, data);
+        showFacet(facet, now);
+        say("conflict", window.Retag.conflictText(taskName, now, labelName));
       }
-    }).then(function () { busy = false; });
+    }).then(function (status) {
+      busy = false;
+      // Either way the history changed (ours, or the change that beat ours): redraw it.
+      if (status === 200 || status === 409) window.Retag.getJSON(root.dataset.historyUrl).then(showHistory).catch(function () {});
+    });
   }
 
   function go(url) { if (url) window.location.href = url; }

@@ -1,4 +1,5 @@
-// The import job page polls its status every second until the job is done or failed.
+// The import job page polls the job (GET /api/imports/{id}/) every second until it is done
+// or failed (static/poll.js).
 (function () {
   "use strict";
   var root = document.getElementById("job");
@@ -40,14 +41,7 @@
       ? "first " + s.problems.length + " of " + fmt.format(s.problems_total) : String(s.problems.length));
   }
 
-  function poll() {
-    fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
-      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
-      .then(function (s) {
-        render(s);
-        if (!s.finished) setTimeout(poll, 1000);
-      })
-      .catch(function () { setTimeout(poll, 3000); });
+  if (root.dataset.finished !== "1") {
+    window.RetagPoll(url, { update: function (s) { render(s); return s.finished; } });
   }
-  if (root.dataset.finished !== "1") poll();
 })();

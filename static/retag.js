@@ -110,6 +110,24 @@
     });
   }
 
+  // GET JSON from the API with the session's cookie. Resolves to the data; rejects on any
+  // answer but 2xx, and when the request did not get an answer.
+  function getJSON(url) {
+    return fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); });
+  }
+
+  // One line for a person from a DRF error body: {"detail": ...} or field errors
+  // ({"label": ["..."], "non_field_errors": [...]}). "" when the body says nothing.
+  function errorText(data) {
+    if (!data || typeof data !== "object") return "";
+    if (typeof data.detail === "string") return data.detail;
+    return Object.keys(data).map(function (k) {
+      var v = data[k], text = Array.isArray(v) ? v.join(" ") : (typeof v === "string" ? v : errorText(v));
+      return k === "non_field_errors" ? text : k + ": " + text;
+    }).join("; ");
+  }
+
   // Post a change that carries the annotation version the page saw, and tell its outcome.
   // opts.answered(status, data), if given, runs first on any answer. The caller handles
   // 200 (opts.ok(data)) and 409 (opts.conflict(data)): they redraw.
@@ -129,7 +147,7 @@
       } else if (status === 403) {
         say("error", "You are not allowed to " + words.action + " (or your session expired). Reload the page.");
       } else {
-        say("error", (data && data.message) || "The server could not save " + words.thing + " (HTTP " + status + ").");
+        say("error", errorText(data) || "The server could not save " + words.thing + " (HTTP " + status + ").");
       }
       return status;
     }).catch(function () {
@@ -147,12 +165,24 @@
            now + ". Your choice (" + choiceName + ") was not saved and nothing was overwritten. Press the key again to set it.";
   }
 
+  // What a retag answer (POST /api/images/{id}/retag/) says the label is now, as
+  // {label, label_name, version, verified}: on 200 from the annotation written (its name is
+  // the one the person picked), on 409 from "current", the annotation someone else wrote.
+  function facetOf(status, data, pickedName) {
+    if (status === 409) return data.current;
+    var a = data.annotation;
+    return { label: a.label, label_name: a.label == null ? null : pickedName, version: a.version, verified: a.verified };
+  }
+
   window.Retag = {
+    facetOf: facetOf,
     typingIn: typingIn,
     labelKeys: labelKeys,
     handleLabelKey: handleLabelKey,
     notice: notice,
     postJSON: postJSON,
+    getJSON: getJSON,
+    errorText: errorText,
     save: save,
     conflictText: conflictText
   };

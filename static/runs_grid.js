@@ -50,16 +50,17 @@
       say: say,
       answered: function () { cell.classList.remove("conflict"); },
       ok: function (data) {
-        showNow(cell, data.facet);
+        showNow(cell, window.Retag.facetOf(200, data, name));
         cell.classList.add("retagged");
-        say("ok", data.changed ? "Image " + cell.dataset.image + ": " + taskName + " is now " + name + "."
+        say("ok", data.event ? "Image " + cell.dataset.image + ": " + taskName + " is now " + name + "."
                                : "Image " + cell.dataset.image + " was already " + name + "; marked as confirmed.");
         select(selected + 1);
       },
       conflict: function (data) {
-        showNow(cell, data.facet);
+        var now = window.Retag.facetOf(409, data);
+        showNow(cell, now);
         cell.classList.add("conflict");
-        say("conflict", window.Retag.conflictText(taskName, data.facet, name, "image " + cell.dataset.image));
+        say("conflict", window.Retag.conflictText(taskName, now, name, "image " + cell.dataset.image));
       }
     }).then(function () { busy = false; });
   }

@@ -1,5 +1,6 @@
-// The run progress page: polls status.json every second until the run is done, failed
-// or cancelled, and redraws the counters and the loss curve without reloading.
+// The run progress page: polls GET /api/runs/{id}/progress/ every second (static/poll.js)
+// until the run is done, failed or cancelled, and redraws the counters and the loss curve
+// without reloading.
 (function () {
   "use strict";
   var root = document.getElementById("run-progress");
@@ -87,17 +88,7 @@
     window.RetagCharts.legend(document.getElementById("loss-legend"), series);
   }
 
-  function poll() {
-    fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
-      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
-      .then(function (s) {
-        render(s);
-        if (!s.finished) setTimeout(poll, 1000);
-      })
-      .catch(function () { setTimeout(poll, 3000); });
-  }
-
   var first = JSON.parse(document.getElementById("run-status").textContent);
   render(first);
-  if (!first.finished) setTimeout(poll, 1000);
+  if (!first.finished) window.RetagPoll(url, { update: function (s) { render(s); return s.finished; } });
 })();

@@ -40,16 +40,24 @@
     }, {
       say: say,
       words: words,
-      ok: function (data) {
+      ok: function () {
         say("ok", what + ": done.");
-        document.getElementById("done-count").textContent = String(data.throughput.done);
-        document.getElementById("per-minute").textContent = String(data.throughput.per_minute);
-        window.location.reload();
+        window.location.reload();  // the next suspect, and the counts, come with the page
       },
       conflict: function (data) {
-        if (data.version != null) root.dataset.version = String(data.version);
-        showCurrent(data.label, data.label_name);
-        say("conflict", data.message || "Someone else changed this label first; nothing was overwritten.");
+        // POST /api/suspects/{id}/resolve/ answers 409 with "current" when the label changed
+        // since the page saw it, with only "detail" when the suspect was already resolved.
+        var now = data.current;
+        if (!now) {
+          var text = window.Retag.errorText(data);
+          say("conflict", text.charAt(0).toUpperCase() + text.slice(1) + ".");
+          return;
+        }
+        root.dataset.version = String(now.version);
+        showCurrent(now.label, now.label_name);
+        say("conflict", "Someone else changed this label while you were looking: it is now " +
+            (now.label_name == null ? "no label" : "“" + now.label_name + "”") +
+            ". Your choice was not saved and nothing was overwritten.");
       }
     }).then(function (status) {
       if (status !== 200) busy = false;  // after a 200 the page reloads: no second send meanwhile

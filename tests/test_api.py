@@ -229,8 +229,8 @@ def test_retag_conflict_when_no_label_yet(dresses, annotator, api_client_for):
                                        {"task": d["neck"].id, "label": d["v"].id, "expected_version": 3},
                                        format="json")
     assert r.status_code == 409
-    assert r.json()["current"] == {"label": None, "label_name": None, "version": 0, "updated_by": None,
-                                   "updated_at": None}
+    assert r.json()["current"] == {"label": None, "label_name": None, "version": 0, "verified": False,
+                                   "updated_by": None, "updated_at": None}
 
 
 def test_retag_label_of_another_task_is_400(dresses, annotator, api_client_for):

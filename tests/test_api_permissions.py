@@ -90,6 +90,8 @@ def test_role_table(world, client_as, role, name, method, url, body, allowed):
     if role in allowed:
         expected = REFUSED_BY_SERVICE.get(name, ALLOWED_STATUS[method])
         assert response.status_code in expected, (role, name, response.status_code, response.content[:300])
+    elif name == "docs" and role == "anonymous":  # a page for people: to the login page
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
     else:
         assert response.status_code in (401, 403), (role, name, response.status_code)
         if role in ("annotator", "scientist"):

@@ -74,8 +74,8 @@ def admin_client(make_user, tmp_path, monkeypatch, settings):
 
 def test_the_corpus_covers_every_page_route():
     routes = page_routes()
-    assert len(routes) >= 40 and "/images/<int:image_id>/retag" in routes
-    assert "/suspects/item/<int:suspect_id>/resolve" in routes
+    assert len(routes) >= 40 and "/images/<int:image_id>/" in routes
+    assert "/suspects/<int:sr_id>/clusters/retag" in routes
 
 
 def _check(response, what: str, failures: list):

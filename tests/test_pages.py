@@ -75,7 +75,6 @@ def test_anonymous_sees_only_the_login_page(shop):
     r = c.get("/accounts/login/")
     assert r.status_code == 200
     assert b'name="username"' in r.content and b'name="password"' in r.content
-    assert c.post(f"/images/{shop['images'][0].id}/retag", {}).status_code == 302
 
 
 def test_login_page_signs_in_and_goes_home(annotator):
@@ -93,8 +92,7 @@ def test_user_without_role_gets_403(make_user, shop):
     c = client_for(make_user(None))
     assert c.get("/").status_code == 403
     assert c.get(f"/p/{shop['project'].slug}/").status_code == 403
-    r = c.post(f"/images/{shop['images'][0].id}/retag", json.dumps(
-        {"task": shop["neck"].id, "label": shop["round"].id, "expected_version": 1}), content_type="application/json")
+    r = post_retag(c, shop["images"][0], task=shop["neck"].id, label=shop["round"].id, expected_version=1)
     assert r.status_code == 403
     assert b"no role yet" in c.get("/").content
 
@@ -111,15 +109,14 @@ def test_annotators_and_scientists_browse_and_retag_but_not_admin_pages(role, ma
         assert c.get(url).status_code == 200, url
     job = ImportJob.objects.create(project=shop["project"], kind="folder", source_uri="file:///x")
     for url in ADMIN_PAGES + [f"/p/{shop['project'].slug}/labels/", f"/imports/{job.id}/",
-                              f"/imports/{job.id}/status.json"]:
+                              f"/api/imports/{job.id}/"]:
         assert c.get(url).status_code == 403, url
     assert c.post("/manage/users/", {"action": "create", "username": "x", "password": "long-enough-pw",
                                      "role": "admin"}).status_code == 403
     r = c.post(f"/p/{shop['project'].slug}/labels/", {"task": shop["neck"].id, "move": f"{shop['v'].id}:down"})
     assert r.status_code == 403
     assert [lb.name for lb in shop["neck"].labels.order_by("position")] == ["v-neck", "round", "square"]
-    r = c.post(f"/images/{image.id}/retag", json.dumps(
-        {"task": shop["neck"].id, "label": shop["square"].id, "expected_version": 1}), content_type="application/json")
+    r = post_retag(c, image, task=shop["neck"].id, label=shop["square"].id, expected_version=1)
     assert r.status_code == 200
     # The nav shows the role; admin links are not offered.
     home = c.get("/").content.decode()
@@ -132,7 +129,7 @@ def test_admin_opens_every_page(admin_user, shop):
     job = ImportJob.objects.create(project=shop["project"], kind="folder", source_uri="file:///x")
     for url in ["/", f"/p/{shop['project'].slug}/", f"/p/{shop['project'].slug}/problems/",
                 f"/p/{shop['project'].slug}/labels/", f"/images/{shop['images'][0].id}/",
-                f"/imports/{job.id}/", f"/imports/{job.id}/status.json", *ADMIN_PAGES]:
+                f"/imports/{job.id}/", f"/api/imports/{job.id}/", *ADMIN_PAGES]:
         assert c.get(url).status_code == 200, url
     assert 'href="/manage/users/"' in c.get("/").content.decode()
 
@@ -311,39 +308,45 @@ def test_problems_page_lists_corrupt_and_missing(annotator, shop):
     assert "dresses/00.jpg" not in html
 
 
-# --- retag from the page ----------------------------------------------------------------
+# --- retag from the page (through the API, as static/image.js does) ---------------------
 
 def post_retag(c, image, **body):
-    return c.post(f"/images/{image.id}/retag", json.dumps(body), content_type="application/json")
+    return c.post(f"/api/images/{image.id}/retag/", json.dumps(body), content_type="application/json")
 
 
-def test_retag_endpoint_sets_label_and_returns_history(annotator, shop):
+def test_retag_sets_label_and_the_history_shows_it(annotator, shop):
     c = client_for(annotator)
     image = shop["images"][1]
+    html = c.get(f"/images/{image.id}/").content.decode()
+    assert f'data-retag-url="/api/images/{image.id}/retag/"' in html
+    assert f'data-history-url="/api/images/{image.id}/history/"' in html
     r = post_retag(c, image, task=shop["neck"].id, label=shop["square"].id, expected_version=1)
     assert r.status_code == 200
     data = r.json()
-    assert data["changed"] is True
-    assert data["facet"] == {"task": shop["neck"].id, "label": shop["square"].id, "label_name": "square",
-                             "version": 2, "verified": True}
-    assert data["history"][0] | {"id": 0, "when": ""} == {
+    assert data["event"] is not None
+    assert {k: data["annotation"][k] for k in ("task", "label", "version", "verified")} == {
+        "task": shop["neck"].id, "label": shop["square"].id, "version": 2, "verified": True}
+    history = c.get(f"/api/images/{image.id}/history/").json()
+    assert history[0] | {"id": 0, "when": ""} == {
         "id": 0, "task": "neckline", "from": "round", "to": "square", "by": annotator.username,
         "source": "annotator", "source_key": "annotator", "reference": "", "when": ""}
     assert Annotation.objects.get(image=image, task=shop["neck"]).label == shop["square"]
     # An image without a label for the task: the page saw version 0.
     r = post_retag(c, shop["images"][3], task=shop["sleeve"].id, label=shop["short"].id, expected_version=0)
-    assert r.status_code == 200 and r.json()["facet"]["version"] == 1
+    assert r.status_code == 200 and r.json()["annotation"]["version"] == 1
 
 
-def test_retag_endpoint_conflict_overwrites_nothing(annotator, scientist, shop):
+def test_retag_conflict_overwrites_nothing_and_says_what_is_there_now(annotator, scientist, shop):
     image = shop["images"][1]
     retag_image(image=image, task=shop["neck"], label=shop["v"], by=scientist, expected_version=1)
-    r = post_retag(client_for(annotator), image, task=shop["neck"].id, label=shop["square"].id, expected_version=1)
+    c = client_for(annotator)
+    r = post_retag(c, image, task=shop["neck"].id, label=shop["square"].id, expected_version=1)
     assert r.status_code == 409
     data = r.json()
-    assert data["error"] == "conflict"
-    assert data["facet"]["label_name"] == "v-neck" and data["facet"]["version"] == 2
-    assert data["history"][0]["by"] == scientist.username
+    assert "changed since you saw it" in data["detail"]
+    assert data["current"]["label_name"] == "v-neck" and data["current"]["version"] == 2
+    assert data["current"]["updated_by"] == scientist.username
+    assert c.get(f"/api/images/{image.id}/history/").json()[0]["by"] == scientist.username
     assert Annotation.objects.get(image=image, task=shop["neck"]).label == shop["v"]
     assert LabelEvent.objects.filter(image=image, by=annotator).count() == 0
 
@@ -356,7 +359,7 @@ def test_retag_endpoint_rejects_bad_requests_and_needs_csrf(annotator, shop):
     _, other_task, other_labels = make_project(name="Shoes", task="type", labels=("boot",))
     assert post_retag(c, image, task=other_task.id, label=other_labels[0].id,
                       expected_version=0).status_code == 400
-    assert c.get(f"/images/{image.id}/retag").status_code == 405
+    assert c.get(f"/api/images/{image.id}/retag/").status_code == 405
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(annotator)
     assert post_retag(strict, image, task=shop["neck"].id, label=shop["square"].id,
@@ -479,10 +482,12 @@ def test_import_form_starts_a_job_and_its_page_reports_progress(admin_user, tmp_
     job = ImportJob.objects.get()
     assert r["Location"] == f"/imports/{job.id}/"
     assert job.project.name == "Coats" and job.options == {"task": "type"} and job.created_by == admin_user
-    status = c.get(f"/imports/{job.id}/status.json").json()
+    html = c.get(f"/imports/{job.id}/").content.decode()
+    assert f'data-status-url="/api/imports/{job.id}/"' in html  # what static/import_job.js polls
+    status = c.get(f"/api/imports/{job.id}/").json()
     assert status["state"] == "queued" and status["finished"] is False
     run_import(job)
-    status = c.get(f"/imports/{job.id}/status.json").json()
+    status = c.get(f"/api/imports/{job.id}/").json()
     assert status["finished"] is True and status["state"] == "done"
     assert (status["total"], status["processed"], status["added"], status["corrupt"]) == (5, 5, 4, 1)
     html = c.get(f"/imports/{job.id}/").content.decode()

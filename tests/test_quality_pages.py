@@ -32,8 +32,8 @@ def page_urls(w) -> list[str]:
     run, lb = w["run2"], w["labels"]
     slug = w["project"].slug
     return [f"/p/{slug}/runs/", f"/p/{slug}/runs/new/", f"/p/{slug}/runs/f1/", f"/runs/{run.id}/",
-            f"/runs/{run.id}/progress/", f"/runs/{run.id}/status.json", f"/runs/{run.id}/confusion/",
-            f"/runs/{run.id}/images/?kind=fn&label={lb[0].id}", f"/images/{w['test'][0].id}/predictions.json"]
+            f"/runs/{run.id}/progress/", f"/runs/{run.id}/confusion/",
+            f"/runs/{run.id}/images/?kind=fn&label={lb[0].id}"]
 
 
 def api_urls(w) -> list[str]:
@@ -41,7 +41,8 @@ def api_urls(w) -> list[str]:
     return [f"/api/runs/{run.id}/dashboard/", f"/api/runs/{run.id}/confusion/",
             f"/api/runs/{run.id}/false-negatives/?label={lb[0].id}", f"/api/runs/{run.id}/false-positives/?label={lb[1].id}",
             f"/api/runs/{run.id}/confusion-cell/?given={lb[0].id}&predicted={lb[1].id}",
-            f"/api/tasks/{w['task'].id}/f1-series/", f"/api/images/{w['test'][0].id}/predictions/"]
+            f"/api/tasks/{w['task'].id}/f1-series/", f"/api/images/{w['test'][0].id}/predictions/",
+            f"/api/runs/{run.id}/progress/"]
 
 
 # --- who may open what ------------------------------------------------------------------
@@ -142,7 +143,7 @@ def test_false_negative_grid_in_confidence_order_with_the_label_today(two_runs, 
     # The version each cell posts with a retag is the annotation's version now.
     versions = dict((int(i), int(v)) for i, v in re.findall(r'data-image="(\d+)" data-version="(\d+)"', html))
     assert versions == {test[3].id: 1, test[5].id: 2, test[4].id: 2}
-    assert f'data-retag-url="/images/{test[3].id}/retag"' in html
+    assert f'data-retag-url="/api/images/{test[3].id}/retag/"' in html
     # Keys 1.. pick labels in the task's order.
     assert re.findall(r'data-label-name="([^"]+)" data-key="([^"]+)"><kbd>\2</kbd>', html) == [("v-neck", "1"), ("round", "2"), ("square", "3")]
     # A confusion cell and false positives.
@@ -252,8 +253,9 @@ def test_start_cancel_and_retrain_from_the_pages(two_runs, scientist, django_cap
     assert r["Location"] == f"/runs/{run.id}/progress/"
     assert run.state == "queued" and run.created_by == scientist
     assert run.config["epochs"] == 2 and run.config["small_input"] is True and run.config["class_weights"] == "none"
-    status = c.get(f"/runs/{run.id}/status.json").json()
-    assert status["state"] == "queued" and status["finished"] is False
+    assert f'data-status-url="/api/runs/{run.id}/progress/"' in c.get(f"/runs/{run.id}/progress/").content.decode()
+    status = c.get(f"/api/runs/{run.id}/progress/").json()  # what static/runs_progress.js polls
+    assert status["state"] == "queued" and status["finished"] is False and {"overall", "loss_curve"} <= set(status)
     assert c.get(f"/runs/{run.id}/").status_code == 302  # no dashboard before it is done
 
     r = c.post(f"/runs/{run.id}/cancel/")

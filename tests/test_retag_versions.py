@@ -59,11 +59,12 @@ def test_suspects_page_refuses_a_resolve_without_a_version_and_overwrites_nothin
 
     client = Client()
     client.force_login(annotator)
-    url = f"/suspects/item/{suspect.pk}/resolve"
+    url = f"/api/suspects/{suspect.pk}/resolve/"  # what the queue page (static/suspects.js) posts to
     r = client.post(url, {"action": "accept"}, content_type="application/json")
-    assert r.status_code == 400 and "expected_version" in r.json()["message"]
+    assert r.status_code == 400 and "expected_version" in r.json()
     r = client.post(url, {"action": "accept", "expected_version": 1}, content_type="application/json")
-    assert r.status_code == 409 and r.json()["label"] == labels["fox"].id and r.json()["version"] == 2
+    assert r.status_code == 409
+    assert r.json()["current"]["label"] == labels["fox"].id and r.json()["current"]["version"] == 2
     ann = Annotation.objects.get(image=image, task=task)
     assert ann.label == labels["fox"] and ann.version == 2
     assert Suspect.objects.get(pk=suspect.pk).status == Suspect.Status.OPEN
@@ -92,7 +93,7 @@ def test_two_concurrent_resolves_of_one_version_through_the_page_one_ok_one_409(
         client = Client()
         client.force_login(user)
         barrier.wait()
-        r = client.post(f"/suspects/item/{suspect.pk}/resolve", {"action": "accept", "expected_version": 1},
+        r = client.post(f"/api/suspects/{suspect.pk}/resolve/", {"action": "accept", "expected_version": 1},
                         content_type="application/json")
         answers[suspect.pk] = (r.status_code, r.json())
 
@@ -109,7 +110,7 @@ def test_two_concurrent_resolves_of_one_version_through_the_page_one_ok_one_409(
     assert ann.label == won and ann.version == 2
     assert LabelEvent.objects.filter(image=image, source=EventSource.ANNOTATOR).count() == 1
     loser = next(body for code, body in answers.values() if code == 409)
-    assert loser["label"] == won.id and loser["version"] == 2
+    assert loser["current"]["label"] == won.id and loser["current"]["version"] == 2
 
 
 @pytest.mark.django_db

@@ -330,7 +330,7 @@ def test_api_queue_and_permissions(db, annotator, scientist, api_client_for, mak
     item = r.json()
     assert item["image"] == images[0].id and item["suggested_label"] == labels["dog"].id and item["version"] == 1
     r = api.post(f"/api/suspects/{item['id']}/resolve/", {"action": "accept", "expected_version": 0}, format="json")
-    assert r.status_code == 409 and r.json()["error"] == "conflict"
+    assert r.status_code == 409 and r.json()["current"]["version"] == 1 and "changed since" in r.json()["detail"]
     r = api.post(f"/api/suspects/{item['id']}/resolve/", {"action": "accept", "expected_version": 1}, format="json")
     assert r.status_code == 200 and r.json()["status"] == "retagged"
     assert current_version(images[0], task) == 2

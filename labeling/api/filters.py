@@ -63,7 +63,7 @@ class ImageFilter(filters.FilterSet):
         filter() call, so on the same join) starts that walk at the page. It is only a
         hint: non-strict, and the cursor's own condition still decides.
         """
-        from .views import IdCursorPagination
+        from .pagination import IdCursorPagination
 
         request = getattr(self, "request", None)
         if request is None or not request.query_params.get(IdCursorPagination.cursor_query_param):

@@ -24,16 +24,9 @@ from mlcore.config import BASIC_OPTIONS, OPTIONS, USER_OPTIONS
 from ..models import ClassMetric, Task, TrainingRun
 from ..services import runs as run_service
 from ..services.roles import SCIENTIST
-from .pagination import CheckedCursorPagination
+from .pagination import RunPagination
 from .views import ID_REGEX
 from .serializers import FiniteJSONField, IdField
-
-
-class RunPagination(CheckedCursorPagination):
-    ordering = "-id"
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 500
 
 
 class RunListSerializer(serializers.ModelSerializer):
@@ -97,16 +90,27 @@ class RunErrorSerializer(serializers.Serializer):
 
 
 class ProgressSerializer(serializers.Serializer):
+    """services.quality.run_status: what the live progress page draws."""
+
     id = serializers.IntegerField()
     state = serializers.CharField()
     state_reason = serializers.CharField()
-    progress = serializers.DictField()
+    finished = serializers.BooleanField(help_text="done, failed or cancelled: stop polling.")
+    cancel_requested = serializers.BooleanField()
+    progress = serializers.DictField(help_text="The latest point: phase, epoch, step, loss, images_per_s ...")
+    overall = serializers.DictField(help_text="The whole run's share done (0..1) and ETA in seconds.")
+    loss_curve = serializers.DictField(help_text="train and val points, and where the axis is clipped.")
+    validation = serializers.DictField(help_text="Which images the validation loss is measured on.")
+    last_train = serializers.DictField(allow_null=True, help_text="The latest training point.")
     history = serializers.ListField(child=serializers.DictField(), help_text="Points from ``since`` on.")
     history_len = serializers.IntegerField(help_text="Pass it as ``since`` next time.")
-    heartbeat_at = serializers.DateTimeField(allow_null=True)
+    device = serializers.CharField()
     attempts = serializers.IntegerField()
     test_macro_f1 = serializers.FloatField(allow_null=True)
-    finished = serializers.BooleanField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration_s = serializers.FloatField(allow_null=True)
+    heartbeat_at = serializers.DateTimeField(allow_null=True)
 
 
 class ClassMetricSerializer(serializers.ModelSerializer):
@@ -116,10 +120,6 @@ class ClassMetricSerializer(serializers.ModelSerializer):
         model = ClassMetric
         fields = ["split", "label", "label_name", "precision", "recall", "f1", "support"]
         read_only_fields = fields
-
-
-def config_error(e: run_service.RunConfigError) -> Response:
-    return Response({"detail": str(e), "errors": e.errors}, status=status.HTTP_400_BAD_REQUEST)
 
 
 @extend_schema(parameters=[
@@ -158,33 +158,22 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         """Start a run: snapshot the task's labels and queue the training (gpu queue)."""
         body = RunCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            run = run_service.start_training_run(task=body.validated_data["task"],
-                                                 config=body.validated_data["config"], by=request.user)
-        except run_service.RunConfigError as e:
-            return config_error(e)
+        run = run_service.start_training_run(task=body.validated_data["task"],
+                                             config=body.validated_data["config"], by=request.user)
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: RunSerializer, 409: RunErrorSerializer})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Cancel: a queued run at once, a running one at its next training step."""
-        try:
-            run = run_service.cancel_run(self.get_object(), by=request.user)
-        except run_service.RunStateError as e:
-            return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
+        run = run_service.cancel_run(self.get_object(), by=request.user)
         return Response(RunSerializer(run).data)
 
     @extend_schema(request=None, responses={201: RunSerializer, 400: RunErrorSerializer, 409: RunErrorSerializer})
     @action(detail=True, methods=["post"])
     def retrain(self, request, pk=None):
         """A new run with this run's config on the current labels (parent = this run)."""
-        try:
-            run = run_service.retrain(self.get_object(), by=request.user)
-        except run_service.RunConfigError as e:
-            return config_error(e)
-        except run_service.RunStateError as e:  # a suspects fold model
-            return Response({"detail": str(e)}, status=status.HTTP_409_CONFLICT)
+        run = run_service.retrain(self.get_object(), by=request.user)  # 409 for a suspects fold model
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(parameters=[OpenApiParameter("since", OpenApiTypes.INT,
@@ -192,15 +181,16 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                    responses={200: ProgressSerializer})
     @action(detail=True, methods=["get"])
     def progress(self, request, pk=None):
-        """What a live progress page polls: state, latest progress, history from ``since`` on."""
+        """What the live progress page polls: state, progress, share done and ETA, the loss
+        curve, and the history from ``since`` on."""
+        from ..services.quality import run_status
+
         run = self.get_object()
         since = request.query_params.get("since", "0")
         since = int(since) if since.isdigit() else 0
-        history = run.history or []
-        return Response({"id": run.id, "state": run.state, "state_reason": run.state_reason,
-                         "progress": run.progress, "history": history[since:], "history_len": len(history),
-                         "heartbeat_at": run.heartbeat_at, "attempts": run.attempts,
-                         "test_macro_f1": run.test_macro_f1, "finished": run.state in TrainingRun.FINAL_STATES})
+        status = run_status(run)
+        return Response({**status, "history": status["history"][since:], "history_len": len(status["history"]),
+                         "attempts": run.attempts})
 
     @extend_schema(responses={200: ClassMetricSerializer(many=True)})
     @action(detail=True, methods=["get"], url_path="class-metrics", pagination_class=None)

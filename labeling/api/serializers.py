@@ -5,7 +5,7 @@ Writes that do something (create a project, a task, a label, a retag, an import)
 through labeling/services; the serializers only check the shape of the input.
 """
 from django.db import IntegrityError, transaction
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
 from ..models import Annotation, Image, ImportJob, Label, LabelEvent, Project, StorageRoot, Task
@@ -261,8 +261,24 @@ class CurrentAnnotationSerializer(serializers.Serializer):
     label = serializers.IntegerField(allow_null=True)
     label_name = serializers.CharField(allow_null=True)
     version = serializers.IntegerField()
+    verified = serializers.BooleanField()
     updated_by = serializers.CharField(allow_null=True)
     updated_at = serializers.DateTimeField(allow_null=True)
+
+
+# A label event as the image page's history shows it: names, not ids ("from" is a Python
+# keyword, hence a serializer built from a dict).
+HISTORY_ROWS = inline_serializer("HistoryRow", many=True, fields={
+    "id": serializers.IntegerField(),
+    "task": serializers.CharField(),
+    "from": serializers.CharField(allow_null=True),
+    "to": serializers.CharField(allow_null=True),
+    "by": serializers.CharField(allow_null=True),
+    "source": serializers.CharField(help_text="For people (\"Mechanical Turk\")."),
+    "source_key": serializers.CharField(help_text="For code (\"mturk\")."),
+    "reference": serializers.CharField(),
+    "when": serializers.DateTimeField(),
+})
 
 
 class RetagConflictSerializer(serializers.Serializer):
@@ -278,6 +294,7 @@ class RetagConflictSerializer(serializers.Serializer):
             "label": a.label_id if a else None,
             "label_name": a.label.name if a and a.label_id else None,
             "version": a.version if a else 0,
+            "verified": bool(a and a.verified),
             "updated_by": a.updated_by.username if a and a.updated_by_id else None,
             "updated_at": a.updated_at if a else None,
         }
@@ -287,16 +304,20 @@ class RetagConflictSerializer(serializers.Serializer):
 class ImportJobSerializer(ModelSerializer):
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     progress = serializers.SerializerMethodField(help_text="processed / total, 0..1; null before the total is known.")
+    finished = serializers.SerializerMethodField(help_text="done or failed: a page stops polling.")
 
     class Meta:
         model = ImportJob
-        fields = ["id", "project", "kind", "source_uri", "options", "state", "created_by", "created_at",
+        fields = ["id", "project", "kind", "source_uri", "options", "state", "finished", "created_by", "created_at",
                   "started_at", "finished_at", "total", "processed", "progress", "added", "updated", "relabelled",
                   "unchanged", "missing", "corrupt", "refused", "problems_total", "problems", "message"]
         read_only_fields = [f for f in fields if f not in ("project", "kind", "source_uri", "options")]
 
     def get_progress(self, job) -> float | None:
         return min(1.0, job.processed / job.total) if job.total else None
+
+    def get_finished(self, job) -> bool:
+        return job.state in (ImportJob.State.DONE, ImportJob.State.FAILED)
 
 
 class StorageRootSerializer(ModelSerializer):

@@ -32,10 +32,9 @@ from ..models import CleaningRun, Image, Label, NearDuplicate, Suspect, SuspectR
 from ..services import autoclean
 from ..services import suspect_quality
 from ..services import suspects as svc
-from ..services.retag import RetagConflict, current_version
 from ..services.roles import ANNOTATOR, SCIENTIST
 from .permissions import RolePermission
-from .serializers import MAX_ID, FiniteJSONField, IdField, query
+from .serializers import MAX_ID, FiniteJSONField, IdField, RetagConflictSerializer, query
 
 
 class SuspectRunSerializer(serializers.ModelSerializer):
@@ -97,13 +96,6 @@ class ResolveRequestSerializer(serializers.Serializer):
         return data
 
 
-def bad_request(errors) -> dict:
-    """The 400 body of the suspects endpoints: one line for a person, the field errors for code."""
-    text = "; ".join(f"{k}: {' '.join(map(str, v))}" if isinstance(v, list) else f"{k}: {v}"
-                     for k, v in (errors.items() if isinstance(errors, dict) else [("body", errors)]))
-    return {"error": "bad_request", "message": text, "errors": errors}
-
-
 class RunFilterQuery(serializers.Serializer):
     """The list filters of suspects runs and cleaning runs: by task, training run or project."""
     task = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
@@ -163,6 +155,55 @@ class SimilarQuery(serializers.Serializer):
     k = serializers.IntegerField(required=False, min_value=1, max_value=100, default=12)
 
 
+# --- response shapes (for the schema) ------------------------------------------------------
+
+class SuspectRunDetailSerializer(SuspectRunSerializer):
+    status = serializers.DictField(help_text="services.suspects.status: state, folds and their progress, "
+                                             "folds_eta_s, counts, finished (what the run page polls)")
+    queue = serializers.DictField(child=serializers.IntegerField(), help_text="suspects by status")
+
+    class Meta(SuspectRunSerializer.Meta):
+        fields = SuspectRunSerializer.Meta.fields + ["status", "queue"]
+        read_only_fields = fields
+
+
+class RetagGroupResultSerializer(serializers.Serializer):
+    changed = serializers.ListField(child=serializers.IntegerField(), help_text="image ids retagged")
+    unchanged = serializers.ListField(child=serializers.IntegerField(), help_text="already that label: confirmed")
+    conflicts = serializers.ListField(child=serializers.IntegerField(),
+                                      help_text="changed since you saw them: not written")
+
+
+class ExclusionResultSerializer(serializers.Serializer):
+    excluded = serializers.IntegerField(required=False, help_text="images excluded by this call (exclude)")
+    restored = serializers.IntegerField(required=False, help_text="images back in training (restore)")
+    summary = serializers.DictField(help_text="the task's exclusions now, per class")
+
+
+class NearDuplicatePairSerializer(serializers.Serializer):
+    image_a = serializers.IntegerField()
+    image_b = serializers.IntegerField()
+    similarity = serializers.FloatField()
+    kind = serializers.ChoiceField(choices=NearDuplicate.Kind.values)
+    method = serializers.CharField()
+    split_a = serializers.CharField()
+    split_b = serializers.CharField()
+    label_a = serializers.IntegerField(allow_null=True)
+    label_b = serializers.IntegerField(allow_null=True)
+
+
+class SimilarItemSerializer(serializers.Serializer):
+    image = serializers.IntegerField()
+    similarity = serializers.FloatField()
+    label = serializers.IntegerField(allow_null=True)
+    split = serializers.CharField()
+
+
+class SimilarSerializer(serializers.Serializer):
+    suspect_run = serializers.IntegerField(allow_null=True, help_text="whose embedding: the latest suspects run")
+    items = SimilarItemSerializer(many=True)
+
+
 class Base(APIView):
     permission_classes = [RolePermission]
     read_role = ANNOTATOR
@@ -181,9 +222,6 @@ def _label_param(sr: SuspectRun, data) -> int | None:
     return get_object_or_404(Label, pk=value, task_id=sr.task_id).pk
 
 
-OBJECT = {200: OpenApiTypes.OBJECT}
-
-
 class SuspectRunList(Base):
     write_role = SCIENTIST
 
@@ -199,16 +237,13 @@ class SuspectRunList(Base):
     def post(self, request):
         body = SuspectRunCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            sr = svc.start_suspect_run(run=body.validated_data["run"], by=request.user,
-                                       config=body.validated_data["config"])
-        except svc.SuspectError as e:
-            return Response({"detail": str(e)}, status=400)
+        sr = svc.start_suspect_run(run=body.validated_data["run"], by=request.user,
+                                   config=body.validated_data["config"])
         return Response(SuspectRunSerializer(sr).data, status=201)
 
 
 class SuspectRunDetail(Base):
-    @extend_schema(responses=OBJECT)
+    @extend_schema(responses={200: SuspectRunDetailSerializer})
     def get(self, request, pk):
         sr = _sr(pk)
         return Response({**SuspectRunSerializer(sr).data, "status": svc.status(sr), "queue": svc.queue_counts(sr)})
@@ -236,36 +271,26 @@ class NextSuspect(Base):
         return Response(SuspectSerializer(s).data)
 
 
-def conflict(suspect: Suspect, message: str) -> Response:
-    label = suspect.image.annotations.filter(task_id=suspect.task_id).select_related("label").first()
-    return Response({"error": "conflict", "message": message, "version": current_version(suspect.image, suspect.task),
-                     "label": label.label_id if label else None,
-                     "label_name": label.label.name if label and label.label_id else None}, status=409)
-
-
 class ResolveSuspect(Base):
     @extend_schema(request=ResolveRequestSerializer,
-                   responses={200: SuspectSerializer, 400: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
+                   responses={200: SuspectSerializer, 400: OpenApiResponse(description="field errors"),
+                              409: OpenApiResponse(RetagConflictSerializer, description=(
+                                  "The label changed since you saw it (nothing written; ``current`` is the label "
+                                  "now), or the suspect was already resolved (``detail`` only)."))})
     def post(self, request, pk):
         suspect = get_object_or_404(Suspect.objects.select_related("image", "task"), pk=pk)
         body = ResolveRequestSerializer(data=request.data, context={"suspect": suspect})
-        if not body.is_valid():
-            return Response(bad_request(body.errors), status=400)
+        body.is_valid(raise_exception=True)
         d = body.validated_data
-        try:
-            s = svc.resolve(suspect, user=request.user, action=d["action"], label=d.get("label"),
-                            expected_version=d.get("expected_version"))
-        except RetagConflict:
-            return conflict(suspect, "Someone else changed this label since you saw it. Nothing was overwritten.")
-        except svc.SuspectResolved as e:
-            return conflict(suspect, str(e))
-        except ValueError as e:
-            return Response({"error": "bad_request", "message": str(e)}, status=400)
+        s = svc.resolve(suspect, user=request.user, action=d["action"], label=d.get("label"),
+                        expected_version=d.get("expected_version"))
         return Response(SuspectSerializer(s).data)
 
 
 class ClusterView(Base):
-    @extend_schema(parameters=[ClusterQuery], responses=OBJECT)
+    @extend_schema(parameters=[ClusterQuery], responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description=(
+        "Without ``label``: a list, per class: label, label_name, clusters, core, outliers, suspects. With "
+        "``label`` (and ``page``): that class's core_size, core_ids, outliers and groups (cluster, is_core, size, images)."))})
     def get(self, request, pk):
         sr = _sr(pk)
         label_id = _label_param(sr, request.query_params)
@@ -282,7 +307,7 @@ class ClusterView(Base):
 
 
 class RetagGroup(Base):
-    @extend_schema(request=RetagGroupSerializer, responses=OBJECT)
+    @extend_schema(request=RetagGroupSerializer, responses={200: RetagGroupResultSerializer})
     def post(self, request, pk):
         """Retag images to one label, each with the version you saw; conflicts are listed, not overwritten."""
         sr = _sr(pk)
@@ -295,7 +320,7 @@ class RetagGroup(Base):
 class Exclude(Base):
     write_role = SCIENTIST
 
-    @extend_schema(request=LabelQuery, responses=OBJECT)
+    @extend_schema(request=LabelQuery, responses={200: ExclusionResultSerializer})
     def post(self, request, pk):
         sr = _sr(pk)
         n = svc.exclude_outliers(sr, label_id=_label_param(sr, request.data), by=request.user)
@@ -305,7 +330,7 @@ class Exclude(Base):
 class Restore(Base):
     write_role = SCIENTIST
 
-    @extend_schema(request=LabelQuery, responses=OBJECT)
+    @extend_schema(request=LabelQuery, responses={200: ExclusionResultSerializer})
     def post(self, request, pk):
         sr = _sr(pk)
         n = svc.restore_exclusions(sr.task, label_id=_label_param(sr, request.data))
@@ -313,7 +338,7 @@ class Restore(Base):
 
 
 class NearDuplicates(Base):
-    @extend_schema(parameters=[NearDuplicateQuery], responses=OBJECT)
+    @extend_schema(parameters=[NearDuplicateQuery], responses={200: NearDuplicatePairSerializer(many=True)})
     def get(self, request, pk):
         from ..services.duplicates import near_duplicate_pairs
 
@@ -325,7 +350,7 @@ class NearDuplicates(Base):
 
 
 class SimilarImages(Base):
-    @extend_schema(parameters=[SimilarQuery], responses=OBJECT)
+    @extend_schema(parameters=[SimilarQuery], responses={200: SimilarSerializer})
     def get(self, request, pk):
         from ..services.similar import similar_images
 
@@ -443,10 +468,7 @@ class CleaningRunList(Base):
                                                             400: OpenApiResponse(description="what is wrong")})
     def post(self, request):
         body = query(CleaningStartRequest, request.data)
-        try:
-            job = autoclean.start_cleaning(run=body["run"], by=request.user, config=body.get("config") or {})
-        except autoclean.CleaningError as e:
-            return Response({"detail": str(e)}, status=400)
+        job = autoclean.start_cleaning(run=body["run"], by=request.user, config=body.get("config") or {})
         return Response(CleaningRunSerializer(job).data, status=201)
 
 
@@ -460,7 +482,7 @@ class CleaningRunDetail(Base):
 class CleaningRestore(Base):
     write_role = SCIENTIST
 
-    @extend_schema(request=CleaningRestoreRequest, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=CleaningRestoreRequest, responses={200: ExclusionResultSerializer})
     def post(self, request, pk):
         job = get_object_or_404(CleaningRun, pk=pk)
         n = autoclean.restore_cleaning(job, round=query(CleaningRestoreRequest, request.data).get("round"))

@@ -10,34 +10,12 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
 from ..models import Annotation, Image, ImportJob, Label, LabelEvent, Project, StorageRoot, Task
 from ..services.roles import ADMIN, ANNOTATOR
 from . import filters, serializers
-from .pagination import CheckedCursorPagination
-
-
-class IdCursorPagination(CheckedCursorPagination):
-    """Keyset pages in id order: page 10,000 costs what page 1 costs (``id > cursor``)."""
-
-    ordering = "id"
-    page_size = 100
-    page_size_query_param = "page_size"
-    max_page_size = 1000
-
-
-class NewestFirstCursorPagination(IdCursorPagination):
-    ordering = "-id"
-
-
-class SmallPagination(PageNumberPagination):
-    """For the short lists (projects, tasks, labels, storage roots)."""
-
-    page_size = 100
-    page_size_query_param = "page_size"
-    max_page_size = 1000
+from .pagination import IdCursorPagination, NewestFirstCursorPagination, SmallPagination
 
 
 # Router ids are whole numbers (bigint): anything else in the path is a 404 from the
@@ -71,10 +49,7 @@ class TaskViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Rea
         task = get_object_or_404(Task, pk=pk)
         body = serializers.ReorderLabelsSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            labels = reorder_labels(task, body.validated_data["label_ids"])
-        except ValueError as e:
-            return Response({"detail": str(e)}, status=status.HTTP_400_BAD_REQUEST)
+        labels = reorder_labels(task, body.validated_data["label_ids"])
         return Response(serializers.LabelBriefSerializer(labels, many=True).data)
 
 
@@ -107,20 +82,23 @@ class ImageViewSet(viewsets.ReadOnlyModelViewSet):
     def retag(self, request, pk=None):
         """Set the image's label for a task. ``expected_version`` is the version you saw;
         if someone changed the label since, nothing is written and 409 says what it is now."""
-        from ..services.retag import RetagConflict, RetagError, retag_image
+        from ..services.retag import retag_image
 
         image = get_object_or_404(Image, pk=pk)
         body = serializers.RetagRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            result = retag_image(image=image, task=body.validated_data["task"], label=body.validated_data["label"],
-                                 by=request.user, expected_version=body.validated_data["expected_version"])
-        except RetagConflict as conflict:
-            return Response(serializers.RetagConflictSerializer.from_conflict(conflict),
-                            status=status.HTTP_409_CONFLICT)
-        except RetagError as e:
-            return Response({"detail": str(e)}, status=status.HTTP_400_BAD_REQUEST)
+        result = retag_image(image=image, task=body.validated_data["task"], label=body.validated_data["label"],
+                             by=request.user, expected_version=body.validated_data["expected_version"])
         return Response(serializers.RetagResultSerializer(result).data)
+
+    @extend_schema(responses={200: serializers.HISTORY_ROWS})
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def history(self, request, pk=None):
+        """Every label change of the image, newest first, with names: what the image page
+        shows (and redraws after a retag)."""
+        from ..services.browse import event_row, history
+
+        return Response([event_row(e) for e in history(get_object_or_404(Image, pk=pk))])
 
 
 class AnnotationViewSet(viewsets.ReadOnlyModelViewSet):
@@ -154,16 +132,13 @@ class ImportJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(responses={201: serializers.ImportJobSerializer, 400: serializers.DetailSerializer})
     def create(self, request, *args, **kwargs):
-        from ..services.imports import ImportRefused, start_import
+        from ..services.imports import start_import
 
         body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        try:
-            job = start_import(project=data["project"], kind=data["kind"], source_uri=data["source_uri"],
-                               options=data.get("options") or {}, by=request.user)
-        except ImportRefused as e:
-            return Response({"detail": str(e)}, status=status.HTTP_400_BAD_REQUEST)
+        job = start_import(project=data["project"], kind=data["kind"], source_uri=data["source_uri"],
+                           options=data.get("options") or {}, by=request.user)
         return Response(self.get_serializer(job).data, status=status.HTTP_201_CREATED)
 
 

@@ -15,6 +15,7 @@ from django.db.models import Count, Exists, OuterRef
 
 from ..models import Annotation, Image, ImageStatus, Label, LabelEvent, Project, Split, Task
 from . import counts as kept
+from . import keyset
 from .labels import project_tasks
 from .retag import source_badge
 
@@ -163,22 +164,10 @@ def grid_page(f: GridFilter, *, after: int | None = None, before: int | None = N
     """One page of the filter's images in id order, by key: ``after`` (forward) or
     ``before`` (backward) an image id. One query for the images (size + 1 rows to know
     whether there is more), one for their current labels."""
-    qs = f.images()
-    if before is not None:
-        rows = list(qs.filter(id__lt=before).order_by("-id")[:size + 1])
-        more_before = len(rows) > size
-        rows = rows[:size][::-1]
-        next_after = rows[-1].id if rows else None
-        prev_before = rows[0].id if rows and more_before else None
-    else:
-        if after is not None:
-            qs = qs.filter(id__gt=after)
-        rows = list(qs.order_by("id")[:size + 1])
-        more_after = len(rows) > size
-        rows = rows[:size]
-        next_after = rows[-1].id if rows and more_after else None
-        prev_before = rows[0].id if rows and after is not None else None
-    return GridPage(cells=_with_labels(f.project, rows), next_after=next_after, prev_before=prev_before)
+    p = keyset.page(f.images(), ordering=("id",), size=size, after=None if after is None else (after,),
+                    before=None if before is None else (before,))
+    return GridPage(cells=_with_labels(f.project, p.rows), next_after=p.next[0] if p.next else None,
+                    prev_before=p.prev[0] if p.prev else None)
 
 
 def _with_labels(project: Project, images: list[Image]) -> list[GridCell]:
@@ -281,10 +270,8 @@ def neighbours(f: GridFilter, image: Image) -> tuple[int | None, int | None]:
 def problem_images(project: Project, status: str, *, after: int | None = None,
                    size: int = 200) -> tuple[list[Image], int | None]:
     """Corrupt or missing images of a project, by key (``after`` an id); and the next ``after``."""
-    qs = Image.objects.filter(project=project, status=status)
-    if after is not None:
-        qs = qs.filter(id__gt=after)
-    rows = list(qs.order_by("id").only("id", "key", "uri", "split", "status", "status_reason",
-                                       "updated_at")[:size + 1])
-    return rows[:size], (rows[size - 1].id if len(rows) > size else None)
+    qs = Image.objects.filter(project=project, status=status).only(
+        "id", "key", "uri", "split", "status", "status_reason", "updated_at")
+    p = keyset.page(qs, ordering=("id",), size=size, after=None if after is None else (after,))
+    return p.rows, (p.next[0] if p.next else None)
 

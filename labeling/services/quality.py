@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from django.db.models import Q
 from django.utils import timezone
 
 from ..models import Annotation, ClassMetric, Image, Label, Prediction, Split, Task, TrainingRun
+from . import keyset
 
 SPLITS = (Split.TEST, Split.TRAIN)  # test first: it is what a run is judged by
 METRIC_KEYS = ("precision", "recall", "f1")
@@ -520,25 +520,11 @@ def grid_page(q: GridQuery, *, after: str | None = None, before: str | None = No
     page reads ``size`` + a few rows, never the rows before it.
     """
     size = max(1, min(int(size or PAGE_SIZE), 500))
-    qs = q.predictions()
     a, b = Cursor.parse(after), Cursor.parse(before)
-    if b is not None:
-        rows = list(qs.filter(confidence__gte=b.confidence)
-                    .filter(Q(confidence__gt=b.confidence) | Q(id__lt=b.id))
-                    .order_by("confidence", "-id")[:size + 1])
-        more_before = len(rows) > size
-        rows = rows[:size][::-1]
-        nxt = str(Cursor.of(rows[-1])) if rows else None
-        prev = str(Cursor.of(rows[0])) if rows and more_before else None
-    else:
-        if a is not None:
-            qs = qs.filter(confidence__lte=a.confidence).filter(Q(confidence__lt=a.confidence) | Q(id__gt=a.id))
-        rows = list(qs.order_by("-confidence", "id")[:size + 1])
-        more_after = len(rows) > size
-        rows = rows[:size]
-        nxt = str(Cursor.of(rows[-1])) if rows and more_after else None
-        prev = str(Cursor.of(rows[0])) if rows and a is not None else None
-    return GridPage(items=_grid_items(q, rows, with_current), next=nxt, prev=prev, count=q.count())
+    p = keyset.page(q.predictions(), ordering=("-confidence", "id"), size=size,
+                    after=(a.confidence, a.id) if a else None, before=(b.confidence, b.id) if b else None)
+    return GridPage(items=_grid_items(q, p.rows, with_current), next=str(Cursor(*p.next)) if p.next else None,
+                    prev=str(Cursor(*p.prev)) if p.prev else None, count=q.count())
 
 
 def _grid_items(q: GridQuery, rows: list[Prediction], with_current: bool) -> list[dict]:

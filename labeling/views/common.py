@@ -1,11 +1,9 @@
 """What every page view shares: the role gate and the context of the top bar."""
 from __future__ import annotations
 
-import json
 from functools import wraps
 
 from django.core.exceptions import PermissionDenied
-from django.http import JsonResponse
 from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
 
@@ -59,33 +57,6 @@ def page(request, template: str, context: dict | None = None, *, project: Projec
     context.setdefault("nav_projects", Project.objects.only("id", "name", "slug"))
     context.setdefault("current_project", project)
     return render(request, template, context, status=status)
-
-
-class JsonBodyError(ValueError):
-    """The body of a JSON endpoint is not JSON (or nests too deep to read)."""
-
-
-def json_body(request):
-    """The request body as JSON (``{}`` when empty). What it holds is for a serializer to
-    check; a body that is not JSON at all raises :class:`JsonBodyError`, which
-    :func:`json_endpoint` answers with a 400."""
-    try:
-        return json.loads(request.body or b"{}")
-    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-        raise JsonBodyError(f"the body is not JSON: {e}") from None
-
-
-def json_endpoint(view):
-    """A page's JSON endpoint: a body that is not JSON is a 400 that says so, never a 500."""
-
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        try:
-            return view(request, *args, **kwargs)
-        except JsonBodyError as e:
-            return JsonResponse({"error": "bad_request", "message": str(e)}, status=400)
-
-    return wrapped
 
 
 def int_or_none(value, *, lo: int = 0, hi: int = MAX_ID) -> int | None:

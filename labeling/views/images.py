@@ -1,19 +1,19 @@
-"""The image page, its bytes (original and thumbnail) and the keyboard retag endpoint."""
+"""The image page and its bytes (original and thumbnail). Its keyboard retags through the
+API (POST /api/images/{id}/retag/, static/image.js)."""
 from __future__ import annotations
 
 import logging
 import mimetypes
 
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
-from ..models import Image, ImageStatus, Task
+from ..models import Image, ImageStatus
 from ..services import browse, quality
 from ..services.roles import SCIENTIST, has_role
 from ..services.similar import similar_images
-from ..services.retag import RetagConflict, RetagError, retag_image
-from .common import browse_required, json_body, json_endpoint, page
+from .common import browse_required, page
 
 log = logging.getLogger(__name__)
 
@@ -91,51 +91,3 @@ def image_thumbnail(request, image_id):
     response["Cache-Control"] = "private, max-age=86400"
     return response
 
-
-def _facet_json(image: Image, task: Task) -> dict:
-    facet = next(fc for fc in browse.facets(image) if fc.task.id == task.id)
-    return {
-        "task": task.id,
-        "label": facet.current.id if facet.current else None,
-        "label_name": facet.current.name if facet.current else None,
-        "version": facet.version,
-        "verified": facet.verified,
-    }
-
-
-@require_POST
-@browse_required
-@json_endpoint
-def image_retag(request, image_id):
-    """Set one label, as the keyboard on the image page asks: JSON in, JSON out.
-
-    ``{"task": id, "label": id, "expected_version": n}`` (the API's retag body, checked by
-    the same serializer) -> 200 with the facet and the fresh history; 409 (nothing
-    written) when the version seen is no longer current.
-    """
-    from ..api.serializers import RetagRequestSerializer
-
-    image = get_object_or_404(Image, id=image_id)
-    body = RetagRequestSerializer(data=json_body(request))
-    if not body.is_valid():
-        return JsonResponse({"error": "bad_request", "errors": body.errors,
-                             "message": "send task, label (of that task) and expected_version"}, status=400)
-    task, label = body.validated_data["task"], body.validated_data["label"]
-    try:
-        result = retag_image(image=image, task=task, label=label, by=request.user,
-                             expected_version=body.validated_data["expected_version"])
-    except RetagConflict:
-        return JsonResponse({
-            "error": "conflict",
-            "message": "Someone else changed this label since you opened the page. Nothing was overwritten.",
-            "facet": _facet_json(image, task),
-            "history": [browse.event_row(e) for e in browse.history(image)],
-        }, status=409)
-    except RetagError as e:
-        return JsonResponse({"error": "bad_request", "message": str(e)}, status=400)
-    return JsonResponse({
-        "ok": True,
-        "changed": result.event is not None,
-        "facet": _facet_json(image, task),
-        "history": [browse.event_row(e) for e in browse.history(image)],
-    })

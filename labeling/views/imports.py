@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from django.db import transaction
-from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 
+from ..api.serializers import ImportJobSerializer
 from ..models import ImportJob, Project
 from ..services.imports import MANIFEST_COLUMNS, OUTCOMES, ImportRefused, start_import
 from ..services.projects import create_project
@@ -46,22 +46,7 @@ def import_list(request):
 @admin_required
 def import_job(request, job_id):
     job = get_object_or_404(ImportJob.objects.select_related("project", "created_by"), id=job_id)
-    return page(request, "labeling/import_job.html", {"job": job, "status": job_status(job)},
+    # What the page's script polls (GET /api/imports/{id}/), drawn first by the server.
+    return page(request, "labeling/import_job.html", {"job": job, "status": ImportJobSerializer(job).data},
                 project=job.project)
 
-
-def job_status(job: ImportJob) -> dict:
-    fields = ("state", "total", "processed", *OUTCOMES, "problems_total", "message")
-    out = {f: getattr(job, f) for f in fields}
-    out["id"] = job.id
-    out["finished"] = job.state in (ImportJob.State.DONE, ImportJob.State.FAILED)
-    out["problems"] = list(job.problems or [])[:500]
-    out["started_at"] = job.started_at.isoformat() if job.started_at else None
-    out["finished_at"] = job.finished_at.isoformat() if job.finished_at else None
-    return out
-
-
-@admin_required
-def import_job_status(request, job_id):
-    """What the job page polls every second."""
-    return JsonResponse(job_status(get_object_or_404(ImportJob, id=job_id)))

@@ -11,14 +11,14 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, JsonResponse
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from mlcore.config import BASIC_OPTIONS, OPTIONS
 
-from ..models import Image, Project, Split, Task, TrainingRun
+from ..models import Project, Split, Task, TrainingRun
 from ..services import quality, runs
 from ..services.labels import ordered_labels
 from ..services.roles import SCIENTIST
@@ -192,12 +192,6 @@ def run_progress(request, run_id):
 
 
 @scientist_required
-def run_status(request, run_id):
-    """What the progress page polls every second."""
-    return JsonResponse(quality.run_status(get_object_or_404(TrainingRun, id=run_id)))
-
-
-@scientist_required
 def run_dashboard(request, run_id):
     run = _run(run_id)
     if run.state != TrainingRun.State.DONE:
@@ -268,7 +262,7 @@ def run_grid(request, run_id):
     })
 
 
-# --- F1 over runs; an image's predictions --------------------------------------------------------
+# --- F1 over runs --------------------------------------------------------
 
 @scientist_required
 def task_f1(request, slug):
@@ -281,9 +275,3 @@ def task_f1(request, slug):
         "series": series, "split": split, "splits": [Split.TEST, Split.TRAIN],
     }, project=project)
 
-
-@scientist_required
-def image_predictions(request, image_id):
-    """The image page's prediction panel as JSON (the panel itself is server-rendered)."""
-    image = get_object_or_404(Image, id=image_id)
-    return JsonResponse({"image": image.id, "tasks": quality.image_predictions(image)})

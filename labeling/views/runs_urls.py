@@ -9,10 +9,8 @@ urlpatterns = [
     path("p/<slug:slug>/runs/f1/", runs.task_f1, name="task_f1"),
     path("runs/<int:run_id>/", runs.run_dashboard, name="run_dashboard"),
     path("runs/<int:run_id>/progress/", runs.run_progress, name="run_progress"),
-    path("runs/<int:run_id>/status.json", runs.run_status, name="run_status"),
     path("runs/<int:run_id>/confusion/", runs.run_confusion, name="run_confusion"),
     path("runs/<int:run_id>/images/", runs.run_grid, name="run_grid"),
     path("runs/<int:run_id>/cancel/", runs.run_cancel, name="run_cancel"),
     path("runs/<int:run_id>/retrain/", runs.run_retrain, name="run_retrain"),
-    path("images/<int:image_id>/predictions.json", runs.image_predictions, name="image_predictions"),
 ]

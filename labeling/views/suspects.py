@@ -6,21 +6,18 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.contrib import messages
-from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from ..models import CleaningRun, Label, Project, Suspect, SuspectRun, TrainingRun
+from ..models import CleaningRun, Label, Project, SuspectRun, TrainingRun
 from ..services import autoclean
 from ..services import suspect_quality as quality
 from ..services import suspects as svc
 from ..services.labels import ordered_labels
-from ..services.retag import RetagConflict, current_version
 from ..services.roles import SCIENTIST, has_role
-from ..api.suspects import ResolveRequestSerializer, bad_request
-from .common import browse_required, int_or_none, json_body, json_endpoint, local_next as _next, page, role_required
+from .common import browse_required, int_or_none, local_next as _next, page, role_required
 
 scientist_required = role_required(SCIENTIST)
 
@@ -82,11 +79,6 @@ def suspect_run(request, sr_id):
         "cleanings": CleaningRun.objects.filter(run=sr.run)[:10]})
 
 
-@browse_required
-def suspect_status(request, sr_id):
-    return JsonResponse(svc.status(_sr(sr_id)))
-
-
 def _since(request, sr: SuspectRun) -> datetime:
     key = f"suspects-{sr.pk}-since"
     if key not in request.session:
@@ -108,36 +100,6 @@ def suspect_queue(request, sr_id):
                        typical_given=svc.typical_images(sr, suspect.given_label_id),
                        typical_suggested=svc.typical_images(sr, suspect.suggested_label_id))
     return _page(request, "suspects/queue.html", sr, context)
-
-
-@require_POST
-@browse_required
-@json_endpoint
-def suspect_resolve(request, suspect_id):
-    """JSON in ``{"action", "label", "expected_version"}``; 200, or 409 with the label as it is now."""
-    suspect = get_object_or_404(Suspect.objects.select_related("image", "task", "suspect_run"), pk=suspect_id)
-    body = ResolveRequestSerializer(data=json_body(request), context={"suspect": suspect})
-    if not body.is_valid():
-        return JsonResponse(bad_request(body.errors), status=400)
-    d = body.validated_data
-    try:
-        s = svc.resolve(suspect, user=request.user, action=d["action"], label=d.get("label"),
-                        expected_version=d.get("expected_version"))
-    except (RetagConflict, svc.SuspectResolved) as e:
-        ann = suspect.image.annotations.filter(task_id=suspect.task_id).select_related("label").first()
-        message = ("Someone else changed this label while you were looking: it is now "
-                   f"“{ann.label.name if ann and ann.label_id else 'no label'}”. Your choice was not saved "
-                   "and nothing was overwritten." if isinstance(e, RetagConflict) else str(e).capitalize() + ".")
-        return JsonResponse({"error": "conflict", "message": message, "version": current_version(suspect.image,
-                                                                                               suspect.task),
-                             "label": ann.label_id if ann else None,
-                             "label_name": ann.label.name if ann and ann.label_id else None}, status=409)
-    except ValueError as e:
-        return JsonResponse({"error": "bad_request", "message": str(e)}, status=400)
-    sr = suspect.suspect_run
-    return JsonResponse({"ok": True, "status": s.status,
-                         "label_name": s.resolved_label.name if s.resolved_label_id else None,
-                         "throughput": svc.throughput(sr, request.user, _since(request, sr))})
 
 
 @browse_required
@@ -244,11 +206,6 @@ def cleaning_run(request, job_id):
     return page(request, "suspects/cleaning.html", {
         "job": job, "project": job.project, "task": job.task, "summary": autoclean.summary(job),
         "can_clean": has_role(request.user, SCIENTIST)}, project=job.project)
-
-
-@browse_required
-def cleaning_status(request, job_id):
-    return JsonResponse(autoclean.summary(_job(job_id)))
 
 
 @require_POST

@@ -10,10 +10,8 @@ urlpatterns = [
     path("images/<int:image_id>/", images.image_detail, name="image_detail"),
     path("images/<int:image_id>/original", images.image_original, name="image_original"),
     path("images/<int:image_id>/thumb.jpg", images.image_thumbnail, name="image_thumbnail"),
-    path("images/<int:image_id>/retag", images.image_retag, name="image_retag"),
     path("imports/", imports.import_list, name="imports"),
     path("imports/<int:job_id>/", imports.import_job, name="import_job"),
-    path("imports/<int:job_id>/status.json", imports.import_job_status, name="import_job_status"),
     path("manage/users/", admin_pages.users, name="users"),
     path("manage/storage-roots/", admin_pages.storage_roots, name="storage_roots"),
 ]
