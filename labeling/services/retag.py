@@ -168,8 +168,8 @@ MAX_BULK = 1000  # images per bulk retag request
 
 @dataclass
 class BulkResult:
-    changed: list[dict]      # {"image", "version"}: retagged (one event each)
-    unchanged: list[dict]    # {"image", "version"}: already had the label (marked verified)
+    changed: list[dict]      # {"image", "version", "label"}: retagged (one event each)
+    unchanged: list[dict]    # {"image", "version", "label"}: already had the label (marked verified)
     conflicts: list[dict]    # {"image", "seen", "version", "label"}: changed since the person saw it
     missing: list[int]       # image ids not in the task's project
 
@@ -198,5 +198,44 @@ def retag_many(*, task: Task, label: Label | None, items: list[tuple[int, int]],
                                      "label": a.label_id if a else None})
         else:
             (result.changed if r.event else result.unchanged).append(
-                {"image": image_id, "version": r.annotation.version})
+                {"image": image_id, "version": r.annotation.version, "label": r.annotation.label_id})
+    return result
+
+
+UNDO_REFERENCE = "undo"  # the reference of the event an undo writes: the history says so
+
+
+def undo_retags(*, task: Task, items: list[tuple[int, int]], by=None) -> BulkResult:
+    """Take back the retags that gave each ``(image id, version)`` in ``items`` its label:
+    ``version`` is what the retag returned. The image goes back to the label it had before
+    that retag (the ``from`` of the event that made this version: every version has one),
+    as a retag of its own (an event, reference ``undo``) sent with that version, so an image
+    someone changed in between is a conflict, reported and left as it is, never overwritten.
+    Images of one request may go back to different labels (the undo of a bulk retag)."""
+    if len(items) > MAX_BULK:
+        raise RetagError(f"at most {MAX_BULK} images per undo, not {len(items)}")
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for _, v in items):
+        raise RetagError("each version to undo is the one a retag returned: a whole number >= 1")
+    images = Image.objects.in_bulk([i for i, _ in items])
+    result = BulkResult([], [], [], [])
+    for image_id, version in dict(items).items():
+        image = images.get(image_id)
+        if image is None or image.project_id != task.project_id:
+            result.missing.append(image_id)
+            continue
+        try:
+            with transaction.atomic():
+                # Lock as retag_image does, so the event read is the one of the version checked.
+                list(Image.objects.select_for_update().filter(pk=image.pk).values_list("pk", flat=True))
+                last = LabelEvent.objects.filter(image=image, task=task).select_related("from_label").order_by("-id").first()
+                previous = last.from_label if last else None
+                r = retag_image(image=image, task=task, label=previous, by=by, expected_version=version,
+                                reference=UNDO_REFERENCE)
+        except RetagConflict as e:
+            a = e.annotation
+            result.conflicts.append({"image": image_id, "seen": version, "version": a.version if a else 0,
+                                     "label": a.label_id if a else None})
+        else:
+            (result.changed if r.event else result.unchanged).append(
+                {"image": image_id, "version": r.annotation.version, "label": r.annotation.label_id})
     return result
