@@ -96,12 +96,11 @@
     function offerUndo(items) {
       last = items.length ? { items: items } : null;
       if (!last) return;
-      noticeEl.appendChild(document.createTextNode(" · "));
       var b = document.createElement("button");
       b.type = "button";
-      b.className = "btn btn-small";
+      b.className = "btn btn-small undo-btn";  // its word is CSS: the notice's text stays the sentence
       b.setAttribute("data-testid", "undo");
-      b.textContent = "Undo";
+      b.setAttribute("aria-label", "Undo");
       b.title = "Ctrl+Z";
       b.addEventListener("click", undo);
       noticeEl.appendChild(b);

@@ -130,9 +130,9 @@
     var taskName = facet.dataset.taskName;
     var b = document.createElement("button");
     b.type = "button";
-    b.className = "btn btn-small";
+    b.className = "btn btn-small undo-btn";  // its word is CSS: the notice's text stays the sentence
     b.setAttribute("data-testid", "undo");
-    b.textContent = "Undo";
+    b.setAttribute("aria-label", "Undo");
     b.title = "Ctrl+Z";
     undoLast = function () {
       undoLast = null;
@@ -160,7 +160,6 @@
       }).catch(function () { say("error", "Network error: nothing was undone."); });
     };
     b.addEventListener("click", function () { if (undoLast) undoLast(); });
-    notice.appendChild(document.createTextNode(" · "));
     notice.appendChild(b);
   }
   document.addEventListener("keydown", function (ev) {
