@@ -183,23 +183,8 @@ def retag_many(*, task: Task, label: Label | None, items: list[tuple[int, int]],
         raise RetagError(f"at most {MAX_BULK} images per bulk retag, not {len(items)}")
     if label is not None and label.task_id != task.id:
         raise RetagError(f"label {label.name!r} is not a label of task {task.name!r}")
-    images = Image.objects.in_bulk([i for i, _ in items])
-    result = BulkResult([], [], [], [])
-    for image_id, seen in dict(items).items():  # an image listed twice counts once (its last version)
-        image = images.get(image_id)
-        if image is None or image.project_id != task.project_id:
-            result.missing.append(image_id)
-            continue
-        try:
-            r = retag_image(image=image, task=task, label=label, by=by, expected_version=seen, source=source)
-        except RetagConflict as e:
-            a = e.annotation
-            result.conflicts.append({"image": image_id, "seen": seen, "version": a.version if a else 0,
-                                     "label": a.label_id if a else None})
-        else:
-            (result.changed if r.event else result.unchanged).append(
-                {"image": image_id, "version": r.annotation.version, "label": r.annotation.label_id})
-    return result
+    return _each(task, items, lambda image, seen: retag_image(
+        image=image, task=task, label=label, by=by, expected_version=seen, source=source))
 
 
 UNDO_REFERENCE = "undo"  # the reference of the event an undo writes: the history says so
@@ -216,24 +201,34 @@ def undo_retags(*, task: Task, items: list[tuple[int, int]], by=None) -> BulkRes
         raise RetagError(f"at most {MAX_BULK} images per undo, not {len(items)}")
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for _, v in items):
         raise RetagError("each version to undo is the one a retag returned: a whole number >= 1")
+
+    @transaction.atomic
+    def undo_one(image: Image, version: int) -> RetagResult:
+        # Lock as retag_image does, so the event read is the one of the version it checks.
+        list(Image.objects.select_for_update().filter(pk=image.pk).values_list("pk", flat=True))
+        last = LabelEvent.objects.filter(image=image, task=task).select_related("from_label").order_by("-id").first()
+        return retag_image(image=image, task=task, label=last.from_label if last else None, by=by,
+                           expected_version=version, reference=UNDO_REFERENCE)
+
+    return _each(task, items, undo_one)
+
+
+def _each(task: Task, items: list[tuple[int, int]], retag) -> BulkResult:
+    """``retag(image, version)`` for each ``(image id, version)`` of ``items`` (an image
+    listed twice counts once, with its last version), each in its own transaction; what
+    each did, or why not, goes into one :class:`BulkResult`."""
     images = Image.objects.in_bulk([i for i, _ in items])
     result = BulkResult([], [], [], [])
-    for image_id, version in dict(items).items():
+    for image_id, seen in dict(items).items():
         image = images.get(image_id)
         if image is None or image.project_id != task.project_id:
             result.missing.append(image_id)
             continue
         try:
-            with transaction.atomic():
-                # Lock as retag_image does, so the event read is the one of the version checked.
-                list(Image.objects.select_for_update().filter(pk=image.pk).values_list("pk", flat=True))
-                last = LabelEvent.objects.filter(image=image, task=task).select_related("from_label").order_by("-id").first()
-                previous = last.from_label if last else None
-                r = retag_image(image=image, task=task, label=previous, by=by, expected_version=version,
-                                reference=UNDO_REFERENCE)
+            r = retag(image, seen)
         except RetagConflict as e:
             a = e.annotation
-            result.conflicts.append({"image": image_id, "seen": version, "version": a.version if a else 0,
+            result.conflicts.append({"image": image_id, "seen": seen, "version": a.version if a else 0,
                                      "label": a.label_id if a else None})
         else:
             (result.changed if r.event else result.unchanged).append(
