@@ -92,6 +92,13 @@ def test_select_all_in_the_fn_grid_a_key_retags_them_and_undo_takes_each_back(pa
     assert {i: _ann(i, task).label_id for i in ids} == before
     assert LabelEvent.objects.filter(task=task, reference=UNDO_REFERENCE, by=scientist).count() == len(changed)
 
+    # Space selects the focused card, Escape clears; then a key retags the focused card alone.
+    page.keyboard.press(" ")
+    expect(page.get_by_test_id("selected-count")).to_have_text("1 selected")
+    expect(cells.first).to_have_class(re.compile(r"\bpicked\b"))
+    page.keyboard.press("Escape")
+    expect(page.get_by_test_id("selected-count")).to_have_text("none selected")
+
     # A single retag of the focused card, and its undo.
     first = ids[0]
     target = next(i for i, lb in enumerate(labels) if lb.id != before[first])
