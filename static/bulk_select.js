@@ -189,6 +189,7 @@
     redraw();
     return {
       count: function () { return picked().length; },
+      retag: retag,
       // A single retag the page made (the version it returned) becomes the decision Undo
       // takes back: the button follows the page's own confirmation.
       offerUndo: function (image, version) { offerUndo([{ image: image, version: version }]); }

@@ -101,6 +101,9 @@
 
   labels.forEach(function (li) {
     li.style.cursor = "pointer";
-    li.addEventListener("click", function () { retag(cells[selected], li); });
+    li.addEventListener("click", function () {
+      if (bulk && bulk.count()) bulk.retag(Number(li.dataset.label));  // as its key does
+      else retag(cells[selected], li);
+    });
   });
 })();

@@ -92,10 +92,19 @@ def test_select_all_in_the_fn_grid_a_key_retags_them_and_undo_takes_each_back(pa
     assert {i: _ann(i, task).label_id for i in ids} == before
     assert LabelEvent.objects.filter(task=task, reference=UNDO_REFERENCE, by=scientist).count() == len(changed)
 
-    # Space selects the focused card, Escape clears; then a key retags the focused card alone.
+    # Space selects the focused card; a click on a label of the panel retags the selection too.
     page.keyboard.press(" ")
     expect(page.get_by_test_id("selected-count")).to_have_text("1 selected")
     expect(cells.first).to_have_class(re.compile(r"\bpicked\b"))
+    other = next(lb for lb in labels if lb.id != before[ids[0]])
+    page.locator(f"#task-labels li[data-label='{other.id}']").click()
+    expect(notice).to_contain_text(f"Retagged 1 to {other.name}")
+    assert _ann(ids[0], task).label_id == other.id
+    page.get_by_test_id("undo").click()
+    expect(notice).to_contain_text("Undone:")
+    assert _ann(ids[0], task).label_id == before[ids[0]]
+    # Escape clears a selection; then a key retags the focused card alone.
+    page.keyboard.press(" ")
     page.keyboard.press("Escape")
     expect(page.get_by_test_id("selected-count")).to_have_text("none selected")
 
