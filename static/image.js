@@ -110,6 +110,7 @@
       ok: function (data) {
         showFacet(facet, window.Retag.facetOf(200, data, labelName));
         say("ok", data.event ? taskName + " is now " + labelName + "." : taskName + " was already " + labelName + "; marked as confirmed.");
+        if (data.event) offerUndo(facet, data.annotation.version);
       },
       conflict: function (data) {
         var now = window.Retag.facetOf(409, data);
@@ -122,6 +123,54 @@
       if (status === 200 || status === 409) window.Retag.getJSON(root.dataset.historyUrl).then(showHistory).catch(function () {});
     });
   }
+
+  // The confirmation of a retag carries an Undo (and Ctrl+Z): POST /api/retag/undo/ with the
+  // version the retag returned puts the label it replaced back, as an event of its own; if
+  // someone changed it in between, that is told and nothing is overwritten. The history is
+  // then read again from the page as the server renders it.
+  var undoLast = null;
+  function offerUndo(facet, version) {
+    var taskName = facet.dataset.taskName;
+    var b = document.createElement("button");
+    b.type = "button";
+    b.className = "btn btn-small undo-btn";  // its word is CSS: the notice's text stays the sentence
+    b.setAttribute("data-testid", "undo");
+    b.setAttribute("aria-label", "Undo");
+    b.title = "Ctrl+Z";
+    undoLast = function () {
+      undoLast = null;
+      say("pending", "Undoing…");
+      window.Retag.postJSON(root.dataset.undoUrl, {
+        task: Number(facet.dataset.task), items: [{ image: Number(root.dataset.image), version: version }]
+      }).then(function (res) {
+        if (res.status !== 200) {
+          say("error", (res.data && res.data.detail) || "The undo was refused (HTTP " + res.status + ").");
+          return;
+        }
+        var d = res.data.changed[0] || res.data.conflicts[0];
+        var button = d && d.label != null ? facet.querySelector(".choice[data-label='" + d.label + "']") : null;
+        var name = button ? button.dataset.labelName : null;
+        showFacet(facet, { version: d.version, label: d.label, label_name: name, verified: !!res.data.changed.length });
+        if (res.data.changed.length) say("ok", "Undone: " + taskName + " is back to " + (name == null ? "no label" : name) + ".");
+        else say("conflict", "Not undone: someone changed " + taskName + " since (it is now " + (name == null ? "no label" : name) + "); nothing was overwritten.");
+        return fetch(window.location.href, { credentials: "same-origin" }).then(function (r) { return r.text(); }).then(function (html) {
+          var fresh = new DOMParser().parseFromString(html, "text/html");
+          ["history-rows", "history-count"].forEach(function (id) {
+            var el = fresh.getElementById(id);
+            if (el) document.getElementById(id).replaceWith(document.adoptNode(el));
+          });
+        });
+      }).catch(function () { say("error", "Network error: nothing was undone."); });
+    };
+    b.addEventListener("click", function () { if (undoLast) undoLast(); });
+    notice.appendChild(b);
+  }
+  document.addEventListener("keydown", function (ev) {
+    if ((ev.ctrlKey || ev.metaKey) && (ev.key === "z" || ev.key === "Z") && undoLast && !window.Retag.typingIn({ target: ev.target })) {
+      ev.preventDefault();
+      undoLast();
+    }
+  });
 
   function go(url) { if (url) window.location.href = url; }
 

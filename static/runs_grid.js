@@ -54,6 +54,7 @@
         cell.classList.add("retagged");
         say("ok", data.event ? "Image " + cell.dataset.image + ": " + taskName + " is now " + name + "."
                                : "Image " + cell.dataset.image + " was already " + name + "; marked as confirmed.");
+        if (data.event && bulk) bulk.offerUndo(Number(cell.dataset.image), data.annotation.version);
         select(selected + 1);
       },
       conflict: function (data) {
@@ -89,8 +90,21 @@
       select(i);
     });
   });
+  // Bulk selection (static/bulk_select.js): its keys come first while images are selected.
+  var bulk = window.BulkSelect && window.BulkSelect.attach({
+    cells: cells,
+    focused: function () { return selected; },
+    show: function (cell, labelId, labelName) {
+      showNow(cell, { version: Number(cell.dataset.version), label: labelId, label_name: labelName });
+      if (!cell.classList.contains("conflict")) cell.classList.add("retagged");
+    }
+  });
+
   labels.forEach(function (li) {
     li.style.cursor = "pointer";
-    li.addEventListener("click", function () { retag(cells[selected], li); });
+    li.addEventListener("click", function () {
+      if (bulk && bulk.count()) bulk.retag(Number(li.dataset.label));  // as its key does
+      else retag(cells[selected], li);
+    });
   });
 })();

@@ -195,7 +195,7 @@ def test_grid_filters_by_label_split_and_status(annotator, shop):
     assert "thumb-problem" in html  # no thumbnail request for a corrupt image
     # Each cell shows the current label of the chosen task, and all of them on hover.
     html = c.get(f"/p/dresses/?task={neck.id}").content.decode()
-    first = re.search(r'<li class="cell status-ok">(.*?)</li>', html, re.S).group(1)
+    first = re.search(r'<li class="cell status-ok"[^>]*>(.*?)</li>', html, re.S).group(1)
     assert '<span class="cell-label">v-neck</span>' in first
     assert "<dt>sleeve</dt><dd>long</dd>" in first
     # A label of another task is ignored rather than trusted.

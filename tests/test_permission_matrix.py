@@ -111,6 +111,7 @@ MATRIX = {
     "/api/runs/{run_id}/confusion/": {"GET": S},
     "/api/runs/{run_id}/map/": {"GET": S},
     "/api/retag/bulk/": {"POST": A},
+    "/api/retag/undo/": {"POST": A},
     "/api/runs/{run_id}/false-negatives/": {"GET": S},
     "/api/runs/{run_id}/false-positives/": {"GET": S},
     "/api/runs/{run_id}/confusion-cell/": {"GET": S},

@@ -66,7 +66,9 @@ def test_the_api_root_lists_every_module_and_says_what_retag_is(annotator, api_c
     assert r.status_code == 200
     assert {"projects", "tasks", "labels", "images", "annotations", "events", "imports", "storage-roots", "runs",
             "suspect-runs", "cleaning-runs", "mturk/batches", "mturk/workers"} <= set(r.json())
-    html = api_client_for(annotator).get("/api/", HTTP_ACCEPT="text/html").content.decode()
+    browser = api_client_for()
+    browser.force_login(annotator)  # a browser has the session (the login middleware sends one without it to the login)
+    html = browser.get("/api/", HTTP_ACCEPT="text/html").content.decode()
     assert "Retag API" in html and "annotation version" in html
     assert "The default basic root view" not in html
 

@@ -1,5 +1,5 @@
 """The embeddings map of a run (scientists and admins) and bulk retag (annotators and up):
-the map's selection, or any grid's, retagged in one request."""
+the map's selection, or any grid's, retagged in one request, and the undo of a retag."""
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from ..models import Label, Task, TrainingRun
 from ..services import embedding_map
-from ..services.retag import MAX_BULK, RetagError, retag_many
+from ..services.retag import MAX_BULK, RetagError, retag_many, undo_retags
 from ..services.roles import ANNOTATOR, SCIENTIST
 from .permissions import RolePermission
 from .serializers import DetailSerializer, IdField, MAX_ID
@@ -73,7 +73,8 @@ class BulkRetagRequestSerializer(serializers.Serializer):
 
 class BulkDoneSerializer(serializers.Serializer):
     image = serializers.IntegerField()
-    version = serializers.IntegerField(help_text="The label's version now.")
+    version = serializers.IntegerField(help_text="The label's version now (what an undo sends).")
+    label = serializers.IntegerField(allow_null=True, help_text="The label now.")
 
 
 class BulkConflictSerializer(serializers.Serializer):
@@ -106,6 +107,38 @@ class BulkRetagView(APIView):
         try:
             result = retag_many(task=data["task"], label=data["label"], by=request.user,
                                 items=[(i["image"], i["expected_version"]) for i in data["items"]])
+        except RetagError as e:
+            return Response({"detail": str(e)}, status=400)
+        return Response(BulkRetagResultSerializer(result).data)
+
+
+class UndoItemSerializer(serializers.Serializer):
+    image = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    version = serializers.IntegerField(min_value=1, max_value=2**31 - 1,
+                                       help_text="The version the retag to take back returned.")
+
+
+class UndoRequestSerializer(serializers.Serializer):
+    task = IdField(queryset=Task.objects.all())
+    items = UndoItemSerializer(many=True, allow_empty=False, max_length=MAX_BULK)
+
+
+class UndoRetagView(APIView):
+    permission_classes = [RolePermission]
+    write_role = ANNOTATOR
+
+    @extend_schema(request=UndoRequestSerializer, responses={200: BulkRetagResultSerializer,
+                                                            400: DetailSerializer})
+    def post(self, request):
+        """Take back retags (one, or a bulk retag's): each image goes back to the label it had
+        before the retag that returned ``version``, as an event of its own (reference
+        ``undo``); an image someone changed since is reported in ``conflicts`` and left as it is."""
+        body = UndoRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            result = undo_retags(task=data["task"], by=request.user,
+                                 items=[(i["image"], i["version"]) for i in data["items"]])
         except RetagError as e:
             return Response({"detail": str(e)}, status=400)
         return Response(BulkRetagResultSerializer(result).data)

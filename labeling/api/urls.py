@@ -99,9 +99,10 @@ plain = [
     path("runs/<int:run_id>/confusion-cell/", quality.ConfusionCellView.as_view(), name="run-confusion-cell"),
     path("tasks/<int:task_id>/f1-series/", quality.TaskF1SeriesView.as_view(), name="task-f1-series"),
     path("images/<int:image_id>/predictions/", quality.ImagePredictionsView.as_view(), name="image-predictions"),
-    # the embeddings map and bulk retag (labeling/api/maps.py)
+    # the embeddings map, bulk retag and undo (labeling/api/maps.py)
     path("runs/<int:run_id>/map/", maps.RunMapView.as_view(), name="run-map"),
     path("retag/bulk/", maps.BulkRetagView.as_view(), name="bulk-retag"),
+    path("retag/undo/", maps.UndoRetagView.as_view(), name="undo-retag"),
 ]
 
 urlpatterns = [

@@ -147,6 +147,7 @@ def parse_filter(project: Project, params) -> GridFilter:
 class GridCell:
     image: Image
     labels: list[tuple[Task, Label | None]] = field(default_factory=list)
+    version: int = 0  # of the filter task's label (0: none yet): what a bulk retag sends
 
     def label_for(self, task: Task | None) -> Label | None:
         return next((lb for t, lb in self.labels if task is not None and t.id == task.id), None)
@@ -166,16 +167,19 @@ def grid_page(f: GridFilter, *, after: int | None = None, before: int | None = N
     whether there is more), one for their current labels."""
     p = keyset.page(f.images(), ordering=("id",), size=size, after=None if after is None else (after,),
                     before=None if before is None else (before,))
-    return GridPage(cells=_with_labels(f.project, p.rows), next_after=p.next[0] if p.next else None,
+    return GridPage(cells=_with_labels(f.project, p.rows, f.task), next_after=p.next[0] if p.next else None,
                     prev_before=p.prev[0] if p.prev else None)
 
 
-def _with_labels(project: Project, images: list[Image]) -> list[GridCell]:
+def _with_labels(project: Project, images: list[Image], task: Task | None) -> list[GridCell]:
     tasks = list(project_tasks(project))
-    current = {}
+    current, versions = {}, {}
     for a in Annotation.objects.filter(image__in=[i.id for i in images]).select_related("label"):
         current[(a.image_id, a.task_id)] = a.label
-    return [GridCell(image=i, labels=[(t, current.get((i.id, t.id))) for t in tasks]) for i in images]
+        if task is not None and a.task_id == task.id:
+            versions[a.image_id] = a.version
+    return [GridCell(image=i, labels=[(t, current.get((i.id, t.id))) for t in tasks], version=versions.get(i.id, 0))
+            for i in images]
 
 
 @dataclass

@@ -167,8 +167,8 @@ MAX_BULK = 1000  # images per bulk retag request
 
 @dataclass
 class BulkResult:
-    changed: list[dict]      # {"image", "version"}: retagged (one event each)
-    unchanged: list[dict]    # {"image", "version"}: already had the label (marked verified)
+    changed: list[dict]      # {"image", "version", "label"}: retagged (one event each)
+    unchanged: list[dict]    # {"image", "version", "label"}: already had the label (marked verified)
     conflicts: list[dict]    # {"image", "seen", "version", "label"}: changed since the person saw it
     missing: list[int]       # image ids not in the task's project
 
@@ -182,20 +182,54 @@ def retag_many(*, task: Task, label: Label | None, items: list[tuple[int, int]],
         raise RetagError(f"at most {MAX_BULK} images per bulk retag, not {len(items)}")
     if label is not None and label.task_id != task.id:
         raise RetagError(f"label {label.name!r} is not a label of task {task.name!r}")
+    return _each(task, items, lambda image, seen: retag_image(
+        image=image, task=task, label=label, by=by, expected_version=seen, source=source))
+
+
+UNDO_REFERENCE = "undo"  # the reference of the event an undo writes: the history says so
+
+
+def undo_retags(*, task: Task, items: list[tuple[int, int]], by=None) -> BulkResult:
+    """Take back the retags that gave each ``(image id, version)`` in ``items`` its label:
+    ``version`` is what the retag returned. The image goes back to the label it had before
+    that retag (the ``from`` of the event that made this version: every version has one),
+    as a retag of its own (an event, reference ``undo``) sent with that version, so an image
+    someone changed in between is a conflict, reported and left as it is, never overwritten.
+    Images of one request may go back to different labels (the undo of a bulk retag)."""
+    if len(items) > MAX_BULK:
+        raise RetagError(f"at most {MAX_BULK} images per undo, not {len(items)}")
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for _, v in items):
+        raise RetagError("each version to undo is the one a retag returned: a whole number >= 1")
+
+    @transaction.atomic
+    def undo_one(image: Image, version: int) -> RetagResult:
+        # Lock as retag_image does, so the event read is the one of the version it checks.
+        list(Image.objects.select_for_update().filter(pk=image.pk).values_list("pk", flat=True))
+        last = LabelEvent.objects.filter(image=image, task=task).select_related("from_label").order_by("-id").first()
+        return retag_image(image=image, task=task, label=last.from_label if last else None, by=by,
+                           expected_version=version, reference=UNDO_REFERENCE)
+
+    return _each(task, items, undo_one)
+
+
+def _each(task: Task, items: list[tuple[int, int]], retag) -> BulkResult:
+    """``retag(image, version)`` for each ``(image id, version)`` of ``items`` (an image
+    listed twice counts once, with its last version), each in its own transaction; what
+    each did, or why not, goes into one :class:`BulkResult`."""
     images = Image.objects.in_bulk([i for i, _ in items])
     result = BulkResult([], [], [], [])
-    for image_id, seen in dict(items).items():  # an image listed twice counts once (its last version)
+    for image_id, seen in dict(items).items():
         image = images.get(image_id)
         if image is None or image.project_id != task.project_id:
             result.missing.append(image_id)
             continue
         try:
-            r = retag_image(image=image, task=task, label=label, by=by, expected_version=seen, source=source)
+            r = retag(image, seen)
         except RetagConflict as e:
             a = e.annotation
             result.conflicts.append({"image": image_id, "seen": seen, "version": a.version if a else 0,
                                      "label": a.label_id if a else None})
         else:
             (result.changed if r.event else result.unchanged).append(
-                {"image": image_id, "version": r.annotation.version})
+                {"image": image_id, "version": r.annotation.version, "label": r.annotation.label_id})
     return result

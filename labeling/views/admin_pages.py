@@ -31,7 +31,8 @@ def label_order(request, slug):
         try:
             done = _edit_labels(request, task)
         except (ValueError, Label.DoesNotExist) as e:
-            messages.error(request, f"{task.name}: {e}")
+            what = "change the labels of" if request.POST.get("action") else "reorder"
+            messages.error(request, f"Could not {what} {task.name}: {e}")
         else:
             messages.success(request, done)
         return redirect(f"{request.path}#task-{task.id}")

@@ -5,7 +5,7 @@ from django.shortcuts import get_object_or_404
 
 from ..models import ImageStatus, Project, Split
 from ..services import browse
-from ..services.labels import project_tasks
+from ..services.labels import ordered_labels, project_tasks
 from .common import browse_required, page
 
 
@@ -35,6 +35,7 @@ def project_grid(request, slug):
         "splits": Split.choices,
         "statuses": ImageStatus.choices,
         "summary": browse.project_summary(project),
+        "task_labels": ordered_labels(f.task) if f.task else [],
     }, project=project)
 
 
