@@ -149,7 +149,7 @@
     var x0 = edges[0], x1 = edges[edges.length - 1];
     var sx = function (x) { return pad.l + (x - x0) / (x1 - x0) * (W - pad.l - pad.r); };
     var sy = function (y) { return H - pad.b - y / top * (H - pad.t - pad.b); };
-    ticks(0, top, 4).forEach(function (v) {
+    ticks(0, top, 4).filter(function (v) { return v % 1 === 0; }).forEach(function (v) {  // counts: whole numbers
       el("line", { x1: pad.l, x2: W - pad.r, y1: sy(v), y2: sy(v), "class": "gridline" }, svg);
       var t = el("text", { x: pad.l - 6, y: sy(v) + 3.5, "text-anchor": "end", "class": "tick" }, svg);
       t.textContent = String(v);

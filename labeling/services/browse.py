@@ -294,11 +294,12 @@ class GridPage:
 
 
 def grid_page(f: GridFilter, *, after: int | str | None = None, before: int | str | None = None,
-              size: int = PAGE_SIZE) -> GridPage:
+              size: int | None = None) -> GridPage:
     """One page of the filter's images, by key: ``after`` (forward) or ``before``
     (backward) the edge of the page next to it. In id order (the edge is an image id), or
     in the filter's sort (the edge is ``value~id``). One query for the images (size + 1
     rows to know whether there is more), one for their current labels."""
+    size = size or PAGE_SIZE  # read here, not bound at import, so a test can make pages small
     if f.sort is not None:
         try:
             return _sorted_page(f, after=after, before=before, size=size)
