@@ -115,3 +115,13 @@ def test_api_search_is_the_same_rule(two_runs, scientist, api_client_for):
     body = api.get("/api/images/", {"project": project.id, "search": "TRAIN/0"}).json()
     assert sorted(r["key"] for r in body["results"]) == [f"train/{i:02d}.jpg" for i in range(4)]
     assert api.get("/api/images/", {"project": project.id, "search": "a\x00b"}).status_code == 400  # told, not a 500
+
+
+def test_a_set_larger_than_the_sort_limit_is_not_sorted_and_says_so(two_runs, monkeypatch):
+    monkeypatch.setattr(browse, "SORT_LIMIT", 5)
+    w = two_runs
+    page = browse.grid_page(browse.parse_filter(w["project"], {"sort": "-confidence"}), size=3)
+    assert "14 images are more than the 5 a grid sorts" in page.note
+    assert [c.image.key for c in page.cells] == ["test/00.jpg", "test/01.jpg", "test/02.jpg"]
+    narrow = browse.parse_filter(w["project"], {"sort": "-confidence", "split": "train"})  # 4 images
+    assert walk(narrow, size=3) == [f"train/{i:02d}.jpg" for i in range(4)]
