@@ -125,3 +125,11 @@ def test_a_set_larger_than_the_sort_limit_is_not_sorted_and_says_so(two_runs, mo
     assert [c.image.key for c in page.cells] == ["test/00.jpg", "test/01.jpg", "test/02.jpg"]
     narrow = browse.parse_filter(w["project"], {"sort": "-confidence", "split": "train"})  # 4 images
     assert walk(narrow, size=3) == [f"train/{i:02d}.jpg" for i in range(4)]
+
+
+def test_the_grid_says_its_order(two_runs, scientist):
+    c = Client()
+    c.force_login(scientist)
+    html = c.get(f"/p/{two_runs['project'].slug}/?sort=-changed").content.decode()
+    assert "by last change, newest first" in html
+    assert '<option value="-changed" selected>last change, newest first</option>' in html

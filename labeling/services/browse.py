@@ -178,16 +178,15 @@ class SortKey:
     title: str
     relation: str  # the Image relation that holds the value (one row per image once narrowed)
     field: str
+    high: str = "highest"  # how the page says "descending" ...
+    low: str = "lowest"  # ... and "ascending"
 
 
 SORT_KEYS = {k.name: k for k in (
     SortKey("confidence", "confidence", "predictions", "confidence"),
     SortKey("suspect", "suspect score", "suspects", "score"),
-    SortKey("changed", "last change", "annotations", "updated_at"),
+    SortKey("changed", "last change", "annotations", "updated_at", "newest", "oldest"),
 )}
-SORT_CHOICES = [(f"{'-' if desc else ''}{k.name}", f"{k.title}, {'highest' if desc else 'lowest'} first"
-                 if k.name != "changed" else f"{k.title}, {'newest' if desc else 'oldest'} first")
-                for k in SORT_KEYS.values() for desc in (True, False)]
 
 
 @dataclass(frozen=True)
@@ -198,6 +197,13 @@ class GridSort:
     @property
     def param(self) -> str:
         return ("-" if self.descending else "") + self.key.name
+
+    @property
+    def title(self) -> str:
+        return f"{self.key.title}, {self.key.high if self.descending else self.key.low} first"
+
+
+SORT_CHOICES = [(s.param, s.title) for k in SORT_KEYS.values() for s in (GridSort(k, True), GridSort(k, False))]
 
 
 def parse_sort(raw: str) -> GridSort | None:
