@@ -1,5 +1,5 @@
-// Small SVG line charts, no library. RetagCharts.line(element, options) draws into
-// element (replacing what it held) and returns the <svg>.
+// Small SVG line charts and histograms, no library. RetagCharts.line(element, options)
+// (and RetagCharts.bars, below) draws into element (replacing what it held) and returns the <svg>.
 //
 // options: {
 //   series: [{name, color, points: [[x, y], ...], dots: bool}],  // y null breaks the line
@@ -128,5 +128,50 @@
     });
   }
 
-  window.RetagCharts = { line: line, legend: legend, palette: PALETTE };
+  // Bars of a histogram: options {edges: [e0, ..., en], series: [{name, color, counts: [n]}]}:
+  // the series of one bin side by side. Each bar carries data-series, data-bin and
+  // data-count, and a <title> with its numbers.
+  function bars(container, options) {
+    var o = options || {}, edges = o.edges || [], series = o.series || [];
+    var W = o.width || container.clientWidth || 600, H = o.height || 200;
+    var pad = { l: 44, r: 14, t: 10, b: 24 };
+    container.textContent = "";
+    var svg = el("svg", { "class": "chart", viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img" });
+    if (o.label) svg.setAttribute("aria-label", o.label);
+    container.appendChild(svg);
+    var top = 0;
+    series.forEach(function (s) { s.counts.forEach(function (n) { top = Math.max(top, n); }); });
+    if (!top || edges.length < 2) {
+      var t = el("text", { x: W / 2, y: H / 2, "text-anchor": "middle", "class": "empty-text" }, svg);
+      t.textContent = o.empty || "No data yet.";
+      return svg;
+    }
+    var x0 = edges[0], x1 = edges[edges.length - 1];
+    var sx = function (x) { return pad.l + (x - x0) / (x1 - x0) * (W - pad.l - pad.r); };
+    var sy = function (y) { return H - pad.b - y / top * (H - pad.t - pad.b); };
+    ticks(0, top, 4).filter(function (v) { return v % 1 === 0; }).forEach(function (v) {  // counts: whole numbers
+      el("line", { x1: pad.l, x2: W - pad.r, y1: sy(v), y2: sy(v), "class": "gridline" }, svg);
+      var t = el("text", { x: pad.l - 6, y: sy(v) + 3.5, "text-anchor": "end", "class": "tick" }, svg);
+      t.textContent = String(v);
+    });
+    ticks(x0, x1, 5).forEach(function (v) {
+      var t = el("text", { x: sx(v), y: H - pad.b + 15, "text-anchor": "middle", "class": "tick" }, svg);
+      t.textContent = String(+v.toFixed(2));
+    });
+    el("line", { x1: pad.l, x2: W - pad.r, y1: H - pad.b, y2: H - pad.b, "class": "axis" }, svg);
+    series.forEach(function (s, k) {
+      var g = el("g", { "data-series": s.name || "" }, svg);
+      s.counts.forEach(function (n, i) {
+        var left = sx(edges[i]), w = (sx(edges[i + 1]) - left - 1) / series.length;
+        var r = el("rect", { x: left + 0.5 + k * w, y: sy(n), width: Math.max(0.5, w), height: sy(0) - sy(n),
+                             fill: s.color || PALETTE[k % PALETTE.length], "class": "bar",
+                             "data-series": s.name || "", "data-bin": i, "data-count": n }, g);
+        var tip = el("title", {}, r);
+        tip.textContent = (s.name ? s.name + ": " : "") + n + " (" + edges[i] + "–" + edges[i + 1] + ")";
+      });
+    });
+    return svg;
+  }
+
+  window.RetagCharts = { line: line, bars: bars, legend: legend, palette: PALETTE };
 })();

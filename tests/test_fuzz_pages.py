@@ -33,7 +33,7 @@ PARAMS = ["task", "label", "split", "status", "after", "before", "kind", "given"
           "k", "fold_epochs", "what", "next", "project", "corrupt_after", "missing_after", "action", "order", "move",
           "user", "role", "root", "uri", "note", "image", "reviewed", "final", "worker_id", "reason", "selection",
           "username", "password", "new_project", "source_uri", "image_ids", "gold_image_ids", "epochs", "lr",
-          "batch_size", "arch", "weights", "image_size", "expected_version"]
+          "batch_size", "arch", "weights", "image_size", "expected_version", "q", "sort", "view"]
 JSON_BODIES = [b"[1, 2]", b"{", b"\xff\xfe", b"[" * 5000 + b"]" * 5000,
                b'{"task": 1e400, "label": 1e400, "expected_version": 1e400, "action": "accept"}',
                b'{"task": [1], "label": {"a": 1}, "expected_version": "1\\u0000", "action": ["accept"]}',

@@ -115,6 +115,7 @@ MATRIX = {
     "/api/runs/{run_id}/false-negatives/": {"GET": S},
     "/api/runs/{run_id}/false-positives/": {"GET": S},
     "/api/runs/{run_id}/confusion-cell/": {"GET": S},
+    "/api/runs/{run_id}/pr-curves/": {"GET": S},
     "/api/tasks/{task_id}/f1-series/": {"GET": S},
     "/api/images/{image_id}/predictions/": {"GET": S},
     "/api/suspect-runs/": {"GET": A, "POST": S},

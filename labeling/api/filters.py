@@ -4,6 +4,7 @@ from django.db.models import Exists, OuterRef
 from rest_framework.exceptions import ValidationError
 
 from ..models import Annotation, EventSource, Image, ImageStatus, ImportJob, Label, LabelEvent, Split, Task
+from ..services.browse import search_keys
 
 UNLABELLED = "none"
 
@@ -19,11 +20,14 @@ class ImageFilter(filters.FilterSet):
     split = filters.ChoiceFilter(choices=Split.choices)
     status = filters.ChoiceFilter(choices=ImageStatus.choices)
     key = filters.CharFilter(field_name="key", help_text="Exact key.")
-    search = filters.CharFilter(field_name="key", lookup_expr="icontains", help_text="Part of the key.")
+    search = filters.CharFilter(method="by_search", help_text="Part of the key (file name or folder), any case.")
 
     class Meta:
         model = Image
         fields = ["project", "task", "label", "split", "status", "key", "search"]
+
+    def by_search(self, queryset, name, value):
+        return search_keys(queryset, value)
 
     def by_annotation(self, queryset, name, value):
         # task and label are read together, once (on whichever of them comes first).

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ..models import Image, Split, Task, TrainingRun
-from ..services import quality
+from ..services import quality, quality_curves
 from ..services.roles import SCIENTIST
 from .permissions import RolePermission
 from .serializers import DetailSerializer
@@ -179,6 +179,39 @@ class ImagePredictionsSerializer(serializers.Serializer):
     tasks = TaskPredictionSerializer(many=True)
 
 
+class CurveSerializer(serializers.Serializer):
+    precision = serializers.ListField(child=serializers.FloatField())
+    recall = serializers.ListField(child=serializers.FloatField())
+    threshold = serializers.ListField(child=serializers.FloatField(),
+                                      help_text="The class probability at which each point is reached.")
+
+
+class HistogramSerializer(serializers.Serializer):
+    correct = serializers.ListField(child=serializers.IntegerField())
+    wrong = serializers.ListField(child=serializers.IntegerField())
+
+
+class HistogramsSerializer(serializers.Serializer):
+    all = HistogramSerializer(help_text="Every prediction of the split read.")
+    predicted = HistogramSerializer(help_text="The predictions of the chosen class.")
+
+
+class PRCurvesSerializer(serializers.Serializer):
+    run = serializers.IntegerField()
+    split = serializers.CharField()
+    label = LabelRefSerializer()
+    labels = LabelRefSerializer(many=True)
+    total = serializers.IntegerField(help_text="Predictions of the split with a given label.")
+    n = serializers.IntegerField(help_text="Predictions read: all, or a seeded sample when there are more "
+                                           f"than {quality_curves.SAMPLE:,}.")
+    sampled = serializers.BooleanField()
+    positives = serializers.IntegerField(help_text="Images of the chosen class among those read.")
+    average_precision = serializers.FloatField(allow_null=True, help_text="None: no image of the class.")
+    curve = CurveSerializer(help_text=f"At most {quality_curves.CURVE_POINTS} points, recall decreasing.")
+    edges = serializers.ListField(child=serializers.FloatField(), help_text="Confidence bin edges.")
+    histogram = HistogramsSerializer()
+
+
 # --- views ------------------------------------------------------------------------------------
 
 SPLIT_PARAM = OpenApiParameter("split", str, enum=list(Split.values), description="Default: test.")
@@ -275,3 +308,15 @@ class ImagePredictionsView(QualityView):
         top probabilities."""
         image = get_object_or_404(Image, id=image_id)
         return Response({"image": image.id, "tasks": quality.image_predictions(image)})
+
+
+class RunPRCurvesView(QualityView):
+    @extend_schema(parameters=[OpenApiParameter("label", int, required=True), SPLIT_PARAM],
+                   responses={200: PRCurvesSerializer, 400: DetailSerializer})
+    def get(self, request, run_id):
+        """The precision-recall curve of one class against the rest (with average precision)
+        and the confidence histograms of correct and wrong predictions, from the stored
+        probabilities; at most a seeded sample of predictions is read."""
+        run = get_object_or_404(TrainingRun, id=run_id)
+        p = request.query_params
+        return Response(quality_curves.pr_curves(run, p.get("label"), split=p.get("split") or Split.TEST))

@@ -97,6 +97,7 @@ plain = [
     path("runs/<int:run_id>/false-negatives/", quality.FalseNegativesView.as_view(), name="run-false-negatives"),
     path("runs/<int:run_id>/false-positives/", quality.FalsePositivesView.as_view(), name="run-false-positives"),
     path("runs/<int:run_id>/confusion-cell/", quality.ConfusionCellView.as_view(), name="run-confusion-cell"),
+    path("runs/<int:run_id>/pr-curves/", quality.RunPRCurvesView.as_view(), name="run-pr-curves"),
     path("tasks/<int:task_id>/f1-series/", quality.TaskF1SeriesView.as_view(), name="task-f1-series"),
     path("images/<int:image_id>/predictions/", quality.ImagePredictionsView.as_view(), name="image-predictions"),
     # the embeddings map, bulk retag and undo (labeling/api/maps.py)

@@ -18,8 +18,7 @@ def home(request):
 def project_grid(request, slug):
     project = get_object_or_404(Project, slug=slug)
     f = browse.parse_filter(project, request.GET)
-    grid = browse.grid_page(f, after=browse.int_or_none(request.GET.get("after")),
-                            before=browse.int_or_none(request.GET.get("before")))
+    grid = browse.grid_page(f, after=request.GET.get("after"), before=request.GET.get("before"))
     counts = browse.label_counts(f)
     label_links = [(row, f.querystring(label=row.label.id if row.label else browse.UNLABELLED))
                    for row in counts.rows]
@@ -34,6 +33,8 @@ def project_grid(request, slug):
         "all_labels_qs": f.querystring(label=None),
         "splits": Split.choices,
         "statuses": ImageStatus.choices,
+        "sorts": browse.SORT_CHOICES,
+        "view_name": (request.GET.get("view") or "").strip()[:80],
         "summary": browse.project_summary(project),
         "task_labels": ordered_labels(f.task) if f.task else [],
     }, project=project)
