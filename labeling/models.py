@@ -563,6 +563,8 @@ class Prediction(models.Model):
             # False positives: predicted X, given something else.
             models.Index(fields=["run", "split", "predicted_label", "correct", "-confidence", "id"],
                          name="pred_fp_idx"),
+            # The image grid sorted by confidence (services.browse: keyset on (confidence, image)).
+            models.Index(fields=["run", "confidence", "image"], name="pred_sort_idx"),
         ]
 
 
@@ -691,6 +693,8 @@ class Suspect(models.Model):
         ordering = ["suspect_run_id", "-score", "rank", "id"]
         constraints = [models.UniqueConstraint(fields=["suspect_run", "image"], name="suspect_unique")]
         indexes = [models.Index(fields=["suspect_run", "status", "-score", "rank", "id"], name="suspect_rank_idx"),
+                   # The image grid sorted by suspect score (services.browse: keyset on (score, image)).
+                   models.Index(fields=["suspect_run", "score", "image"], name="suspect_sort_idx"),
                    models.Index(fields=["resolved_by", "resolved_at"], name="suspect_resolved_idx"),
                    models.Index(fields=["suspect_run", "skipped_at"], name="suspect_skipped_idx",
                                 condition=models.Q(skipped_at__isnull=False))]
