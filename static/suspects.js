@@ -12,6 +12,24 @@
   document.querySelectorAll("[data-toggle-help]").forEach(function (b) {
     b.addEventListener("click", function () { toggleHelp(); });
   });
+  // Undo of the last decision (the strip above the suspect): POST /api/suspects/{id}/undo/
+  // puts a retag's label back (an event of its own) and reopens the suspect for this person;
+  // if someone changed the label since, nothing is undone and the strip says so.
+  var last = document.querySelector("[data-testid=last-decision]");
+  function undoLast() {
+    var says = document.getElementById("undo-says");
+    says.textContent = "Undoing…";
+    window.Retag.postJSON(last.dataset.undoUrl, {}).then(function (res) {
+      if (res.status === 200) { window.location.reload(); return; }
+      says.textContent = "Not undone: " + ((res.data && res.data.detail) || "HTTP " + res.status) + ".";
+    }).catch(function () { says.textContent = "Network error: nothing was undone."; });
+  }
+  if (last) {
+    last.querySelector("[data-testid=undo-decision]").addEventListener("click", undoLast);
+    document.addEventListener("keydown", function (ev) {
+      if ((ev.ctrlKey || ev.metaKey) && (ev.key === "z" || ev.key === "Z")) { ev.preventDefault(); undoLast(); }
+    });
+  }
   if (!root) {
     document.addEventListener("keydown", function (ev) { if (ev.key === "?") toggleHelp(); if (ev.key === "Escape") toggleHelp(false); });
     return;

@@ -132,6 +132,7 @@ MATRIX = {
     "/api/cleaning-runs/{id}/": {"GET": A},
     "/api/cleaning-runs/{id}/restore/": {"POST": S},
     "/api/suspects/{id}/resolve/": {"POST": A},
+    "/api/suspects/{id}/undo/": {"POST": A},
     "/api/images/{id}/similar/": {"GET": A},
     "/api/mturk/batches/": {"GET": AD, "POST": AD},
     "/api/mturk/batches/{id}/": {"GET": AD},

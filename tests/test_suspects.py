@@ -363,3 +363,35 @@ def test_beat_advances_a_suspects_run_whose_folds_finished_elsewhere(db, monkeyp
     assert sr.state == SuspectRun.State.SCORING
     assert sent == [("suspects_score", sr.pk)]
     assert suspects.advance_open_runs() == 0  # nothing left training folds
+
+
+def test_undo_of_a_queue_decision_puts_the_label_back_and_reopens(tmp_path, annotator, scientist, api_client_for):
+    from labeling.models import Annotation, LabelEvent, Suspect
+    from labeling.services import suspects as svc
+
+    project, task, labels, images, sr = make_world(folder=tmp_path / "pets")
+    SuspectRun.objects.filter(pk=sr.pk).update(state=SuspectRun.State.DONE)
+    given, scores = scores_for(12, flagged=[0, 1, 2])
+    store(sr, images, given, scores)
+    first = svc.lease_next(sr, annotator)
+    ann = Annotation.objects.get(image=first.image, task=task)
+    svc.resolve(first, user=annotator, action="accept", expected_version=ann.version)
+    shown = svc.lease_next(sr, annotator)
+    assert shown.pk != first.pk
+    client = api_client_for(annotator)
+    assert api_client_for(scientist).post(f"/api/suspects/{first.pk}/undo/").status_code == 400  # not theirs
+    r = client.post(f"/api/suspects/{first.pk}/undo/")
+    assert r.status_code == 200, r.content
+    assert r.json()["status"] == "open"
+    assert Annotation.objects.get(image=first.image, task=task).label == ann.label
+    assert LabelEvent.objects.filter(image=first.image).first().reference == "undo"
+    assert svc.lease_next(sr, annotator).pk == first.pk  # shown next
+    assert client.post(f"/api/suspects/{first.pk}/undo/").status_code == 400  # open: nothing to undo
+    # Decided again, then changed by someone else: undo is a 409 and writes nothing.
+    now = Annotation.objects.get(image=first.image, task=task)
+    svc.resolve(Suspect.objects.get(pk=first.pk), user=annotator, action="accept", expected_version=now.version)
+    now = Annotation.objects.get(image=first.image, task=task)
+    retag_image(image=first.image, task=task, label=ann.label, by=scientist, expected_version=now.version)
+    r = client.post(f"/api/suspects/{first.pk}/undo/")
+    assert r.status_code == 409 and "changed after your decision" in r.json()["detail"]
+    assert Suspect.objects.get(pk=first.pk).status == Suspect.Status.RETAGGED

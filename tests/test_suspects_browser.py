@@ -224,3 +224,36 @@ def test_similar_images_on_the_image_page(world, login, page, annotator, monkeyp
     expect(strip.locator("img")).to_have_count(2)
     expect(strip).to_contain_text("cat · 0.99")
     shot(page, "similar")
+
+
+def test_undo_takes_back_the_last_decision_and_refuses_over_a_later_change(world, login, page, annotator,
+                                                                          scientist):
+    project, task, labels, images, sr = world
+    login(annotator)
+    page.goto(f"/suspects/{sr.id}/queue/")
+    expect(page.get_by_test_id("remaining")).to_have_text("6")
+    assert current_image(page) == images[0].id
+    page.keyboard.press("a")  # accept: cat -> dog
+    page.wait_for_function(f"document.querySelector('[data-testid=suspect]').dataset.image != '{images[0].id}'")
+    expect(page.get_by_test_id("last-decision")).to_contain_text("retagged to dog")
+    expect(page.get_by_test_id("remaining")).to_have_text("5")
+
+    # Undo (Ctrl+Z): the label goes back as an event of its own, the suspect is open again and
+    # the queue shows it to this person next.
+    page.keyboard.press("Control+z")
+    page.wait_for_function(f"document.querySelector('[data-testid=suspect]').dataset.image == '{images[0].id}'")
+    expect(page.get_by_test_id("remaining")).to_have_text("6")
+    assert Annotation.objects.get(image=images[0], task=task).label == labels["cat"]
+    undo = LabelEvent.objects.filter(image=images[0]).first()
+    assert (undo.from_label, undo.to_label, undo.by, undo.reference) == (labels["dog"], labels["cat"], annotator, "undo")
+    assert Suspect.objects.get(suspect_run=sr, image=images[0]).status == Suspect.Status.OPEN
+
+    # Decide again; someone else changes the label after; Undo then writes nothing and says why.
+    page.keyboard.press("a")
+    page.wait_for_function(f"document.querySelector('[data-testid=suspect]').dataset.image != '{images[0].id}'")
+    ann = Annotation.objects.get(image=images[0], task=task)
+    retag_image(image=images[0], task=task, label=labels["cat"], by=scientist, expected_version=ann.version)
+    page.get_by_test_id("undo-decision").click()
+    expect(page.get_by_test_id("undo-says")).to_contain_text("the label changed after your decision")
+    assert Annotation.objects.get(image=images[0], task=task).label == labels["cat"]
+    assert Suspect.objects.get(suspect_run=sr, image=images[0]).status == Suspect.Status.RETAGGED

@@ -34,7 +34,7 @@ from ..services import suspect_quality
 from ..services import suspects as svc
 from ..services.roles import ANNOTATOR, SCIENTIST
 from .permissions import RolePermission
-from .serializers import MAX_ID, FiniteJSONField, IdField, RetagConflictSerializer, query
+from .serializers import MAX_ID, DetailSerializer, FiniteJSONField, IdField, RetagConflictSerializer, query
 
 
 class SuspectRunSerializer(serializers.ModelSerializer):
@@ -285,6 +285,17 @@ class ResolveSuspect(Base):
         s = svc.resolve(suspect, user=request.user, action=d["action"], label=d.get("label"),
                         expected_version=d.get("expected_version"))
         return Response(SuspectSerializer(s).data)
+
+
+class UndoDecision(Base):
+    @extend_schema(request=None, responses={200: SuspectSerializer, 400: DetailSerializer,
+                                            409: OpenApiResponse(RetagConflictSerializer, description=(
+                                                "The label changed after your decision: nothing undone."))})
+    def post(self, request, pk):
+        """Take back your decision on this suspect: a retag goes back to the label it replaced
+        (an event of its own), a keep reopens it; the suspect is open again and leased to you."""
+        suspect = get_object_or_404(Suspect, pk=pk)
+        return Response(SuspectSerializer(svc.undo_decision(suspect, user=request.user)).data)
 
 
 class ClusterView(Base):

@@ -90,6 +90,7 @@ plain = [
     path("cleaning-runs/<int:pk>/", suspects.CleaningRunDetail.as_view(), name="cleaning-run-detail"),
     path("cleaning-runs/<int:pk>/restore/", suspects.CleaningRestore.as_view(), name="cleaning-run-restore"),
     path("suspects/<int:pk>/resolve/", suspects.ResolveSuspect.as_view(), name="suspect-resolve"),
+    path("suspects/<int:pk>/undo/", suspects.UndoDecision.as_view(), name="suspect-undo"),
     path("images/<int:pk>/similar/", suspects.SimilarImages.as_view(), name="image-similar"),
     # quality, read-only (labeling/api/quality.py)
     path("runs/<int:run_id>/dashboard/", quality.RunDashboardView.as_view(), name="run-dashboard"),

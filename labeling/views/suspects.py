@@ -93,7 +93,7 @@ def suspect_queue(request, sr_id):
     suspect = svc.lease_next(sr, request.user) if sr.state == SuspectRun.State.DONE else None
     context = {"suspect": suspect, "throughput": svc.throughput(sr, request.user, _since(request, sr)),
                "remaining": svc.open_count(sr), "labels": ordered_labels(sr.task),
-               "evidence": quality.fold_health(sr)}
+               "evidence": quality.fold_health(sr), "last": svc.last_decision(sr, request.user)}
     if suspect is not None:
         ann = suspect.image.annotations.filter(task=sr.task).select_related("label").first()
         context.update(current=ann.label if ann else None, version=ann.version if ann else 0,

@@ -20,8 +20,8 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
-from ...models import Annotation, Label, Suspect, SuspectRun
-from ..retag import retag_image
+from ...models import Annotation, Label, LabelEvent, Suspect, SuspectRun
+from ..retag import RetagConflict, retag_image
 
 Status = Suspect.Status
 
@@ -108,7 +108,8 @@ def resolve(suspect: Suspect, *, user, action: str, label: Label | None = None,
         s.resolved_label = target
         s.resolved_by, s.resolved_at = user, timezone.now()
         s.lease_holder, s.lease_until = None, None
-        s.save(update_fields=["status", "resolved_label", "resolved_by", "resolved_at", "lease_holder", "lease_until"])
+        s.save(update_fields=["status", "resolved_label", "resolved_by", "resolved_at", "lease_holder", "lease_until",
+                              "version"])
     return s
 
 
@@ -178,3 +179,60 @@ def queue_counts(sr: SuspectRun) -> dict:
     skipped = Suspect.objects.filter(suspect_run=sr, skipped_at__isnull=False, status=Status.OPEN).count()
     return {"open": open_count(sr), **{s: by.get(s, 0) for s in Suspect.SETTLED}, "skipped": skipped}
 
+
+
+def last_decision(sr: SuspectRun, user) -> Suspect | None:
+    """The suspect ``user`` settled last in this run (what the queue's Undo takes back)."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    return (Suspect.objects.filter(suspect_run=sr, resolved_by=user).select_related("image", "resolved_label")
+            .order_by("-resolved_at", "-id").first())
+
+
+class ChangedSinceDecision(RetagConflict):
+    """The label changed after the decision: an undo would overwrite that change (409)."""
+
+    def __init__(self, annotation):
+        super().__init__(annotation, annotation.version if annotation else 0)
+        self.args = ("the label changed after your decision (it is now "
+                     f"{annotation.label.name if annotation and annotation.label_id else 'no label'!r}): "
+                     "nothing was undone, nothing was overwritten",)
+
+
+def undo_decision(suspect: Suspect, *, user) -> Suspect:
+    """Take back ``user``'s decision on ``suspect``: a retag goes back to the label it
+    replaced, as an event of its own (services.retag.undo_retags: if someone changed the
+    label since, :class:`RetagConflict` and nothing is written); a keep just reopens. The
+    suspect is open again and leased to ``user``, so the queue shows it next."""
+    from ..retag import undo_retags
+
+    with transaction.atomic():
+        s = Suspect.objects.select_for_update().select_related("image", "task").get(pk=suspect.pk)
+        if s.status == Status.OPEN:
+            raise ValueError("this suspect is open: there is no decision to undo")
+        if s.resolved_by_id != user.pk:
+            raise ValueError("only the person who decided can undo it here (the image page can retag it)")
+        if s.status == Status.RETAGGED:
+            ann = Annotation.objects.filter(image_id=s.image_id, task_id=s.task_id).select_related("label").first()
+            last = LabelEvent.objects.filter(image_id=s.image_id, task_id=s.task_id).order_by("-id").first()
+            # The label's latest change must be this decision: a later one (someone else's) stays.
+            if ann is None or last is None or last.by_id != user.pk or last.reference != f"suspects {s.suspect_run_id}":
+                raise ChangedSinceDecision(ann)
+            version = ann.version
+            result = undo_retags(task=s.task, items=[(s.image_id, version)], by=user)
+            if result.conflicts:
+                raise ChangedSinceDecision(Annotation.objects.filter(image_id=s.image_id, task_id=s.task_id)
+                                           .select_related("label").first())
+        # Back to the state the decision found: the label unconfirmed (a keep confirmed it; the
+        # undo's own retag would too), and the suspect current at the label's version now.
+        Annotation.objects.filter(image_id=s.image_id, task_id=s.task_id).update(verified=False)
+        s.version = Annotation.objects.filter(image_id=s.image_id, task_id=s.task_id).values_list(
+            "version", flat=True).first() or 0
+        s.status, s.resolved_label, s.resolved_by, s.resolved_at = Status.OPEN, None, None, None
+        # The queue shows this one next: the suspect the person was shown meanwhile goes back.
+        Suspect.objects.filter(suspect_run_id=s.suspect_run_id, status=Status.OPEN, lease_holder=user).exclude(
+            pk=s.pk).update(lease_holder=None, lease_until=None)
+        s.lease_holder, s.lease_until = user, timezone.now() + timedelta(seconds=lease_seconds())
+        s.save(update_fields=["status", "resolved_label", "resolved_by", "resolved_at", "lease_holder", "lease_until",
+                              "version"])
+    return s
