@@ -35,8 +35,8 @@ from urllib.parse import parse_qs, urlparse
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import (LOCAL_SERVER, drop_database, ensure_database, machine_info, median_p95,  # noqa: E402
-                          session_cookie, setup_django, start_server, time_requests)
+from bench.common import (LOCAL_SERVER, ensure_database, machine_info, median_p95, session_cookie,  # noqa: E402
+                          setup_django, start_server, tear_down, time_requests)
 
 LABELS = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
 PASSWORD = "bench-annotator-pw"
@@ -252,14 +252,7 @@ def main() -> int:
         plans = {"filtered_first_page": explain(filtered, None), "filtered_deep_page": explain(filtered, deep_id),
                  "deep_page": explain(plain, deep_id)}
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(20)
-        from django.db import connections
-
-        connections.close_all()
-        if not args.keep:
-            drop_database(LOCAL_SERVER, args.db)
+        tear_down(server, args.db, keep=args.keep)
 
     print(f"\nGET /api/images/ at {args.n:,} images ({args.repeats} requests each, session auth, page of 100, "
           f"server: {args.server})")

@@ -1,6 +1,7 @@
 """Shared helpers for the benchmarks: where the shared data is, and what machine ran them;
 for the benches of the app, their own PostgreSQL database, a Django server to time over
-HTTP, and the median / p95 of timed requests.
+HTTP, the pieces of their worlds (a scientist, a project with labels), and the median / p95
+of timed requests; for the suspects benches, how well a score finds the label errors.
 
 Imports only the standard library (and torch, psycopg, Django lazily, in the functions
 that use them), so that GPU boxes with nothing but torch can run the scripts that use it.
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 from urllib.parse import urlparse, urlunparse
 
 REPO = Path(__file__).resolve().parent.parent
@@ -226,6 +228,86 @@ def session_cookie(user) -> str:
     s[HASH_SESSION_KEY] = user.get_session_auth_hash()
     s.create()
     return s.session_key
+
+
+def tear_down(server: subprocess.Popen | None, db: str, *, keep: bool = False) -> None:
+    """After an app bench: stop its server (if it started), close Django's connections, and
+    drop its database on :data:`LOCAL_SERVER` unless ``keep``."""
+    if server is not None:
+        server.terminate()
+        server.wait(20)
+    from django.db import connections
+
+    connections.close_all()
+    if not keep:
+        drop_database(LOCAL_SERVER, db)
+
+
+# --- a bench's world ------------------------------------------------------------------
+
+def bench_scientist(username: str):
+    """The bench's user (made with the password ``bench-pw`` the first time), a scientist."""
+    from django.contrib.auth import get_user_model
+
+    from labeling.services.roles import set_role
+
+    user = get_user_model().objects.filter(username=username).first() or \
+        get_user_model().objects.create_user(username, password="bench-pw")
+    set_role(user, "scientist")
+    return user
+
+
+def project_with_labels(name: str, slug: str, labels) -> tuple[object, object, list[int]]:
+    """A new project with one task, ``category``, whose labels are ``labels``: (project, task,
+    the labels' ids in that order)."""
+    from labeling.models import Project
+    from labeling.services.labels import ensure_labels, get_or_create_task
+
+    project = Project.objects.create(name=name, slug=slug)
+    task = get_or_create_task(project, "category")
+    by_name = ensure_labels(task, labels)
+    return project, task, [by_name[n].id for n in labels]
+
+
+def label_as_trained(run, analyze: Sequence[str] = ()) -> None:
+    """Every image's current label becomes the one ``run`` trained on (version 1), from its
+    predictions; then ``ANALYZE`` the ``analyze`` tables."""
+    from django.db import connection
+
+    with connection.cursor() as c:
+        c.execute("INSERT INTO labeling_annotation (image_id, task_id, label_id, version, verified, updated_at) "
+                  "SELECT image_id, %s, given_label_id, 1, false, now() FROM labeling_prediction WHERE run_id = %s",
+                  [run.task_id, run.id])
+        for table in analyze:
+            c.execute(f"ANALYZE {table}")
+
+
+# --- scoring mislabel detection -------------------------------------------------------
+
+def auroc(score, positive) -> float:
+    """The area under the ROC curve of ``score`` for the ``positive`` rows (NaN with one class)."""
+    from scipy.stats import rankdata
+
+    r = rankdata(score)
+    npos, nneg = positive.sum(), (~positive).sum()
+    if not npos or not nneg:
+        return float("nan")
+    return float((r[positive].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def detection(flagged, score, errors) -> dict:
+    """How well ``flagged`` (bool) and ``score`` find the label ``errors`` (bool): precision,
+    recall, F1 of the flags; precision at k (k = the number of errors) and AUROC of the score."""
+    import numpy as np
+
+    tp = int((flagged & errors).sum())
+    p = tp / max(1, flagged.sum())
+    r = tp / max(1, errors.sum())
+    k = int(errors.sum())
+    top = np.argsort(-score, kind="stable")[:k]
+    return {"precision": p, "recall": r, "f1": 2 * p * r / max(1e-12, p + r),
+            "precision_at_k": float(errors[top].mean()) if k else float("nan"),
+            "auroc": auroc(score, errors), "flagged": int(flagged.sum())}
 
 
 # --- timing requests -----------------------------------------------------------------

@@ -59,8 +59,8 @@ if str(REPO) not in sys.path:
 if str(REPO / "bench") not in sys.path:
     sys.path.insert(0, str(REPO / "bench"))
 
-from bench.common import (RESULTS, drop_database, free_port, machine_info, print_table,  # noqa: E402
-                          recreate_database, server_url, setup_django)
+from bench.common import (RESULTS, drop_database, free_port, label_as_trained, machine_info, print_table,  # noqa: E402
+                          project_with_labels, recreate_database, server_url, setup_django)
 
 PASSWORD = "load-bench-pw"
 SLUG = "load"
@@ -91,21 +91,16 @@ def build(*, n_images: int, annotators: int, scientists: int, pool: int = RETAG_
     import numpy as np
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import make_password
-    from django.db import connection
     from django.utils import timezone
 
     from api_list_bench import LABELS
-    from labeling.models import Image, Project, SuspectRun, TrainingRun
+    from labeling.models import Image, SuspectRun, TrainingRun
     from labeling.services import suspects
-    from labeling.services.labels import ensure_labels, get_or_create_task
     from labeling.services.roles import ANNOTATOR, SCIENTIST, set_role
     from labeling.services.run_results import load_run_results
     from load_predictions_bench import make_images, synthesise
 
-    project = Project.objects.create(name="Load", slug=SLUG)
-    task = get_or_create_task(project, "category")
-    by_name = ensure_labels(task, LABELS)
-    label_ids = [by_name[name].id for name in LABELS]
+    project, task, label_ids = project_with_labels("Load", SLUG, LABELS)
     make_images(project, n_images)
 
     User = get_user_model()
@@ -127,13 +122,8 @@ def build(*, n_images: int, annotators: int, scientists: int, pool: int = RETAG_
     load_run_results(run, predictions=arrays, metrics=metrics, run_json={})
     TrainingRun.objects.filter(pk=run.pk).update(state="done", finished_at=timezone.now())
     run.refresh_from_db()
-    with connection.cursor() as c:
-        # Every image's current label is the one the run trained on (version 1).
-        c.execute("INSERT INTO labeling_annotation (image_id, task_id, label_id, version, verified, updated_at) "
-                  "SELECT image_id, %s, given_label_id, 1, false, now() FROM labeling_prediction WHERE run_id = %s",
-                  [task.id, run.id])
-        for table in ("labeling_prediction", "labeling_annotation", "labeling_image"):
-            c.execute(f"ANALYZE {table}")
+    # Every image's current label is the one the run trained on (version 1).
+    label_as_trained(run, analyze=("labeling_prediction", "labeling_annotation", "labeling_image"))
 
     # Suspects: the images the run got wrong, the worst first, the prediction suggested.
     image_ids = np.asarray(Image.objects.filter(project=project).order_by("key").values_list("id", flat=True))

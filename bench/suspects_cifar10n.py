@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import REPO, RESULTS, machine_info, shared_data  # noqa: E402
+from bench.common import REPO, RESULTS, auroc, detection, machine_info, shared_data  # noqa: E402
 
 OUT_NAME = "suspects_cifar10n.json"
 CACHE = REPO / "var" / "bench_cache"
@@ -152,26 +152,6 @@ def out_of_sample(views: list[np.ndarray], y: np.ndarray, uris: list[str], c: in
 
 
 # --------------------------------------------------------------------------- metrics
-
-def auroc(score: np.ndarray, positive: np.ndarray) -> float:
-    from scipy.stats import rankdata
-    r = rankdata(score)
-    npos, nneg = positive.sum(), (~positive).sum()
-    if not npos or not nneg:
-        return float("nan")
-    return float((r[positive].sum() - npos * (npos + 1) / 2) / (npos * nneg))
-
-
-def detection(flagged: np.ndarray, score: np.ndarray, errors: np.ndarray) -> dict:
-    tp = int((flagged & errors).sum())
-    p = tp / max(1, flagged.sum())
-    r = tp / max(1, errors.sum())
-    k = int(errors.sum())
-    top = np.argsort(-score, kind="stable")[:k]
-    return {"precision": p, "recall": r, "f1": 2 * p * r / max(1e-12, p + r),
-            "precision_at_k": float(errors[top].mean()) if k else float("nan"),
-            "auroc": auroc(score, errors), "flagged": int(flagged.sum())}
-
 
 KEYS = ("precision", "recall", "f1", "precision_at_k", "auroc")
 

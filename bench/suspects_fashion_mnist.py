@@ -43,6 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import RESULTS, machine_info, shared_data  # noqa: E402
+from bench.common import detection as common_detection  # noqa: E402
 from mlcore import storage  # noqa: E402
 from mlcore.cluster import cluster_per_class  # noqa: E402
 from mlcore.manifest import write_manifest  # noqa: E402
@@ -136,24 +137,11 @@ def manifest_dataset(args) -> dict:
 
 # --------------------------------------------------------------------------- metrics
 
-def auroc(score: np.ndarray, positive: np.ndarray) -> float:
-    from scipy.stats import rankdata
-    r = rankdata(score)
-    npos, nneg = positive.sum(), (~positive).sum()
-    if not npos or not nneg:
-        return float("nan")
-    return float((r[positive].sum() - npos * (npos + 1) / 2) / (npos * nneg))
-
-
 def detection(flagged: np.ndarray, score: np.ndarray, errors: np.ndarray) -> dict:
-    tp = int((flagged & errors).sum())
-    p = tp / max(1, flagged.sum())
-    r = tp / max(1, errors.sum())
-    k = int(errors.sum())
-    top = np.argsort(-score, kind="stable")[:k]
-    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / max(1e-12, p + r), 4),
-            "precision_at_k": round(float(errors[top].mean()) if k else float("nan"), 4),
-            "auroc": round(auroc(score, errors), 4), "flagged": int(flagged.sum()), "k": k}
+    """bench.common.detection, rounded to 4 places, with ``k`` (the number of errors)."""
+    d = common_detection(flagged, score, errors)
+    return {**{key: round(d[key], 4) for key in ("precision", "recall", "f1", "precision_at_k", "auroc")},
+            "flagged": d["flagged"], "k": int(errors.sum())}
 
 
 # --------------------------------------------------------------------------- runs

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench.common import drop_database, ensure_database, median_p95, server_url, setup_django  # noqa: E402
+from bench.common import (bench_scientist, drop_database, ensure_database, median_p95, project_with_labels,  # noqa: E402
+                          server_url, setup_django)
 
 USERNAME = "bench-scientist"
 LABELS = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
@@ -54,18 +55,13 @@ def copy_rows(cursor, table: str, columns: list[str], rows) -> None:
 def build(n: int, n_suspects: int, n_runs: int):
     from datetime import timedelta
 
-    from django.contrib.auth import get_user_model
     from django.db import connection
     from django.utils import timezone
 
-    from labeling.models import Image, Project, SuspectRun, TrainingRun
-    from labeling.services.labels import ensure_labels, get_or_create_task
-    from labeling.services.roles import set_role
+    from labeling.models import Image, SuspectRun, TrainingRun
     from load_predictions_bench import make_images
 
-    user = get_user_model().objects.filter(username=USERNAME).first() or \
-        get_user_model().objects.create_user(USERNAME, password="bench-pw")
-    set_role(user, "scientist")
+    user = bench_scientist(USERNAME)
     sr = SuspectRun.objects.filter(project__slug="bench-suspects", state="done").order_by("-id").first()
     if sr is not None and Image.objects.filter(project=sr.project).count() == n:
         print(f"[bench] reusing the {n:,}-image project already in the database", flush=True)
@@ -74,10 +70,7 @@ def build(n: int, n_suspects: int, n_runs: int):
         c.execute("TRUNCATE labeling_clustermember, labeling_cluster, labeling_suspect, labeling_suspectrun, "
                   "labeling_trainingrun, labeling_labelevent, labeling_annotation, labeling_image, labeling_label, "
                   "labeling_task, labeling_project RESTART IDENTITY CASCADE")
-    project = Project.objects.create(name="Bench suspects", slug="bench-suspects")
-    task = get_or_create_task(project, "category")
-    by_name = ensure_labels(task, LABELS)
-    label_ids = [by_name[name].id for name in LABELS]
+    project, task, label_ids = project_with_labels("Bench suspects", "bench-suspects", LABELS)
     t0 = time.perf_counter()
     make_images(project, n)
     first = Image.objects.filter(project=project).order_by("id").values_list("id", flat=True).first()

@@ -37,8 +37,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench.common import (LOCAL_SERVER, drop_database, ensure_database, machine_info, median_p95,  # noqa: E402
-                          session_cookie, setup_django, start_server, time_requests)
+from bench.common import (LOCAL_SERVER, bench_scientist, ensure_database, label_as_trained, machine_info,  # noqa: E402
+                          median_p95, project_with_labels, session_cookie, setup_django, start_server, tear_down,
+                          time_requests)
 
 USERNAME = "bench-scientist"
 CLASS_INDEX = 3  # the class whose false negatives are paged
@@ -60,20 +61,15 @@ def load(n: int) -> dict:
     """The project, its task, two finished runs (the second with N predictions) and a scientist."""
     from datetime import timedelta
 
-    from django.contrib.auth import get_user_model
     from django.db import connection
     from django.utils import timezone
 
     from api_list_bench import LABELS
-    from labeling.models import ClassMetric, EventSource, Image, LabelEvent, Prediction, Project, TrainingRun
-    from labeling.services.labels import ensure_labels, get_or_create_task
-    from labeling.services.roles import set_role
+    from labeling.models import ClassMetric, EventSource, Image, LabelEvent, Prediction, TrainingRun
     from labeling.services.run_results import class_metric_rows, load_run_results, metrics_summary
     from load_predictions_bench import make_images, synthesise
 
-    user = get_user_model().objects.filter(username=USERNAME).first() or \
-        get_user_model().objects.create_user(USERNAME, password="bench-pw")
-    set_role(user, "scientist")
+    user = bench_scientist(USERNAME)
     run = TrainingRun.objects.filter(state="done", project__slug="bench-views").order_by("-id").first()
     if run is not None and Prediction.objects.filter(run=run).count() == n:
         print(f"[bench] reusing the {n:,} predictions already in the database", flush=True)
@@ -83,10 +79,7 @@ def load(n: int) -> dict:
         c.execute("TRUNCATE labeling_prediction, labeling_classmetric, labeling_trainingrun, labeling_labelevent, "
                   "labeling_annotation, labeling_image, labeling_label, labeling_task, labeling_project "
                   "RESTART IDENTITY CASCADE")
-    project = Project.objects.create(name="Bench views", slug="bench-views")
-    task = get_or_create_task(project, "category")
-    by_name = ensure_labels(task, LABELS)
-    label_ids = [by_name[name].id for name in LABELS]
+    project, task, label_ids = project_with_labels("Bench views", "bench-views", LABELS)
     t0 = time.perf_counter()
     make_images(project, n)
     # make_images names images file:///bench/img/<i>.png, which is what synthesise predicts for.
@@ -122,14 +115,9 @@ def load(n: int) -> dict:
     print(f"[bench] load_run_results: {result['predictions']:,} predictions in {load_s:.1f} s", flush=True)
     TrainingRun.objects.filter(pk=run.pk).update(state="done", finished_at=timezone.now())
     run.refresh_from_db()
-    with connection.cursor() as c:
-        # Every image's current label: the run's given label (the grid shows "now").
-        c.execute("INSERT INTO labeling_annotation (image_id, task_id, label_id, version, verified, updated_at) "
-                  "SELECT image_id, %s, given_label_id, 1, false, now() FROM labeling_prediction WHERE run_id = %s",
-                  [task.id, run.id])
-        for table in ("labeling_prediction", "labeling_annotation", "labeling_image", "labeling_classmetric",
-                      "labeling_labelevent"):
-            c.execute(f"ANALYZE {table}")
+    # Every image's current label: the run's given label (the grid shows "now").
+    label_as_trained(run, analyze=("labeling_prediction", "labeling_annotation", "labeling_image",
+                                   "labeling_classmetric", "labeling_labelevent"))
     return {"run": run, "user": user, "load_predictions_s": round(load_s, 2), "reused": False,
             "loader": result}
 
@@ -218,14 +206,7 @@ def main() -> int:
                    for name, (url, params, check) in cases.items()}
         load_after = [round(x, 2) for x in os.getloadavg()]
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(20)
-        from django.db import connections
-
-        connections.close_all()
-        if not args.keep:
-            drop_database(LOCAL_SERVER, args.db)
+        tear_down(server, args.db, keep=args.keep)
 
     print(f"\nquality pages at {args.n:,} predictions ({args.repeats} requests each, session cookie, "
           f"server: {args.server})")

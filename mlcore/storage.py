@@ -2,14 +2,12 @@
 
 Everything in Retag that reads or writes an image, a manifest or a model goes
 through here, so that a run reads the same from a laptop folder as from S3.
-boto3 is imported lazily: a GPU box that only reads local files needs only torch.
 The typed helpers at the end (npz, JSON, torch files) are the one way mlcore and the app
 read and write those formats; numpy and torch are imported when they are called.
 
-S3 settings come from the environment: ``S3_ENDPOINT_URL`` (S3-compatible stores,
-moto in tests), ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
-``AWS_DEFAULT_REGION`` as boto3 reads them; ``MLCORE_S3_RETRY_S`` (default 60) is how long
-a transient S3 failure is retried with back-off before the call fails with the reason.
+S3 settings come from the environment (see :mod:`mlcore.s3`, the client); a transient S3
+failure is retried with back-off for ``MLCORE_S3_RETRY_S`` seconds (default 60) before the
+call fails with the reason.
 
 Keys and file names are data, never URI syntax: :func:`join` quotes them, :func:`local_path`
 decodes exactly once, and writes and reads can be fenced to roots (``within``) checked on
@@ -31,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence
 from urllib.parse import quote, unquote
+
+from . import s3
+from .s3 import s3_client
 
 
 @dataclass(frozen=True)
@@ -164,50 +165,8 @@ def _refuse(path, real: str, roots: Sequence[str]) -> OutsideRoot:
 
 # --------------------------------------------------------------------------- S3 with retries
 
-_local = threading.local()
 logger = logging.getLogger(__name__)
-
-#: S3 error codes worth another try (the service is there but busy or briefly broken).
-_TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
-                    "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed"}
-
-
-def s3_client():
-    """A boto3 S3 client per thread (clients are thread-safe, sessions are not).
-
-    botocore does not retry (one attempt); :func:`_retrying` owns the back-off, so that an
-    outage is bridged for ``MLCORE_S3_RETRY_S`` seconds whatever the error's kind.
-    """
-    client = getattr(_local, "s3", None)
-    if client is None:
-        import boto3
-        from botocore.config import Config
-
-        client = boto3.session.Session().client(
-            "s3",
-            endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None,
-            region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-            config=Config(retries={"max_attempts": 1, "mode": "standard"}, max_pool_connections=32,
-                          connect_timeout=5, read_timeout=60),
-        )
-        _local.s3 = client
-    return client
-
-
-def _transient(e: Exception) -> bool:
-    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
-    from botocore.exceptions import IncompleteReadError, ResponseStreamingError
-
-    if isinstance(e, ClientError):
-        err = e.response.get("Error", {})
-        status = str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-        return str(err.get("Code", "")) in _TRANSIENT_CODES or status.startswith("5")
-    return isinstance(e, (BotoConnectionError, HTTPClientError, IncompleteReadError, ResponseStreamingError,
-                          ConnectionError, TimeoutError))
-
-
-def retry_budget_s() -> float:
-    return float(os.environ.get("MLCORE_S3_RETRY_S", "60"))
+_local = s3.clients  # the per-thread clients, which tests reset
 
 
 def _retrying(what: str, fn):
@@ -215,20 +174,20 @@ def _retrying(what: str, fn):
     S3 fails transiently, for at most ``MLCORE_S3_RETRY_S`` seconds; then
     :class:`StorageUnavailable` with the reason. Other errors (NoSuchKey, AccessDenied) at once.
     Every call retried is idempotent (a whole GET, PUT, HEAD or one listing page)."""
-    deadline = time.monotonic() + retry_budget_s()
+    deadline = time.monotonic() + s3.retry_budget_s()
     delay, tries = 0.2, 0
     while True:
         tries += 1
         try:
             return fn()
         except Exception as e:  # noqa: BLE001 - sorted into transient or not just below
-            if not _transient(e):
+            if not s3.transient(e):
                 raise
             left = deadline - time.monotonic()
             if left <= 0:
                 raise StorageUnavailable(
                     f"S3 ({os.environ.get('S3_ENDPOINT_URL') or 'AWS'}) failed for {what} {tries} times over "
-                    f"{retry_budget_s():.0f} s: {type(e).__name__}: {e}") from e
+                    f"{s3.retry_budget_s():.0f} s: {type(e).__name__}: {e}") from e
             wait = min(left, delay * (0.5 + random.random() / 2))
             logger.warning("S3 failed for %s (try %d: %s: %s); again in %.1f s", what, tries, type(e).__name__, e, wait)
             time.sleep(wait)

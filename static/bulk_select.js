@@ -96,14 +96,7 @@
     function offerUndo(items) {
       last = items.length ? { items: items } : null;
       if (!last) return;
-      var b = document.createElement("button");
-      b.type = "button";
-      b.className = "btn btn-small undo-btn";  // its word is CSS: the notice's text stays the sentence
-      b.setAttribute("data-testid", "undo");
-      b.setAttribute("aria-label", "Undo");
-      b.title = "Ctrl+Z";
-      b.addEventListener("click", undo);
-      noticeEl.appendChild(b);
+      noticeEl.appendChild(window.Retag.undoButton(undo));
     }
 
     function post(url, body, done) {

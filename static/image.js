@@ -131,12 +131,6 @@
   var undoLast = null;
   function offerUndo(facet, version) {
     var taskName = facet.dataset.taskName;
-    var b = document.createElement("button");
-    b.type = "button";
-    b.className = "btn btn-small undo-btn";  // its word is CSS: the notice's text stays the sentence
-    b.setAttribute("data-testid", "undo");
-    b.setAttribute("aria-label", "Undo");
-    b.title = "Ctrl+Z";
     undoLast = function () {
       undoLast = null;
       say("pending", "Undoing…");
@@ -162,8 +156,7 @@
         });
       }).catch(function () { say("error", "Network error: nothing was undone."); });
     };
-    b.addEventListener("click", function () { if (undoLast) undoLast(); });
-    notice.appendChild(b);
+    notice.appendChild(window.Retag.undoButton(function () { if (undoLast) undoLast(); }));
   }
   document.addEventListener("keydown", function (ev) {
     if ((ev.ctrlKey || ev.metaKey) && (ev.key === "z" || ev.key === "Z") && undoLast && !window.Retag.typingIn({ target: ev.target })) {

@@ -174,8 +174,21 @@
     return { label: a.label, label_name: a.label == null ? null : pickedName, version: a.version, verified: a.verified };
   }
 
+  // The Undo button a retag's confirmation carries (Ctrl+Z does the same), calling onClick.
+  function undoButton(onClick) {
+    var b = document.createElement("button");
+    b.type = "button";
+    b.className = "btn btn-small undo-btn";  // its word is CSS: the notice's text stays the sentence
+    b.setAttribute("data-testid", "undo");
+    b.setAttribute("aria-label", "Undo");
+    b.title = "Ctrl+Z";
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
   window.Retag = {
     facetOf: facetOf,
+    undoButton: undoButton,
     typingIn: typingIn,
     labelKeys: labelKeys,
     handleLabelKey: handleLabelKey,

@@ -262,6 +262,29 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.3, what: str = 
 
 # --- browser -------------------------------------------------------------------------
 
+DEMO_LIMIT = 300  # the demo manifest's first rows: 200 train and 100 test images, all ten classes
+
+
+@pytest.fixture
+def untrained_demo(settings, tmp_path):
+    """The demo's Fashion-MNIST project with its first DEMO_LIMIT images, no run trained yet."""
+    from django.core.management import call_command
+
+    from labeling.models import Project
+
+    settings.VAR_DIR = tmp_path / "var"
+    call_command("load_demo", "--limit", str(DEMO_LIMIT), "--no-train", "--quiet")
+    return Project.objects.get(name="Fashion-MNIST")
+
+
+def screenshot(page, name: str) -> None:
+    """A full-page screenshot ``<name>.png`` in RETAG_SCREENSHOT_DIR, when that is set."""
+    folder = os.environ.get("RETAG_SCREENSHOT_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
 @pytest.fixture(scope="session")
 def browser():
     require_service("chromium")

@@ -7,38 +7,24 @@ the image page's latest run), and the progress page ends at 100 %.
 
 Set RETAG_SCREENSHOT_DIR to keep screenshots of the pages the test walks through.
 """
-import os
 import re
-from pathlib import Path
 
 import pytest
-from django.core.management import call_command
 from playwright.sync_api import expect
 
-from labeling.models import ClassMetric, EventSource, Image, LabelEvent, Project, SuspectRun, TrainingRun
+from labeling.models import ClassMetric, EventSource, Image, LabelEvent, SuspectRun, TrainingRun
 from labeling.services import quality
-from tests.conftest import wait_for
+from tests.conftest import screenshot, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-DEMO_LIMIT = 300  # 200 train and 100 test images, all ten classes
 WORKER_ENV = {"RUN_HEARTBEAT_S": "1", "OMP_NUM_THREADS": "2"}
 RUN_TIMEOUT = 240
 RETAGS = 2
 
 
-@pytest.fixture
-def demo(settings, tmp_path):
-    settings.VAR_DIR = tmp_path / "var"
-    call_command("load_demo", "--limit", str(DEMO_LIMIT), "--no-train", "--quiet")
-    return Project.objects.get(name="Fashion-MNIST")
-
-
 def shot(page, name):
-    folder = os.environ.get("RETAG_SCREENSHOT_DIR")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"loop-{name}.png"), full_page=True)
+    screenshot(page, f"loop-{name}")
 
 
 def wait_done(page):
@@ -54,14 +40,14 @@ def f1(run, split, avg):
     return (quality.split_metrics(run, split).get(avg) or {}).get("f1")
 
 
-def test_run_suspects_queue_retag_retrain(page, login, make_user, demo, celery_worker_factory):
+def test_run_suspects_queue_retag_retrain(page, login, make_user, untrained_demo, celery_worker_factory):
     celery_worker_factory("redis", extra_env=WORKER_ENV)
     scientist = make_user("scientist")
-    task = demo.tasks.get(name="category")
+    task = untrained_demo.tasks.get(name="category")
     login(scientist)
 
     # 1. Train: one epoch, from the start-run form.
-    page.goto(f"/p/{demo.slug}/runs/new/?task={task.id}")
+    page.goto(f"/p/{untrained_demo.slug}/runs/new/?task={task.id}")
     form = page.get_by_test_id("run-form")
     form.locator("input[name=epochs]").fill("1")
     form.locator("input[name=batch_size]").fill("32")
@@ -91,10 +77,10 @@ def test_run_suspects_queue_retag_retrain(page, login, make_user, demo, celery_w
     shot(page, "suspects")
 
     # The fold models finished after run 1, yet run 1 is still the task's latest run.
-    page.goto(f"/p/{demo.slug}/runs/?task={task.id}")
+    page.goto(f"/p/{untrained_demo.slug}/runs/?task={task.id}")
     expect(page.locator("[data-testid=runs] tbody tr")).to_have_count(1)
     expect(page.locator(f'tr[data-run="{run1.id}"]')).to_be_visible()
-    train_image = Image.objects.filter(project=demo, split="train").order_by("id").first()
+    train_image = Image.objects.filter(project=untrained_demo, split="train").order_by("id").first()
     page.goto(f"/images/{train_image.id}/", wait_until="domcontentloaded", timeout=90000)
     expect(page.get_by_test_id("predictions")).to_contain_text(f"run {run1.id}")
     page.goto(f"/runs/{folds[0].id}/")
@@ -162,7 +148,7 @@ def test_run_suspects_queue_retag_retrain(page, login, make_user, demo, celery_w
 
     # F1 over runs and the run list hold the two training runs only.
     assert [r["id"] for r in quality.f1_series(task)["runs"]] == [run1.id, run2.id]
-    page.goto(f"/p/{demo.slug}/runs/?task={task.id}")
+    page.goto(f"/p/{untrained_demo.slug}/runs/?task={task.id}")
     expect(page.locator("[data-testid=runs] tbody tr")).to_have_count(2)
     page.goto(f"/images/{train_image.id}/", wait_until="domcontentloaded", timeout=90000)
     expect(page.get_by_test_id("predictions")).to_contain_text(f"run {run2.id}")

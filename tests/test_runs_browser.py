@@ -6,36 +6,23 @@ retrain, and read the second run's per-class change and the retags between the r
 
 Set RETAG_SCREENSHOT_DIR to keep screenshots of the pages the test walks through.
 """
-import os
 import re
-from pathlib import Path
 
 import pytest
-from django.core.management import call_command
 from playwright.sync_api import expect
 
-from labeling.models import Annotation, LabelEvent, Project, TrainingRun
+from labeling.models import Annotation, LabelEvent, TrainingRun
 from labeling.services.retag import retag_image
+from tests.conftest import screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-DEMO_LIMIT = 300  # the manifest's first rows: 200 train and 100 test images, all ten classes
 WORKER_ENV = {"RUN_HEARTBEAT_S": "1", "OMP_NUM_THREADS": "2"}
 RUN_TIMEOUT = 150
 
 
-@pytest.fixture
-def demo(settings, tmp_path):
-    settings.VAR_DIR = tmp_path / "var"
-    call_command("load_demo", "--limit", str(DEMO_LIMIT), "--no-train", "--quiet")
-    return Project.objects.get(name="Fashion-MNIST")
-
-
 def shot(page, name):
-    folder = os.environ.get("RETAG_SCREENSHOT_DIR")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"runs-{name}.png"), full_page=True)
+    screenshot(page, f"runs-{name}")
 
 
 def wait_done(page):
@@ -44,11 +31,11 @@ def wait_done(page):
     expect(page.get_by_test_id("run-state")).to_have_text("done")
 
 
-def test_scientist_trains_reads_retags_and_retrains(page, login, make_user, demo, celery_worker_factory):
+def test_scientist_trains_reads_retags_and_retrains(page, login, make_user, untrained_demo, celery_worker_factory):
     celery_worker_factory("redis", extra_env=WORKER_ENV)
     scientist = make_user("scientist")
     other = make_user("annotator")
-    task = demo.tasks.get(name="category")
+    task = untrained_demo.tasks.get(name="category")
     labels = list(task.labels.order_by("position", "id"))
     login(scientist)
 
@@ -169,7 +156,7 @@ def test_scientist_trains_reads_retags_and_retrains(page, login, make_user, demo
     shot(page, "f1")
 
     # The run list: both runs, the second a retrain of the first.
-    page.goto(f"/p/{demo.slug}/runs/?task={task.id}")
+    page.goto(f"/p/{untrained_demo.slug}/runs/?task={task.id}")
     expect(page.locator("[data-testid=runs] tbody tr")).to_have_count(2)
     expect(page.locator(f'tr[data-run="{run2.id}"]')).to_contain_text(f"↻ {run1.id}")
     shot(page, "run-list")

@@ -59,14 +59,20 @@ class RunMapView(APIView):
             return Response({"detail": str(e)}, status=409)
 
 
-class BulkItemSerializer(serializers.Serializer):
+class _ImageItemSerializer(serializers.Serializer):
     image = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+
+
+class _TaskRequestSerializer(serializers.Serializer):
+    task = IdField(queryset=Task.objects.all())
+
+
+class BulkItemSerializer(_ImageItemSerializer):
     expected_version = serializers.IntegerField(min_value=0, max_value=2**31 - 1,
                                                 help_text="The label version you saw (0: no label yet).")
 
 
-class BulkRetagRequestSerializer(serializers.Serializer):
-    task = IdField(queryset=Task.objects.all())
+class BulkRetagRequestSerializer(_TaskRequestSerializer):
     label = IdField(queryset=Label.objects.all(), allow_null=True, help_text="null removes the label.")
     items = BulkItemSerializer(many=True, allow_empty=False, max_length=MAX_BULK)
 
@@ -112,14 +118,12 @@ class BulkRetagView(APIView):
         return Response(BulkRetagResultSerializer(result).data)
 
 
-class UndoItemSerializer(serializers.Serializer):
-    image = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+class UndoItemSerializer(_ImageItemSerializer):
     version = serializers.IntegerField(min_value=1, max_value=2**31 - 1,
                                        help_text="The version the retag to take back returned.")
 
 
-class UndoRequestSerializer(serializers.Serializer):
-    task = IdField(queryset=Task.objects.all())
+class UndoRequestSerializer(_TaskRequestSerializer):
     items = UndoItemSerializer(many=True, allow_empty=False, max_length=MAX_BULK)
 
 

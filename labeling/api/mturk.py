@@ -16,7 +16,7 @@ from ..services.enqueue import send
 from ..services.mturk import client as mt
 from ..services.roles import ADMIN
 from .pagination import BatchPagination
-from .views import ID_REGEX
+from .views import ById
 from .serializers import FiniteJSONField, IdField, query
 
 
@@ -109,8 +109,7 @@ class BlockSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=1000)
 
 
-class MTurkBatchViewSet(AdminOnly, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    lookup_value_regex = ID_REGEX
+class MTurkBatchViewSet(AdminOnly, ById, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     queryset = MTurkBatch.objects.select_related("project", "task")
     serializer_class = BatchSerializer
     pagination_class = BatchPagination

@@ -48,12 +48,10 @@ class NewestFirstCursorPagination(IdCursorPagination):
     ordering = "-id"
 
 
-class RunPagination(CheckedCursorPagination):
-    """Training runs, newest first."""
+class RunPagination(NewestFirstCursorPagination):
+    """Training runs, newest first, in pages of 50."""
 
-    ordering = "-id"
     page_size = 50
-    page_size_query_param = "page_size"
     max_page_size = 500
 
 

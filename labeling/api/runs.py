@@ -25,7 +25,7 @@ from ..models import ClassMetric, Task, TrainingRun
 from ..services import runs as run_service
 from ..services.roles import SCIENTIST
 from .pagination import RunPagination
-from .views import ID_REGEX
+from .views import ById
 from .serializers import FiniteJSONField, IdField
 
 
@@ -127,10 +127,9 @@ class ClassMetricSerializer(serializers.ModelSerializer):
     OpenApiParameter("project", OpenApiTypes.INT, description="only runs of this project"),
     OpenApiParameter("state", OpenApiTypes.STR, enum=TrainingRun.State.values),
 ])
-class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class RunViewSet(ById, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Training runs: reading and starting them needs the scientist role."""
 
-    lookup_value_regex = ID_REGEX
     read_role = SCIENTIST
     write_role = SCIENTIST
     pagination_class = RunPagination

@@ -23,15 +23,19 @@ from .pagination import IdCursorPagination, NewestFirstCursorPagination, SmallPa
 ID_REGEX = r"[0-9]{1,18}"
 
 
-class ProjectViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
+class ById:
+    """A viewset whose detail routes take an id (:data:`ID_REGEX`)."""
+
     lookup_value_regex = ID_REGEX
+
+
+class ProjectViewSet(ById, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
     queryset = Project.objects.order_by("name", "id")
     serializer_class = serializers.ProjectSerializer
     pagination_class = SmallPagination
 
 
-class TaskViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
-    lookup_value_regex = ID_REGEX
+class TaskViewSet(ById, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
     queryset = Task.objects.order_by("project_id", "name", "id").prefetch_related(
         Prefetch("labels", queryset=Label.objects.order_by("position", "id")))
     serializer_class = serializers.TaskSerializer
@@ -53,21 +57,19 @@ class TaskViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.Rea
         return Response(serializers.LabelBriefSerializer(labels, many=True).data)
 
 
-class LabelViewSet(mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
+class LabelViewSet(ById, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Labels in their display order (task, position)."""
 
-    lookup_value_regex = ID_REGEX
     queryset = Label.objects.order_by("task_id", "position", "id")
     serializer_class = serializers.LabelSerializer
     filterset_class = filters.LabelFilter
     pagination_class = SmallPagination
 
 
-class ImageViewSet(viewsets.ReadOnlyModelViewSet):
+class ImageViewSet(ById, viewsets.ReadOnlyModelViewSet):
     """Images in id order, by cursor, each with its current labels (one query for the
     page, one for the page's annotations: see serializers.ImageListSerializer)."""
 
-    lookup_value_regex = ID_REGEX
     queryset = Image.objects.all()
     serializer_class = serializers.ImageSerializer
     filterset_class = filters.ImageFilter
@@ -101,29 +103,26 @@ class ImageViewSet(viewsets.ReadOnlyModelViewSet):
         return Response([event_row(e) for e in history(get_object_or_404(Image, pk=pk))])
 
 
-class AnnotationViewSet(viewsets.ReadOnlyModelViewSet):
-    lookup_value_regex = ID_REGEX
+class AnnotationViewSet(ById, viewsets.ReadOnlyModelViewSet):
     queryset = Annotation.objects.select_related("updated_by")
     serializer_class = serializers.AnnotationSerializer
     filterset_class = filters.AnnotationFilter
     pagination_class = IdCursorPagination
 
 
-class LabelEventViewSet(viewsets.ReadOnlyModelViewSet):
+class LabelEventViewSet(ById, viewsets.ReadOnlyModelViewSet):
     """Every label change, newest first."""
 
-    lookup_value_regex = ID_REGEX
     queryset = LabelEvent.objects.select_related("by")
     serializer_class = serializers.LabelEventSerializer
     filterset_class = filters.LabelEventFilter
     pagination_class = NewestFirstCursorPagination
 
 
-class ImportJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+class ImportJobViewSet(ById, mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Imports, newest first, with their progress: admins only, like the import pages
     (jobs name source paths, buckets and the problems found)."""
 
-    lookup_value_regex = ID_REGEX
     read_role = ADMIN
     queryset = ImportJob.objects.select_related("created_by")
     serializer_class = serializers.ImportJobSerializer
@@ -142,11 +141,10 @@ class ImportJobViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         return Response(self.get_serializer(job).data, status=status.HTTP_201_CREATED)
 
 
-class StorageRootViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
+class StorageRootViewSet(ById, mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     """Where imports may read from. Admins only, reading included. A root is added or
     removed, never edited (imports already checked against it)."""
 
-    lookup_value_regex = ID_REGEX
     queryset = StorageRoot.objects.order_by("uri")
     serializer_class = serializers.StorageRootSerializer
     pagination_class = SmallPagination

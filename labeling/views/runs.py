@@ -8,6 +8,8 @@ Thin views: the numbers come from services.quality, the actions from services.ru
 """
 from __future__ import annotations
 
+import functools
+
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -104,6 +106,18 @@ def _split(request) -> str:
     return split
 
 
+def _finished_run_page(view):
+    """A page of a finished run: ``view(request, run, split)``. A run not done yet sends the
+    browser to its progress page instead."""
+    @functools.wraps(view)
+    def wrapper(request, run_id):
+        run = _run(run_id)
+        if run.state != TrainingRun.State.DONE:
+            return redirect("run_progress", run_id=run.id)
+        return view(request, run, _split(request))
+    return wrapper
+
+
 # --- the run list, starting runs ----------------------------------------------------------
 
 @scientist_required
@@ -192,11 +206,8 @@ def run_progress(request, run_id):
 
 
 @scientist_required
-def run_dashboard(request, run_id):
-    run = _run(run_id)
-    if run.state != TrainingRun.State.DONE:
-        return redirect("run_progress", run_id=run.id)
-    split = _split(request)
+@_finished_run_page
+def run_dashboard(request, run, split):
     board = quality.dashboard(run)
     table = board["splits"][split]
     # False negatives / positives per class come from the confusion matrix (no prediction scan).
@@ -216,11 +227,8 @@ def run_dashboard(request, run_id):
 
 
 @scientist_required
-def run_confusion(request, run_id):
-    run = _run(run_id)
-    if run.state != TrainingRun.State.DONE:
-        return redirect("run_progress", run_id=run.id)
-    split = _split(request)
+@_finished_run_page
+def run_confusion(request, run, split):
     cm = quality.confusion(run, split)
     rows = []
     for i, lb in enumerate(cm["labels"]):

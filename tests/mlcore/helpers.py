@@ -51,3 +51,12 @@ def read_idx(path: Path) -> np.ndarray:
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def clustered(n: int, d: int, centres: int, spread: float, seed: int) -> np.ndarray:
+    """Unit vectors around ``centres`` random directions, neighbourhoods that overlap."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, d)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    x = c[rng.integers(0, centres, n)] + spread * rng.standard_normal((n, d)).astype(np.float32) / np.sqrt(d)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -1,6 +1,7 @@
 import numpy as np
 
 from mlcore.cluster import cluster_per_class, cluster_table, knn, knn_agreement
+from tests.mlcore.helpers import clustered
 
 
 def unit(x):
@@ -55,16 +56,6 @@ def test_knn_excludes_self_and_agreement_counts_neighbour_labels():
     assert (idx != np.arange(20)[:, None]).all() and (np.diff(sims, axis=1) <= 1e-6).all()
     agree = knn_agreement(emb, labels, k=5)
     assert agree[3] <= 0.2 and agree[0] >= 0.6 and agree[15] == 1.0
-
-
-
-def clustered(n, d, centres, spread, seed):
-    """Unit vectors around ``centres`` random directions, neighbourhoods that overlap."""
-    rng = np.random.default_rng(seed)
-    c = rng.standard_normal((centres, d)).astype(np.float32)
-    c /= np.linalg.norm(c, axis=1, keepdims=True)
-    x = c[rng.integers(0, centres, n)] + spread * rng.standard_normal((n, d)).astype(np.float32) / np.sqrt(d)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def test_inverted_file_knn_reaches_the_recall_it_is_tuned_to_and_never_returns_self():

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from mlcore.similar import SimilarIndex
+from tests.mlcore.helpers import clustered
 
 
 def test_returns_the_exact_top_k_of_a_brute_force_search(tmp_path):
@@ -47,14 +48,6 @@ def test_a_loaded_index_maps_its_vectors_from_the_file_instead_of_reading_them(t
     assert loaded.query(q, 9)[0].tolist() == index.query(q, 9)[0].tolist()
     with pytest.raises(KeyError):
         loaded.query(4, 3)  # 4 is no id: all are 5 mod 7
-
-
-def clustered(n, d, centres, spread, seed):
-    rng = np.random.default_rng(seed)
-    c = rng.standard_normal((centres, d)).astype(np.float32)
-    c /= np.linalg.norm(c, axis=1, keepdims=True)
-    x = c[rng.integers(0, centres, n)] + spread * rng.standard_normal((n, d)).astype(np.float32) / np.sqrt(d)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def test_an_inverted_file_index_probes_few_lists_and_reaches_the_recall_it_measured(tmp_path):

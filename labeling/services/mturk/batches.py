@@ -1,109 +1,41 @@
-"""Building a batch, pricing it, and sending it to MTurk as HTMLQuestion HITs.
+"""Building a batch and sending it to MTurk as HTMLQuestion HITs.
 
-Images reach workers through time-limited URLs. An image whose original is on S3 is
-presigned where it is; otherwise its thumbnail (or original) is uploaded once to
-``MTURK_IMAGE_BUCKET`` and presigned there; otherwise Retag serves its thumbnail itself
-through a signed, expiring URL (``/mturk/image/<token>/``, django.core.signing), under
-``RETAG_PUBLIC_URL`` (or, for a CSV exported from the page, the address the admin uses),
-which workers' browsers must be able to reach. With none of these the batch is refused
-before anything is sent, naming the images and the settings that fix it
-(:func:`unservable_images`). URLs live at most 7 days (SigV4's limit, kept for the
-signed ones too), so a HIT's lifetime plus its assignment duration must fit.
-
-Every failure of a send is recorded on the batch (state ``failed`` and ``error`` in words
-from services.mturk.errors), never only in the worker's log.
+Images reach workers through time-limited URLs (services.mturk.images); pricing is
+services.mturk.cost. Every failure of a send is recorded on the batch (state ``failed``
+and ``error`` in words from services.mturk.errors), never only in the worker's log.
 """
 from __future__ import annotations
 
 import math
-import mimetypes
-import os
-import threading
 import uuid
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
-from django.conf import settings
 from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from mlcore import storage
-
 from ...models import Annotation, Image, MTurkBatch, MTurkHIT, MTurkItem, Project, Task
 from ..labels import ordered_labels
 from . import client as mt
+from .cost import CENT, batch_cost, estimate_cost
+from .errors import BatchError
+from .images import MAX_PRESIGN_S, image_url, refuse_unservable, url_lifetime
+from .images import hosting, image_for_token, presigned_url, signed_image_url  # noqa: F401 - callers reach them here
 from .selection import describe, select
 
 NONE, CANT_TELL = "none", "cant_tell"
 SPECIAL_CHOICES = [(NONE, "None of these"), (CANT_TELL, "Can't tell")]
 PERCENT_APPROVED_QUAL = "000000000000000000L0"  # MTurk's system "Worker_PercentAssignmentsApproved"
-MAX_PRESIGN_S = 7 * 24 * 3600
-CENT = Decimal("0.01")
 HTML_QUESTION_NS = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2011-11-11/HTMLQuestion.xsd"
 
 
 SENDABLE = (MTurkBatch.State.DRAFT, MTurkBatch.State.FAILED)  # what an admin may send (again)
 
 
-class BatchError(ValueError):
-    """The batch asks for something that cannot be sent."""
-
-
 def choices(task: Task) -> list[tuple[str, str]]:
     """(value, text) of the buttons: the task's labels in order, then the two way-outs."""
     return [(str(lb.id), lb.name) for lb in ordered_labels(task)] + SPECIAL_CHOICES
-
-
-# --- cost ----------------------------------------------------------------------------
-
-FEE_RATE = Decimal("0.20")        # Amazon's commission on a reward
-LARGE_HIT_FEE_RATE = Decimal("0.40")  # ... when a HIT has LARGE_HIT_ASSIGNMENTS or more assignments
-LARGE_HIT_ASSIGNMENTS = 10
-MIN_FEE = CENT                    # per assignment
-
-
-def fee_rate(max_assignments: int) -> Decimal:
-    """The share of the reward Amazon takes on a HIT with this many assignments."""
-    return LARGE_HIT_FEE_RATE if max_assignments >= LARGE_HIT_ASSIGNMENTS else FEE_RATE
-
-
-def fee_per_assignment(reward: Decimal, max_assignments: int) -> Decimal:
-    """Amazon's commission on one assignment (:func:`fee_rate` of the reward, at least
-    :data:`MIN_FEE`), rounded to the cent."""
-    return max(MIN_FEE, (Decimal(reward) * fee_rate(max_assignments)).quantize(CENT, rounding=ROUND_HALF_UP))
-
-
-def fee_rule() -> str:
-    """The fee rule in words, for the pages (from the constants above, so it cannot drift)."""
-    return (f"{FEE_RATE * 100:.0f}% of the reward, {LARGE_HIT_FEE_RATE * 100:.0f}% when a HIT has "
-            f"{LARGE_HIT_ASSIGNMENTS} or more assignments, at least ${MIN_FEE} an assignment")
-
-
-@dataclass
-class Cost:
-    hits: int
-    assignments: int
-    rewards: Decimal
-    fees: Decimal
-    fee_rate: Decimal
-
-    @property
-    def total(self) -> Decimal:
-        return self.rewards + self.fees
-
-
-def estimate_cost(*, hits: int, assignments_per_hit: int, reward: Decimal) -> Cost:
-    reward = Decimal(reward)
-    n = hits * assignments_per_hit
-    return Cost(hits=hits, assignments=n, rewards=(reward * n).quantize(CENT),
-                fees=(fee_per_assignment(reward, assignments_per_hit) * n).quantize(CENT),
-                fee_rate=fee_rate(assignments_per_hit))
-
-
-def batch_cost(batch: MTurkBatch) -> Cost:
-    return estimate_cost(hits=batch.hits.count(), assignments_per_hit=batch.assignments_per_image,
-                         reward=batch.reward)
 
 
 # --- build ---------------------------------------------------------------------------
@@ -204,156 +136,6 @@ def build_batch(*, project: Project, task: Task, selection_kind: str, selection_
                  unique_token=f"retag-b{batch.id}-h{p}-{uuid.uuid4().hex[:16]}")
         for p in range(math.ceil(len(regular) / n))])
     return batch
-
-
-# --- images --------------------------------------------------------------------------
-
-def image_bucket() -> str:
-    return getattr(settings, "MTURK_IMAGE_BUCKET", None) or os.environ.get("MTURK_IMAGE_BUCKET", "")
-
-
-def public_base_url() -> str:
-    """Where Retag is reachable from workers' browsers (RETAG_PUBLIC_URL), or ""."""
-    return (getattr(settings, "RETAG_PUBLIC_URL", "") or "").rstrip("/")
-
-
-def servable_uri(image: Image) -> str | None:
-    """Where workers' browsers will fetch the image from (an s3:// URI), or None."""
-    for uri in (image.uri, image.thumbnail_uri):
-        if uri and storage.is_s3(uri):
-            return uri
-    if image_bucket():
-        return f"s3://{image_bucket()}/mturk/{image.project_id}/{image.id}-{(image.checksum or 'x')[:16]}"
-    return None
-
-
-NOT_SERVABLE = ("{n} images are not on S3, MTURK_IMAGE_BUCKET is not set and Retag has no public address, so "
-                "workers could not see them (first: {first}). Set RETAG_PUBLIC_URL to the address where Retag is "
-                "reachable from the internet (it then serves the images itself through signed, expiring links), "
-                "or MTURK_IMAGE_BUCKET to an S3 bucket Retag may upload them to.")
-
-
-def unservable_images(batch: MTurkBatch, base_url: str | None = None) -> list[Image]:
-    """Images workers could not see: not on S3, no bucket, and no address of Retag to sign a link under."""
-    if base_url or public_base_url():
-        return []
-    images = Image.objects.filter(mturk_items__batch=batch).distinct()
-    return [im for im in images if servable_uri(im) is None]
-
-
-def refuse_unservable(batch: MTurkBatch, base_url: str | None = None) -> None:
-    bad = unservable_images(batch, base_url)
-    if bad:
-        raise BatchError(NOT_SERVABLE.format(n=len(bad), first=", ".join(im.key for im in bad[:5])))
-
-
-IMAGE_SALT = "retag.mturk.image"
-
-
-def signed_image_url(batch: MTurkBatch, image: Image, base_url: str) -> str:
-    """A link to the image's thumbnail that Retag serves without a login, to this batch's
-    workers only while the batch's HITs can be worked (:func:`image_for_token`)."""
-    from django.core import signing
-    from django.urls import reverse
-
-    token = signing.dumps({"b": batch.pk, "i": image.pk}, salt=IMAGE_SALT, compress=True)
-    return base_url.rstrip("/") + reverse("mturk_image", args=[token])
-
-
-def image_for_token(token: str) -> Image:
-    """The image a signed link names; BatchError when the link is forged, expired or its batch
-    no longer holds the image."""
-    from django.core import signing
-
-    try:
-        payload = signing.loads(token, salt=IMAGE_SALT, max_age=MAX_PRESIGN_S)
-        batch = MTurkBatch.objects.get(pk=int(payload["b"]))
-        age_ok = signing.loads(token, salt=IMAGE_SALT, max_age=url_lifetime(batch))
-    except signing.SignatureExpired:
-        raise BatchError("this image link has expired") from None
-    except (signing.BadSignature, MTurkBatch.DoesNotExist, KeyError, TypeError, ValueError):
-        raise BatchError("this image link is not valid") from None
-    image = Image.objects.filter(pk=int(age_ok["i"]), mturk_items__batch=batch).first()
-    if image is None:
-        raise BatchError("this image is not part of the batch any more")
-    return image
-
-
-def image_url(batch: MTurkBatch, image: Image, expires_in: int, base_url: str | None = None) -> str:
-    """The URL a worker's browser loads the image from: presigned S3, or a signed Retag link."""
-    if servable_uri(image) is not None:
-        return presigned_url(image, expires_in)
-    base = base_url or public_base_url()
-    if not base:
-        raise BatchError(NOT_SERVABLE.format(n=1, first=image.key))
-    return signed_image_url(batch, image, base)
-
-
-def hosting(batch: MTurkBatch, base_url: str | None = None) -> dict:
-    """How this batch's images reach workers, for the batch page: ``{"how": "s3" | "retag" |
-    "none", "base", "local", "message"}`` (``local``: the address is loopback or private, which
-    workers on the internet cannot open)."""
-    import ipaddress
-    from urllib.parse import urlparse
-
-    images = Image.objects.filter(mturk_items__batch=batch).distinct()
-    on_s3 = all(servable_uri(im) is not None for im in images)
-    if on_s3:
-        return {"how": "s3", "base": "", "local": False,
-                "message": "Images reach workers through presigned S3 links."}
-    base = public_base_url() or (base_url or "").rstrip("/")
-    if not base:
-        return {"how": "none", "base": "", "local": False,
-                "message": NOT_SERVABLE.format(n=sum(1 for im in images if servable_uri(im) is None),
-                                               first=", ".join(im.key for im in images[:3]))}
-    host = urlparse(base).hostname or ""
-    try:
-        local = host == "localhost" or ipaddress.ip_address(host).is_private or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        local = host.endswith((".local", ".internal", ".lan"))
-    days = url_lifetime(batch) / 86400
-    message = (f"Images not on S3 are served by Retag at {base}/mturk/image/… through signed links that expire "
-               f"after {days:.1f} days.")
-    if local:
-        message += (f" {host} is not reachable from the internet, so workers could not open them: set "
-                    "RETAG_PUBLIC_URL to Retag's public address (behind your reverse proxy), or MTURK_IMAGE_BUCKET "
-                    "to an S3 bucket, before you export or send.")
-    return {"how": "retag", "base": base, "local": local, "message": message}
-
-
-def presigned_url(image: Image, expires_in: int) -> str:
-    uri = servable_uri(image)
-    if uri is None:
-        raise BatchError(NOT_SERVABLE.format(n=1, first=image.key))
-    if not (image.uri == uri or image.thumbnail_uri == uri) and not storage.exists(uri):
-        source = image.thumbnail_uri or image.uri  # the thumbnail is enough for a worker, and small
-        ctype = mimetypes.guess_type(source)[0] or "image/jpeg"
-        storage.write_bytes(uri, storage.read_bytes(source), content_type=ctype)
-    bucket, key = storage.split_s3(uri)
-    return _presign_client().generate_presigned_url(
-        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=min(expires_in, MAX_PRESIGN_S))
-
-
-_presigners = threading.local()
-
-
-def _presign_client():
-    """S3 client that signs with SigV4 (the only kind every region accepts; at most 7 days)."""
-    import boto3
-    from botocore.config import Config
-
-    where = (os.environ.get("S3_ENDPOINT_URL") or None, os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-             os.environ.get("AWS_ACCESS_KEY_ID"))
-    cached = getattr(_presigners, "client", None)
-    if cached is None or cached[0] != where:
-        client = boto3.session.Session().client("s3", endpoint_url=where[0], region_name=where[1],
-                                                config=Config(signature_version="s3v4"))
-        _presigners.client = cached = (where, client)
-    return cached[1]
-
-
-def url_lifetime(batch: MTurkBatch) -> int:
-    return batch.lifetime_seconds + batch.assignment_duration_seconds + 600
 
 
 # --- the HIT page --------------------------------------------------------------------

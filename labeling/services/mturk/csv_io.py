@@ -18,7 +18,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from ...models import MTurkAssignment, MTurkBatch, MTurkHIT, MTurkItem
-from .batches import BatchError, hit_html, image_url, refuse_unservable, url_lifetime
+from .batches import hit_html
+from .errors import BatchError
+from .images import image_url, refuse_unservable, url_lifetime
 from .sync import compute_consensus, decide, record_assignment
 
 RESULT_REQUIRED = ("HITId", "AssignmentId", "WorkerId", "AssignmentStatus", "Input.hit")

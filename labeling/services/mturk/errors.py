@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from . import client as mt
 
+
+class BatchError(ValueError):
+    """The batch asks for something that cannot be sent."""
+
+
 NO_CREDENTIALS = (
     "Retag has no AWS credentials for Mechanical Turk. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
     "(an IAM user of the AWS account linked to your MTurk requester account, with the "
