@@ -169,7 +169,7 @@ def test_grid_pages_by_cursor(two_runs, scientist, monkeypatch):
     assert back["results"] == first["results"]
     assert c.get(f"/api/runs/{run.id}/false-negatives/", {"label": lb[0].id, "after": "x"}).status_code == 400
     # The page's Next link carries the same cursor.
-    monkeypatch.setattr(quality, "PAGE_SIZE", 2)
+    monkeypatch.setattr(quality.grids, "PAGE_SIZE", 2)
     html = c.get(f"/runs/{run.id}/images/?kind=fn&label={lb[0].id}").content.decode()
     assert html.count('<li class="pcell') == 2
     assert f'rel="next" data-testid="next-page" href="?kind=fn&amp;label={lb[0].id}&amp;split=test&amp;after=' in html
