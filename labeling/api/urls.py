@@ -69,7 +69,8 @@ class Docs(SpectacularSwaggerView):
     url_name = "api:schema"
 
     def handle_exception(self, exc):
-        if isinstance(exc, (NotAuthenticated, PermissionDenied)) and not self.request.user.is_authenticated:
+        if (isinstance(exc, (NotAuthenticated, PermissionDenied)) and not self.request.user.is_authenticated
+                and "HTTP_AUTHORIZATION" not in self.request.META):  # wrong credentials: the API's 401
             return redirect_to_login(self.request.get_full_path())
         return super().handle_exception(exc)
 
