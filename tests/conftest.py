@@ -277,12 +277,14 @@ def untrained_demo(settings, tmp_path):
     return Project.objects.get(name="Fashion-MNIST")
 
 
-def screenshot(page, name: str) -> None:
-    """A full-page screenshot ``<name>.png`` in RETAG_SCREENSHOT_DIR, when that is set."""
+def screenshot(target, name: str, *, full_page: bool = True) -> None:
+    """A screenshot ``<name>.png`` in RETAG_SCREENSHOT_DIR, when that is set: of the whole page
+    (``full_page``), of the viewport, or of one element (``target`` a locator)."""
     folder = os.environ.get("RETAG_SCREENSHOT_DIR")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+        path = str(Path(folder) / f"{name}.png")
+        target.screenshot(path=path, **({"full_page": True} if full_page else {}))
 
 
 @pytest.fixture(scope="session")

@@ -4,13 +4,13 @@ same retag when someone else changed the label first (409: nothing overwritten).
 
 Set RETAG_SCREENSHOT_DIR to keep screenshots of the pages the test walks through.
 """
-import os
 import re
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from playwright.sync_api import expect
+
+from tests.conftest import screenshot
 
 from labeling.models import Annotation, LabelEvent, Project
 from labeling.services.retag import retag_image
@@ -29,10 +29,7 @@ def demo(settings, tmp_path):
 
 
 def shot(page, name):
-    folder = os.environ.get("RETAG_SCREENSHOT_DIR")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=False)
+    screenshot(page, name, full_page=False)
 
 
 def open_category_grid(page, project):

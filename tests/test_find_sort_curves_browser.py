@@ -3,11 +3,11 @@ confidence histogram, in a real browser, on the known runs of tests/test_quality
 
 Set RETAG_SCREENSHOT_DIR to keep the screenshots (docs/screenshots/ holds the README's).
 """
-import os
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
+
+from tests.conftest import screenshot
 
 from labeling.services import browse
 from tests.test_grid_find_sort import expected_by_confidence
@@ -18,10 +18,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def shot(target, name):
-    folder = os.environ.get("RETAG_SCREENSHOT_DIR")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        target.screenshot(path=str(Path(folder) / f"{name}.png"))
+    screenshot(target, name, full_page=False)
 
 
 def keys(page):

@@ -8,13 +8,13 @@ and the dashboard's count of changed test labels.
 
 Set RETAG_SCREENSHOT_DIR to keep the screenshots (docs/screenshots/ holds the README's).
 """
-import os
 import re
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
+
+from tests.conftest import screenshot
 
 from labeling.models import Annotation, Image, LabelEvent, TrainingRun
 from labeling.services.labels import ensure_labels, label_key, ordered_labels
@@ -27,10 +27,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 def shot(target, name):
     """A screenshot of a page or of one element of it."""
-    folder = os.environ.get("RETAG_SCREENSHOT_DIR")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        target.screenshot(path=str(Path(folder) / f"{name}.png"))
+    screenshot(target, name, full_page=False)
 
 
 def keys(n):

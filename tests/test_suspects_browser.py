@@ -5,14 +5,14 @@ and the similar-images strip on the image page.
 
 Set RETAG_SCREENSHOT_DIR to keep screenshots of the pages the test walks through.
 """
-import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
+
+from tests.conftest import screenshot
 
 from labeling.models import Annotation, LabelEvent, Suspect, SuspectRun, TrainingExclusion
 from labeling.services.retag import retag_image
@@ -22,10 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def shot(page, name):
-    folder = os.environ.get("RETAG_SCREENSHOT_DIR")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"suspects-{name}.png"), full_page=True)
+    screenshot(page, f"suspects-{name}")
 
 
 @pytest.fixture
