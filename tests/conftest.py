@@ -312,9 +312,16 @@ def page(browser, live_server):
 
 @pytest.fixture
 def login(page):
-    """``login(user)``: sign in through the login page."""
+    """``login(user)``: sign in through the login page, as a new visitor.
+
+    The page first leaves for about:blank and the cookies go: a request still in flight
+    from the page before (a poll, a prefetch) would otherwise come back without a session
+    and set a fresh CSRF cookie under the login form, which then answers 403.
+    """
 
     def do(user):
+        page.goto("about:blank")
+        page.context.clear_cookies()
         page.goto("/accounts/login/")
         page.fill("input[name=username]", user.username)
         page.fill("input[name=password]", PASSWORD)

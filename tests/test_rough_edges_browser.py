@@ -157,7 +157,6 @@ def test_queue_and_clusters_have_a_key_for_each_label_chords_past_24(page, login
     page.wait_for_function(f"document.querySelector('[data-testid=suspect]').dataset.image != '{shown}'")
     assert Annotation.objects.get(image_id=shown, task=task).label == many[25]
 
-    page.context.clear_cookies()
     login(scientist)
     page.goto(f"/suspects/{sr.id}/clusters/?label={labels['fox'].id}")
     group = page.get_by_test_id("outlier-group")
