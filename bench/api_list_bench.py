@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlparse
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import (app_bench, load_average, machine_info, median_p95, time_requests)  # noqa: E402
+from bench.common import app_bench, figure_fields, load_average, machine_info, median_p95, time_requests  # noqa: E402
 
 LABELS = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
 PASSWORD = "bench-annotator-pw"
@@ -259,16 +259,7 @@ def main() -> int:
         "repeats": args.repeats,
         "auth": "session cookie (basic auth timed separately)",
         "server": args.server,
-        "first_page_median_ms": results["first_page"]["median_ms"],
-        "first_page_p95_ms": results["first_page"]["p95_ms"],
-        "deep_page_median_ms": results["deep_page"]["median_ms"],
-        "deep_page_p95_ms": results["deep_page"]["p95_ms"],
-        "filtered_first_page_median_ms": results["filtered_first_page"]["median_ms"],
-        "filtered_first_page_p95_ms": results["filtered_first_page"]["p95_ms"],
-        "filtered_deep_page_median_ms": results["filtered_deep_page"]["median_ms"],
-        "filtered_deep_page_p95_ms": results["filtered_deep_page"]["p95_ms"],
-        "basic_auth_first_page_median_ms": basic_first["median_ms"],
-        "basic_auth_first_page_p95_ms": basic_first["p95_ms"],
+        **figure_fields({**results, "basic_auth_first_page": basic_first}),
         "in_process": in_process,
         "load_average_before": bench.load_before,
         "load_average_after": load_after,

@@ -404,6 +404,12 @@ def time_requests(send, repeats: int, warmup: int = 3, check=None) -> tuple[list
     return times, answer
 
 
+def figure_fields(cases: dict) -> dict:
+    """A result file's headline fields: ``<case>_median_ms`` and ``<case>_p95_ms`` of each of
+    ``cases`` ({case: figures with median_ms and p95_ms}), in that order."""
+    return {f"{name}_{k}": figures[k] for name, figures in cases.items() for k in ("median_ms", "p95_ms")}
+
+
 def median_p95(times_ms: list[float]) -> dict:
     """``median_ms`` and ``p95_ms`` (the sorted time 95% of the way up, not interpolated), in
     ms rounded to 0.1."""

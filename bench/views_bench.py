@@ -37,8 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench.common import (app_bench, bench_scientist, fresh_project, label_as_trained, load_average,  # noqa: E402
-                          machine_info, median_p95, time_requests)
+from bench.common import (app_bench, bench_scientist, figure_fields, fresh_project, label_as_trained,  # noqa: E402
+                          load_average, machine_info, median_p95, time_requests)
 
 USERNAME = "bench-scientist"
 CLASS_INDEX = 3  # the class whose false negatives are paged
@@ -202,12 +202,7 @@ def main() -> int:
 
     out = {
         "n_images": args.n,
-        "dashboard_median_ms": results["dashboard"]["median_ms"],
-        "dashboard_p95_ms": results["dashboard"]["p95_ms"],
-        "confusion_median_ms": results["confusion"]["median_ms"],
-        "confusion_p95_ms": results["confusion"]["p95_ms"],
-        "false_negatives_deep_median_ms": results["false_negatives_deep"]["median_ms"],
-        "false_negatives_deep_p95_ms": results["false_negatives_deep"]["p95_ms"],
+        **figure_fields({k: results[k] for k in ("dashboard", "confusion", "false_negatives_deep")}),
         "load_predictions_s": world["load_predictions_s"],
         "load_predictions_by": "services.run_results.load_run_results (binary COPY), the runs backend's loader",
         "repeats": args.repeats,
