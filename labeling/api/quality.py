@@ -16,7 +16,7 @@ from ..models import Image, Split, Task, TrainingRun
 from ..services import quality, quality_curves
 from ..services.roles import SCIENTIST
 from .permissions import RolePermission
-from .serializers import DetailSerializer
+from .serializers import DetailSerializer, RunStateSerializer
 
 
 # --- response shapes (for the schema) ------------------------------------------------------
@@ -52,21 +52,13 @@ class SplitMetricsSerializer(serializers.Serializer):
     accuracy_delta = serializers.FloatField(allow_null=True)
 
 
-class RunBriefSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+class RunBriefSerializer(RunStateSerializer):
     task = serializers.IntegerField()
-    state = serializers.CharField()
-    state_reason = serializers.CharField()
-    test_macro_f1 = serializers.FloatField(allow_null=True)
     created_by = serializers.CharField(allow_null=True)
     created_at = serializers.DateTimeField(allow_null=True)
-    started_at = serializers.DateTimeField(allow_null=True)
-    finished_at = serializers.DateTimeField(allow_null=True)
-    duration_s = serializers.FloatField(allow_null=True)
     n_train = serializers.IntegerField()
     n_test = serializers.IntegerField()
     snapshot_size = serializers.IntegerField()
-    device = serializers.CharField()
     parent = serializers.IntegerField(allow_null=True)
     config = serializers.JSONField()
 
