@@ -8,7 +8,8 @@ image is predicted and embedded, but not trained on or scored for that task.
 
 Splits are ``train``, ``val`` and ``test``, case and surrounding blanks aside; ``validation``,
 ``valid`` and ``dev`` are read as ``val``. :func:`canonical_split` is the one place that
-says so: the app's importer reads a split through it too (and keeps only train and test).
+says so: the app's importer reads a split through it too (and keeps only train and test),
+and reads the CSV itself through :func:`manifest_rows`, as :func:`read_manifest` does.
 """
 from __future__ import annotations
 
