@@ -2,7 +2,8 @@
 
 schemathesis generates valid and invalid requests (wrong types, missing fields, huge
 numbers, NUL bytes ...) for every operation the schema documents, and each is sent as
-every role (anonymous, annotator, scientist, admin) through the WSGI app, with the ids
+every role (anonymous, annotator, scientist, admin; past each operation's first
+cases only the annotator and the admin) through the WSGI app, with the ids
 in the path pointing at real objects (and, for the admin, as generated). Anything but a 5xx passes:
 a 400, 403, 404 or 409 is the API saying no. A route under /api/ that the schema does
 not document fails :func:`test_every_api_route_is_in_the_schema`, so a new route cannot
@@ -11,6 +12,8 @@ hide from the fuzzer.
 Kept small (a few examples per operation, no shrinking) to run in a couple of minutes.
 """
 from __future__ import annotations
+
+import collections
 
 import pytest
 import schemathesis
@@ -24,6 +27,13 @@ from hypothesis import HealthCheck, settings
 from tests.fuzz_world import ROLES, api_routes, build_world, is_format_suffix, normalize
 
 EXAMPLES = 3
+# Every case is sent as the annotator (the least a signed-in user may do) and as the admin
+# (whom no role gate stops, so the body is read all the way). The anonymous user, refused
+# before a body is read, and the scientist, who passes the gates the admin passes save the
+# admin's own, get each operation's first SAMPLED cases: the coverage phase sends hundreds of
+# bodies to an operation with many fields, and each would tell them nothing new.
+SAMPLED = 4
+_sent: collections.Counter = collections.Counter()
 
 
 def _schema() -> dict:
@@ -97,7 +107,9 @@ def _server_error(case, code: int) -> bool:
 def test_no_api_request_answers_500(case, wsgi_app, world):
     generated = dict(case.path_parameters or {})
     real = _real_path_parameters(case, world)
-    for role in ROLES:
+    operation = f"{case.method} {case.operation.path}"
+    _sent[operation] += 1
+    for role in ROLES if _sent[operation] <= SAMPLED else ("annotator", "admin"):
         auth = world.cookies[role]
         # Every role with real ids (past the 404s, into the parsing); the admin, whom no
         # role gate stops, with the generated ids too.
