@@ -170,6 +170,22 @@ class LabelCount(models.Model):
         constraints = [models.UniqueConstraint(fields=["task", "label", "split", "status"], name="labelcount_unique")]
 
 
+class Unlabelled(models.Model):
+    """An image without a label for a task of its project: no annotation, or one whose label
+    is empty. Kept by database triggers (migration 0014) in the statement that adds or deletes
+    an image or a task or writes an annotation, like :class:`ImageCount`: the grid's "no
+    label" filter reads these rows instead of walking the images to find the few without an
+    annotation. ``services.counts.recount`` rebuilds them. The rows go with their image or
+    task by trigger (DO_NOTHING here: the ORM never collects them)."""
+
+    # (task, image) is the unique index the filter walks; image's own index serves a delete.
+    task = models.ForeignKey(Task, on_delete=models.DO_NOTHING, related_name="+", db_index=False)
+    image = models.ForeignKey(Image, on_delete=models.DO_NOTHING, related_name="+")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task", "image"], name="unlabelled_unique")]
+
+
 class EventSource(models.TextChoices):
     IMPORT = "import", "import"
     ANNOTATOR = "annotator", "annotator"

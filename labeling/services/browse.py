@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlencode
 
-from django.db.models import Count, Exists, F, FilteredRelation, OuterRef, Q
+from django.db.models import Count, F, FilteredRelation, Q
 
 from ..models import Annotation, Image, ImageStatus, Label, LabelEvent, Project, Split, Task
 from . import counts as kept
@@ -93,11 +93,8 @@ class GridFilter:
             qs = qs.filter(annotations__task=self.label.task_id, annotations__label=self.label)
         elif self.unlabelled and self.task is not None:
             if self.unlabelled_count() == 0:
-                return qs.none()  # every image is labelled: the anti-join would walk them all to find none
-            # NOT EXISTS (an anti-join along the annotation's image index), never NOT IN over
-            # every labelled image.
-            labelled = Annotation.objects.filter(image_id=OuterRef("id"), task=self.task, label__isnull=False)
-            qs = qs.filter(~Exists(labelled))
+                return qs.none()  # every image is labelled: nothing to ask
+            qs = qs.filter(kept.unlabelled(self.task))
         return qs
 
     def unlabelled_count(self) -> int:
