@@ -685,6 +685,10 @@ class Suspect(models.Model):
     given_label = models.ForeignKey(Label, on_delete=models.CASCADE, null=True, related_name="+")
     # The annotation version when scored: a label changed since makes the suspect stale.
     version = models.PositiveIntegerField(default=0)
+    # Whether the image's annotation is still at ``version`` and unconfirmed (what the queue
+    # asks): kept by database triggers (migration 0015) on every annotation and suspect write,
+    # so a run's open suspects are an indexed count, whatever changed since it was scored.
+    current = models.BooleanField(default=False, editable=False)
     self_confidence = models.FloatField(null=True, blank=True)
     knn_agreement = models.FloatField(null=True, blank=True)
     reasons = models.PositiveSmallIntegerField(default=0)
@@ -713,7 +717,15 @@ class Suspect(models.Model):
                    models.Index(fields=["suspect_run", "score", "image"], name="suspect_sort_idx"),
                    models.Index(fields=["resolved_by", "resolved_at"], name="suspect_resolved_idx"),
                    models.Index(fields=["suspect_run", "skipped_at"], name="suspect_skipped_idx",
-                                condition=models.Q(skipped_at__isnull=False))]
+                                condition=models.Q(skipped_at__isnull=False)),
+                   # The open suspects per class (counted), and the stale ones (read: few).
+                   models.Index(fields=["suspect_run", "given_label"], name="suspect_open_idx",
+                                condition=models.Q(status="open", current=True)),
+                   models.Index(fields=["suspect_run", "image"], name="suspect_stale_idx",
+                                condition=models.Q(status="open", current=False)),
+                   # The settled ones by status, class and reasons (the queue's counts, people's verdicts).
+                   models.Index(fields=["suspect_run", "status", "given_label", "reasons"], name="suspect_settled_idx",
+                                condition=models.Q(status__in=["retagged", "kept"]))]
 
 
 class Cluster(models.Model):
