@@ -35,8 +35,7 @@ from urllib.parse import parse_qs, urlparse
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import (LOCAL_SERVER, ensure_database, machine_info, median_p95, session_cookie,  # noqa: E402
-                          setup_django, start_server, tear_down, time_requests)
+from bench.common import app_bench, figure_fields, load_average, machine_info, median_p95, time_requests  # noqa: E402
 
 LABELS = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
 PASSWORD = "bench-annotator-pw"
@@ -208,24 +207,14 @@ def main() -> int:
     args = parse_args()
     import requests
 
-    load_before = [round(x, 2) for x in os.getloadavg()]
-
-    db_url = ensure_database(LOCAL_SERVER, args.db)
-    server = None
-    try:
-        setup_django(db_url, migrate=True)
-        from django.db import connection
-
+    with app_bench(args.db, keep=args.keep) as bench:
         from labeling.models import Image
 
         world = load(args.n)
         project, task, label = world["project"], world["task"], world["label"]
         ids = Image.objects.filter(project=project).order_by("id").values_list("id", flat=True)
         deep_id = ids[int(args.n * 0.9)]
-        key = session_cookie(world["user"])
-        connection.close()
-
-        server, base = start_server(db_url, args.server)
+        base, http = bench.serve(args.server, world["user"])
         url = f"{base}/api/images/"
         cursor = deep_cursor(url, deep_id)
         plain = {"project": project.id}
@@ -236,8 +225,6 @@ def main() -> int:
             "filtered_first_page": filtered,
             "filtered_deep_page": {**filtered, "cursor": cursor},
         }
-        http = requests.Session()
-        http.cookies.set("sessionid", key, domain="127.0.0.1")
         results = {name: time_case(http, url, params, args.repeats) for name, params in cases.items()}
         for name in ("deep_page", "filtered_deep_page"):
             assert results[name]["first_id"] > deep_id, "the deep cursor did not start after its id"
@@ -247,12 +234,10 @@ def main() -> int:
         basic_first = time_case(basic, url, plain, args.basic_repeats, warmup=1)
 
         in_process = time_in_process(world["user"], cases, args.repeats)
-        load_after = [round(x, 2) for x in os.getloadavg()]
+        load_after = load_average()
 
         plans = {"filtered_first_page": explain(filtered, None), "filtered_deep_page": explain(filtered, deep_id),
                  "deep_page": explain(plain, deep_id)}
-    finally:
-        tear_down(server, args.db, keep=args.keep)
 
     print(f"\nGET /api/images/ at {args.n:,} images ({args.repeats} requests each, session auth, page of 100, "
           f"server: {args.server})")
@@ -264,7 +249,7 @@ def main() -> int:
     print("\nthe same requests in-process (Django test client, no HTTP server or client):")
     for name, r in in_process.items():
         print(f"{name:<22}{r['median_ms']:>11}{r['p95_ms']:>9}")
-    print(f"\nload average (1, 5, 15 min) before {load_before}, after {load_after} on {os.cpu_count()} cores")
+    print(f"\nload average (1, 5, 15 min) before {bench.load_before}, after {load_after} on {os.cpu_count()} cores")
     for name, plan in plans.items():
         print(f"\n-- EXPLAIN ANALYZE {name}\n{plan}")
 
@@ -274,18 +259,9 @@ def main() -> int:
         "repeats": args.repeats,
         "auth": "session cookie (basic auth timed separately)",
         "server": args.server,
-        "first_page_median_ms": results["first_page"]["median_ms"],
-        "first_page_p95_ms": results["first_page"]["p95_ms"],
-        "deep_page_median_ms": results["deep_page"]["median_ms"],
-        "deep_page_p95_ms": results["deep_page"]["p95_ms"],
-        "filtered_first_page_median_ms": results["filtered_first_page"]["median_ms"],
-        "filtered_first_page_p95_ms": results["filtered_first_page"]["p95_ms"],
-        "filtered_deep_page_median_ms": results["filtered_deep_page"]["median_ms"],
-        "filtered_deep_page_p95_ms": results["filtered_deep_page"]["p95_ms"],
-        "basic_auth_first_page_median_ms": basic_first["median_ms"],
-        "basic_auth_first_page_p95_ms": basic_first["p95_ms"],
+        **figure_fields({**results, "basic_auth_first_page": basic_first}),
         "in_process": in_process,
-        "load_average_before": load_before,
+        "load_average_before": bench.load_before,
         "load_average_after": load_after,
         "deep_page_after_id": deep_id,
         "filter": "task + label + split=train (one label of 10)",

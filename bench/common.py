@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlparse, urlunparse
@@ -27,6 +28,21 @@ RESULTS = REPO / "bench" / "results"
 def shared_data() -> Path:
     """``RETAG_SHARED_DATA``, default ``<repo>/../shared/data``."""
     return Path(os.environ.get("RETAG_SHARED_DATA") or REPO.parent / "shared" / "data")
+
+
+MOBILENET_WEIGHTS = "weights/mobilenet_v2_imagenet_features_torchvision_keys.pth"  # under shared_data()
+
+
+def clothing_arguments(ap, *, work: str, out: str) -> None:
+    """The arguments of a bench on the clothing photos with the shared ImageNet MobileNetV2
+    weights: ``--data``, ``--weights``, ``--work`` (the folder ``work`` in the temporary
+    folder, outside the repository) and ``--out`` (its result file, default ``out``)."""
+    import tempfile
+
+    ap.add_argument("--data", type=Path, default=shared_data() / "clothing")
+    ap.add_argument("--weights", type=Path, default=shared_data() / MOBILENET_WEIGHTS)
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / work)
+    ap.add_argument("--out", default=out)
 
 
 def _cpu_model() -> str:
@@ -243,6 +259,52 @@ def tear_down(server: subprocess.Popen | None, db: str, *, keep: bool = False) -
         drop_database(LOCAL_SERVER, db)
 
 
+def load_average() -> list[float]:
+    """The load average (1, 5, 15 min), rounded: a bench records it before and after, since
+    other engineers' work shares the machine."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+class AppBench:
+    """One run of an app bench (:func:`app_bench`): its database URL, the load average
+    when it began, and :meth:`serve`."""
+
+    def __init__(self, db_url: str, load_before: list[float]):
+        self.db_url = db_url
+        self.load_before = load_before
+        self.server: subprocess.Popen | None = None
+
+    def serve(self, kind: str, user):
+        """Once the bench's world is in the database: the app in a server process (``kind``,
+        :func:`start_server`) and a ``requests`` session logged in as ``user`` with a
+        session cookie: (base URL, session). Closes this process's connection first, so
+        the server's requests do not wait on it."""
+        import requests
+        from django.db import connection
+
+        key = session_cookie(user)
+        connection.close()
+        self.server, base = start_server(self.db_url, kind)
+        http = requests.Session()
+        http.cookies.set("sessionid", key, domain="127.0.0.1")
+        return base, http
+
+
+@contextmanager
+def app_bench(db: str, *, keep: bool = False):
+    """An app bench timed over HTTP, from its set-up to its tear-down: its database ``db`` on
+    :data:`LOCAL_SERVER` (made if missing), Django set up on it and migrated; yields the
+    :class:`AppBench`. On the way out (also after an error) its server stops and the
+    database is dropped unless ``keep`` (:func:`tear_down`)."""
+    load_before = load_average()
+    bench = AppBench(ensure_database(LOCAL_SERVER, db), load_before)
+    try:
+        setup_django(bench.db_url, migrate=True)
+        yield bench
+    finally:
+        tear_down(bench.server, db, keep=keep)
+
+
 # --- a bench's world ------------------------------------------------------------------
 
 def bench_scientist(username: str):
@@ -267,6 +329,21 @@ def project_with_labels(name: str, slug: str, labels) -> tuple[object, object, l
     task = get_or_create_task(project, "category")
     by_name = ensure_labels(task, labels)
     return project, task, [by_name[n].id for n in labels]
+
+
+def fresh_project(name: str, slug: str, labels, n: int, tables: Sequence[str]) -> tuple[object, object, list[int]]:
+    """Empty the bench's ``tables`` (TRUNCATE, identities restarted, CASCADE) and make its
+    world anew: :func:`project_with_labels` and N images
+    (``load_predictions_bench.make_images``: ``file:///bench/img/<i>.png``, ids in a row)."""
+    from django.db import connection
+
+    from load_predictions_bench import make_images  # bench/ is on the path of every bench
+
+    with connection.cursor() as c:
+        c.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    project, task, label_ids = project_with_labels(name, slug, labels)
+    make_images(project, n)
+    return project, task, label_ids
 
 
 def label_as_trained(run, analyze: Sequence[str] = ()) -> None:
@@ -325,6 +402,12 @@ def time_requests(send, repeats: int, warmup: int = 3, check=None) -> tuple[list
         if k >= warmup:
             times.append(dt)
     return times, answer
+
+
+def figure_fields(cases: dict) -> dict:
+    """A result file's headline fields: ``<case>_median_ms`` and ``<case>_p95_ms`` of each of
+    ``cases`` ({case: figures with median_ms and p95_ms}), in that order."""
+    return {f"{name}_{k}": figures[k] for name, figures in cases.items() for k in ("median_ms", "p95_ms")}
 
 
 def median_p95(times_ms: list[float]) -> dict:

@@ -36,7 +36,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -45,7 +44,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from bench.common import REPO, RESULTS, machine_info, print_table, shared_data, write_result  # noqa: E402
+from bench.common import REPO, RESULTS, clothing_arguments, machine_info, print_table, write_result  # noqa: E402
 
 
 def prepare_photos(data: Path, work: Path, n: int) -> tuple[list[Path], list[Path]]:
@@ -255,11 +254,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fold-repeats", type=int, default=2, help="rounds of every fold mode, interleaved")
     ap.add_argument("--fold-modes", nargs="+", choices=list(FOLD_MODES), default=list(FOLD_MODES))
     ap.add_argument("--fold-size", type=int, default=128)
-    ap.add_argument("--data", type=Path, default=shared_data() / "clothing")
-    ap.add_argument("--weights", type=Path,
-                    default=shared_data() / "weights" / "mobilenet_v2_imagenet_features_torchvision_keys.pth")
-    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "retag-bench-input")
-    ap.add_argument("--out", default="input_pipeline.json")
+    clothing_arguments(ap, work="retag-bench-input", out="input_pipeline.json")
     args = ap.parse_args(argv)
 
     import torch

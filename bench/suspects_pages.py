@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench.common import (bench_scientist, drop_database, ensure_database, median_p95, project_with_labels,  # noqa: E402
+from bench.common import (bench_scientist, drop_database, ensure_database, fresh_project, median_p95,  # noqa: E402
                           server_url, setup_django)
 
 USERNAME = "bench-scientist"
@@ -59,20 +59,18 @@ def build(n: int, n_suspects: int, n_runs: int):
     from django.utils import timezone
 
     from labeling.models import Image, SuspectRun, TrainingRun
-    from load_predictions_bench import make_images
 
     user = bench_scientist(USERNAME)
     sr = SuspectRun.objects.filter(project__slug="bench-suspects", state="done").order_by("-id").first()
     if sr is not None and Image.objects.filter(project=sr.project).count() == n:
         print(f"[bench] reusing the {n:,}-image project already in the database", flush=True)
         return sr, user
-    with connection.cursor() as c:
-        c.execute("TRUNCATE labeling_clustermember, labeling_cluster, labeling_suspect, labeling_suspectrun, "
-                  "labeling_trainingrun, labeling_labelevent, labeling_annotation, labeling_image, labeling_label, "
-                  "labeling_task, labeling_project RESTART IDENTITY CASCADE")
-    project, task, label_ids = project_with_labels("Bench suspects", "bench-suspects", LABELS)
     t0 = time.perf_counter()
-    make_images(project, n)
+    project, task, label_ids = fresh_project(
+        "Bench suspects", "bench-suspects", LABELS, n,
+        ["labeling_clustermember", "labeling_cluster", "labeling_suspect", "labeling_suspectrun", "labeling_trainingrun",
+         "labeling_labelevent", "labeling_annotation", "labeling_image", "labeling_label", "labeling_task",
+         "labeling_project"])
     first = Image.objects.filter(project=project).order_by("id").values_list("id", flat=True).first()
     ids = range(first, first + n)
     now = timezone.now()

@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import machine_info, print_table, shared_data, write_result  # noqa: E402
+from bench.common import clothing_arguments, machine_info, print_table, write_result  # noqa: E402
 from mlcore.train import TrainConfig, train  # noqa: E402
 
 SPLITS = {"train": "train", "validation": "val", "test": "test"}
@@ -58,11 +57,7 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--limit", type=int, default=0, help="use only about this many images (smoke test)")
-    ap.add_argument("--data", type=Path, default=shared_data() / "clothing")
-    ap.add_argument("--weights", type=Path,
-                    default=shared_data() / "weights" / "mobilenet_v2_imagenet_features_torchvision_keys.pth")
-    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "retag-bench-clothing")
-    ap.add_argument("--out", default="transfer_clothing.json")
+    clothing_arguments(ap, work="retag-bench-clothing", out="transfer_clothing.json")
     args = ap.parse_args(argv)
 
     manifest, labels = prepare(args.data, args.work / "images", args.limit)

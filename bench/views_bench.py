@@ -37,9 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench.common import (LOCAL_SERVER, bench_scientist, ensure_database, label_as_trained, machine_info,  # noqa: E402
-                          median_p95, project_with_labels, session_cookie, setup_django, start_server, tear_down,
-                          time_requests)
+from bench.common import (app_bench, bench_scientist, figure_fields, fresh_project, label_as_trained,  # noqa: E402
+                          load_average, machine_info, median_p95, time_requests)
 
 USERNAME = "bench-scientist"
 CLASS_INDEX = 3  # the class whose false negatives are paged
@@ -61,13 +60,12 @@ def load(n: int) -> dict:
     """The project, its task, two finished runs (the second with N predictions) and a scientist."""
     from datetime import timedelta
 
-    from django.db import connection
     from django.utils import timezone
 
     from api_list_bench import LABELS
     from labeling.models import ClassMetric, EventSource, Image, LabelEvent, Prediction, TrainingRun
     from labeling.services.run_results import class_metric_rows, load_run_results, metrics_summary
-    from load_predictions_bench import make_images, synthesise
+    from load_predictions_bench import synthesise
 
     user = bench_scientist(USERNAME)
     run = TrainingRun.objects.filter(state="done", project__slug="bench-views").order_by("-id").first()
@@ -75,14 +73,12 @@ def load(n: int) -> dict:
         print(f"[bench] reusing the {n:,} predictions already in the database", flush=True)
         return {"run": run, "user": user, "load_predictions_s": None, "reused": True}
 
-    with connection.cursor() as c:
-        c.execute("TRUNCATE labeling_prediction, labeling_classmetric, labeling_trainingrun, labeling_labelevent, "
-                  "labeling_annotation, labeling_image, labeling_label, labeling_task, labeling_project "
-                  "RESTART IDENTITY CASCADE")
-    project, task, label_ids = project_with_labels("Bench views", "bench-views", LABELS)
     t0 = time.perf_counter()
-    make_images(project, n)
-    # make_images names images file:///bench/img/<i>.png, which is what synthesise predicts for.
+    project, task, label_ids = fresh_project(
+        "Bench views", "bench-views", LABELS, n,
+        ["labeling_prediction", "labeling_classmetric", "labeling_trainingrun", "labeling_labelevent",
+         "labeling_annotation", "labeling_image", "labeling_label", "labeling_task", "labeling_project"])
+    # Its images are named file:///bench/img/<i>.png, which is what synthesise predicts for.
     print(f"[bench] {n:,} images in {time.perf_counter() - t0:.1f} s", flush=True)
 
     t0 = time.perf_counter()
@@ -163,26 +159,13 @@ def explain_deep(run, label_id: int, cursor: str) -> str:
 
 def main() -> int:
     args = parse_args()
-    import requests
-
-    load_before = [round(x, 2) for x in os.getloadavg()]
-    db_url = ensure_database(LOCAL_SERVER, args.db)
-    server = None
-    try:
-        setup_django(db_url, migrate=True)
-        from django.db import connection
-
+    with app_bench(args.db, keep=args.keep) as bench:
         world = load(args.n)
         run = world["run"]
         label_id = run.label_ids[CLASS_INDEX]
         cursor, position, fn_total = deep_cursor(run, label_id)
-        key = session_cookie(world["user"])
         plan = explain_deep(run, label_id, cursor)
-        connection.close()
-
-        server, base = start_server(db_url, args.server)
-        http = requests.Session()
-        http.cookies.set("sessionid", key, domain="127.0.0.1")
+        base, http = bench.serve(args.server, world["user"])
         fn = {"kind": "fn", "label": label_id, "split": "train"}
 
         def has_cells(text):
@@ -204,9 +187,7 @@ def main() -> int:
         }
         results = {name: time_case(http, url, params, args.repeats, check=check)
                    for name, (url, params, check) in cases.items()}
-        load_after = [round(x, 2) for x in os.getloadavg()]
-    finally:
-        tear_down(server, args.db, keep=args.keep)
+        load_after = load_average()
 
     print(f"\nquality pages at {args.n:,} predictions ({args.repeats} requests each, session cookie, "
           f"server: {args.server})")
@@ -216,17 +197,12 @@ def main() -> int:
     print(f"\ndeep page: false negatives of class {CLASS_INDEX} (train), row {position:,} of {fn_total:,} "
           f"(page {position // 60 + 1}, pages of 60)")
     print(f"load_predictions_s: {world['load_predictions_s']}")
-    print(f"load average (1, 5, 15 min) before {load_before}, after {load_after} on {os.cpu_count()} cores")
+    print(f"load average (1, 5, 15 min) before {bench.load_before}, after {load_after} on {os.cpu_count()} cores")
     print(f"\n-- EXPLAIN ANALYZE false_negatives_deep\n{plan}")
 
     out = {
         "n_images": args.n,
-        "dashboard_median_ms": results["dashboard"]["median_ms"],
-        "dashboard_p95_ms": results["dashboard"]["p95_ms"],
-        "confusion_median_ms": results["confusion"]["median_ms"],
-        "confusion_p95_ms": results["confusion"]["p95_ms"],
-        "false_negatives_deep_median_ms": results["false_negatives_deep"]["median_ms"],
-        "false_negatives_deep_p95_ms": results["false_negatives_deep"]["p95_ms"],
+        **figure_fields({k: results[k] for k in ("dashboard", "confusion", "false_negatives_deep")}),
         "load_predictions_s": world["load_predictions_s"],
         "load_predictions_by": "services.run_results.load_run_results (binary COPY), the runs backend's loader",
         "repeats": args.repeats,
@@ -236,7 +212,7 @@ def main() -> int:
                       "page_number": position // 60 + 1, "cursor": cursor},
         "cases": results,
         "plan_false_negatives_deep": plan,
-        "load_average_before": load_before,
+        "load_average_before": bench.load_before,
         "load_average_after": load_after,
         "command": "python bench/views_bench.py" + ("" if args.n == 1_000_000 else f" --n {args.n}"),
         "machine": machine_info("cpu"),

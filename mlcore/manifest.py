@@ -8,7 +8,8 @@ image is predicted and embedded, but not trained on or scored for that task.
 
 Splits are ``train``, ``val`` and ``test``, case and surrounding blanks aside; ``validation``,
 ``valid`` and ``dev`` are read as ``val``. :func:`canonical_split` is the one place that
-says so: the app's importer reads a split through it too (and keeps only train and test).
+says so: the app's importer reads a split through it too (and keeps only train and test),
+and reads the CSV itself through :func:`manifest_rows`, as :func:`read_manifest` does.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import io
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -36,6 +37,38 @@ def canonical_split(value: str) -> str:
         aliases = ", ".join(f"{a} = {c}" for a, c in SPLIT_ALIASES.items())
         raise ValueError(f"split {value!r} is not one of {', '.join(SPLITS)} (also read: {aliases})")
     return split
+
+
+@dataclass
+class ManifestRows:
+    """A manifest's CSV as read, before either reader judges it: the header (each name
+    stripped), the task columns (the header less ``uri`` and ``split``) and the rows."""
+
+    header: list[str]
+    tasks: list[str]
+    rows: Iterator[tuple[int, dict[str, str]]]  # (line number, column -> stripped value)
+
+
+def manifest_rows(raw: bytes, name: str = "the manifest") -> ManifestRows:
+    """The one reading of a manifest's bytes, shared by :func:`read_manifest` and the app's
+    importer: UTF-8 (a BOM aside; ValueError naming ``name`` otherwise), a stripped header,
+    blank rows skipped, every header column in every row ("" where a row is short). What a
+    bad row means (the whole manifest fails, or only that row) is each reader's to say."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"{name} is not UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text))
+    header = [h.strip() for h in next(reader, [])]
+    tasks = [h for h in header if h and h not in ("uri", "split")]
+
+    def rows():
+        for line, values in enumerate(reader, start=2):
+            if any(v.strip() for v in values):
+                cells = dict(zip(header, (v.strip() for v in values)))
+                yield line, {h: cells.get(h, "") for h in header}
+
+    return ManifestRows(header, tasks, rows())
 
 
 @dataclass
@@ -76,14 +109,15 @@ def read_manifest(uri: str, labels: Sequence[str] | dict[str, Sequence[str]] | N
     """
     uri = storage.to_uri(uri)
     raw = storage.read_bytes(uri)
-    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+    read = manifest_rows(raw, f"manifest {uri}")
+    rows = list(read.rows)
     if not rows:
         raise ValueError(f"manifest {uri} has no rows")
-    columns = list(rows[0].keys())
+    columns = read.header
     missing = {"uri", "split"} - set(columns)
     if missing:
         raise ValueError(f"manifest {uri} lacks column(s) {sorted(missing)}; it has {columns}")
-    task_cols = [c for c in columns if c not in ("uri", "split")]
+    task_cols = read.tasks
     if not task_cols:
         raise ValueError(f"manifest {uri} has no label column (expected 'label' or one column per task)")
 
@@ -107,15 +141,14 @@ def read_manifest(uri: str, labels: Sequence[str] | dict[str, Sequence[str]] | N
                 raise ValueError(f"task {t!r}: duplicate labels in {given[t]}")
             tasks[t] = given[t]
         else:
-            tasks[t] = sorted({r[t] for r in rows if r[t]})
+            tasks[t] = sorted({r[t] for _, r in rows if r[t]})
             notes.append(f"task {t!r}: no label order given, using sorted values")
 
     uris, splits, errors = [], [], []
     targets = np.full((len(rows), len(task_cols)), -1, dtype=np.int64)
     index = {t: {lab: i for i, lab in enumerate(labs)} for t, labs in tasks.items()}
     seen = set()
-    for n, r in enumerate(rows):
-        line = n + 2
+    for n, (line, r) in enumerate(rows):
         if not r["uri"]:
             errors.append(f"line {line}: empty uri")
             continue
@@ -124,14 +157,14 @@ def read_manifest(uri: str, labels: Sequence[str] | dict[str, Sequence[str]] | N
         except ValueError as e:
             errors.append(f"line {line}: {e}")
             split = r["split"]
-        u = _resolve(uri, r["uri"].strip())
+        u = _resolve(uri, r["uri"])
         if u in seen:
             errors.append(f"line {line}: duplicate uri {u}")
         seen.add(u)
         uris.append(u)
         splits.append(split)
         for j, t in enumerate(task_cols):
-            v = (r[t] or "").strip()
+            v = r[t]
             if v:
                 if v not in index[t]:
                     errors.append(f"line {line}: label {v!r} of task {t!r} is not in {tasks[t]}")

@@ -12,8 +12,111 @@
 //   opts.cells    the cards, in page order
 //   opts.focused  () -> index of the card the keyboard is on, or -1
 //   opts.show     (cell, labelId, labelName) redraws a card's label after a retag or undo
+// The requests, their report and the Undo are window.BulkSelect.retagger(opts), which the
+// embeddings map (static/embedding_map.js) uses for its selection too.
 (function () {
   "use strict";
+
+  var CHUNK = 1000;  // images per request: the API's MAX_BULK (labeling/services/retag.py)
+
+  // The bulk retag and its Undo of one page -> {retag(items, labelId), offerUndo(items)}:
+  //   opts.task, opts.bulkUrl, opts.undoUrl
+  //   opts.notice   the element that tells each outcome (and holds the Undo button)
+  //   opts.names    {labelId: name}
+  //   opts.apply    (body) shows an answer: changed and unchanged ({image, version, label}),
+  //                 conflicts ({image, version, label}: the label someone set since)
+  //   opts.retagged (body), optional: after a retag's answer was applied
+  // items: [{image, expected_version}], sent in requests of CHUNK one after another.
+  // Ctrl+Z (outside a text field) undoes the last decision while there is one.
+  function retagger(opts) {
+    var noticeEl = opts.notice, say = window.Retag.notice(noticeEl);
+    var busy = false, last = null;  // last: the items ([{image, version}]) Undo takes back
+
+    function conflictLine(n, what) {
+      return n ? " · " + n + " changed by someone since: not " + what + " (marked red, their label now is shown)" : "";
+    }
+
+    function failLine(body) {
+      return body.failed ? " · " + body.failed + " not sent: " + body.error : "";
+    }
+
+    function kindOf(body) { return body.failed ? "error" : body.conflicts.length ? "conflict" : "ok"; }
+
+    function offerUndo(items) {
+      last = items.length ? items : null;
+      if (last) noticeEl.appendChild(window.Retag.undoButton(undo));
+    }
+
+    function refusal(res) {
+      if (res.status === 403) return "You are not allowed to retag (or your session expired). Reload the page.";
+      return (res.data && res.data.detail) || "The server refused it (HTTP " + res.status + ").";
+    }
+
+    // POST fields with items, CHUNK at a time; done(body) gets the answers merged, with
+    // failed: how many were not sent and error: why (a refusal stops the rest). When
+    // nothing went through, only the error is told.
+    function post(url, fields, items, done) {
+      busy = true;
+      var body = { changed: [], unchanged: [], conflicts: [], missing: [], failed: 0, error: "" };
+      var sent = 0;
+      function next() {
+        if (sent >= items.length) return null;
+        var chunk = items.slice(sent, sent + CHUNK);
+        return window.Retag.postJSON(url, Object.assign({ items: chunk }, fields)).then(function (res) {
+          if (res.status !== 200) { body.failed = items.length - sent; body.error = refusal(res); return null; }
+          ["changed", "unchanged", "conflicts", "missing"].forEach(function (k) { body[k] = body[k].concat(res.data[k]); });
+          sent += chunk.length;
+          return next();
+        });
+      }
+      return Promise.resolve().then(next).catch(function () {
+        body.failed = items.length - sent;
+        body.error = sent ? "network error" : "Network error: nothing was saved.";
+      }).then(function () {
+        busy = false;
+        if (body.failed === items.length) say("error", body.error);
+        else done(body);
+      });
+    }
+
+    function retag(items, labelId) {
+      if (busy || !items.length) return;
+      var name = opts.names[String(labelId)];
+      say("pending", "Retagging " + items.length + " to " + name + "…");
+      post(opts.bulkUrl, { task: opts.task, label: labelId }, items, function (body) {
+        opts.apply(body);
+        if (opts.retagged) opts.retagged(body);
+        say(kindOf(body), "Retagged " + body.changed.length + " to " + name +
+          (body.unchanged.length ? " · " + body.unchanged.length + " already " + name + " (confirmed)" : "") +
+          conflictLine(body.conflicts.length, "retagged") +
+          (body.missing.length ? " · " + body.missing.length + " no longer in the project" : "") + failLine(body));
+        offerUndo(body.changed.map(function (d) { return { image: d.image, version: d.version }; }));
+      });
+    }
+
+    function undo() {
+      if (busy || !last) return;
+      var items = last;
+      last = null;
+      say("pending", "Undoing " + items.length + "…");
+      post(opts.undoUrl, { task: opts.task }, items, function (body) {
+        opts.apply(body);
+        say(kindOf(body), "Undone: " + body.changed.length + " back to the label " +
+            (body.changed.length === 1 ? "it" : "each") + " had" + conflictLine(body.conflicts.length, "undone") +
+            failLine(body));
+      });
+    }
+
+    // Capture phase, before the page's own keys.
+    window.addEventListener("keydown", function (ev) {
+      if (!(ev.ctrlKey || ev.metaKey) || ev.altKey || (ev.key !== "z" && ev.key !== "Z")) return;
+      var tag = (ev.target.tagName || "").toLowerCase();
+      if (tag === "input" || tag === "textarea") return;
+      if (last) { undo(); ev.preventDefault(); ev.stopImmediatePropagation(); }
+    }, true);
+
+    return { retag: retag, offerUndo: offerUndo };
+  }
 
   function attach(opts) {
     var bar = document.getElementById("bulk-bar");
@@ -21,13 +124,12 @@
     var cells = opts.cells;
     var noticeEl = document.getElementById(bar.dataset.notice || "bulk-notice");
     var say = window.Retag.notice(noticeEl);
-    var task = Number(bar.dataset.task), taskName = bar.dataset.taskName;
     var picker = bar.querySelector("[data-role=label]");
     var options = Array.prototype.slice.call(picker.options);
     var keys = window.Retag.labelKeys(options);
     var names = {};
     options.forEach(function (o) { names[o.value] = o.dataset.labelName; });
-    var anchor = -1, busy = false, last = null;  // last: {items, text} of the decision Undo takes back
+    var anchor = -1;
 
     function boxOf(cell) { return cell.querySelector("input.pick"); }
     function picked() { return cells.filter(function (c) { return c.classList.contains("picked"); }); }
@@ -83,66 +185,20 @@
       });
     }
 
-    function conflictLine(n, what) {
-      return n ? " · " + n + " changed by someone since: not " + what + " (marked red, their label now is shown)" : "";
-    }
-
-    // Say text with an Undo button that takes back items ([{image, version}]).
-    function confirm(kind, text, items) {
-      say(kind, text);
-      offerUndo(items);
-    }
-
-    function offerUndo(items) {
-      last = items.length ? { items: items } : null;
-      if (!last) return;
-      noticeEl.appendChild(window.Retag.undoButton(undo));
-    }
-
-    function post(url, body, done) {
-      busy = true;
-      return window.Retag.postJSON(url, body).then(function (res) {
-        if (res.status === 200) done(res.data);
-        else if (res.status === 403) say("error", "You are not allowed to retag (or your session expired). Reload the page.");
-        else say("error", (res.data && res.data.detail) || "The server refused it (HTTP " + res.status + ").");
-      }).catch(function () {
-        say("error", "Network error: nothing was saved.");
-      }).then(function () { busy = false; });
-    }
-
-    function retag(labelId) {
-      var chosen = picked();
-      if (busy || !chosen.length) return;
-      var name = names[String(labelId)];
-      say("pending", "Retagging " + chosen.length + " to " + name + "…");
-      post(bar.dataset.bulkUrl, {
-        task: task, label: labelId,
-        items: chosen.map(function (c) { return { image: Number(c.dataset.image), expected_version: Number(c.dataset.version) }; })
-      }, function (body) {
-        apply(body);
+    var bulk = retagger({
+      task: Number(bar.dataset.task), bulkUrl: bar.dataset.bulkUrl, undoUrl: bar.dataset.undoUrl,
+      notice: noticeEl, names: names, apply: apply,
+      retagged: function (body) {  // the conflicts stay selected, for a second try
         clear();
         body.conflicts.forEach(function (d) { var c = cellOf(d.image); if (c) set(c, true); });
         redraw();
-        var text = "Retagged " + body.changed.length + " to " + name +
-          (body.unchanged.length ? " · " + body.unchanged.length + " already " + name + " (confirmed)" : "") +
-          conflictLine(body.conflicts.length, "retagged") +
-          (body.missing.length ? " · " + body.missing.length + " no longer in the project" : "");
-        confirm(body.conflicts.length ? "conflict" : "ok", text, body.changed.map(function (d) {
-          return { image: d.image, version: d.version };
-        }));
-      });
-    }
+      }
+    });
 
-    function undo() {
-      if (busy || !last) return;
-      var items = last.items;
-      last = null;
-      say("pending", "Undoing " + items.length + "…");
-      post(bar.dataset.undoUrl, { task: task, items: items }, function (body) {
-        apply(body);
-        say(body.conflicts.length ? "conflict" : "ok", "Undone: " + body.changed.length + " back to the label " +
-            (body.changed.length === 1 ? "it" : "each") + " had" + conflictLine(body.conflicts.length, "undone"));
-      });
+    function retag(labelId) {
+      bulk.retag(picked().map(function (c) {
+        return { image: Number(c.dataset.image), expected_version: Number(c.dataset.version) };
+      }), labelId);
     }
 
     cells.forEach(function (c, i) {
@@ -160,12 +216,7 @@
 
     // Capture phase: while images are selected their keys come here before the page's own.
     window.addEventListener("keydown", function (ev) {
-      if ((ev.ctrlKey || ev.metaKey) && !ev.altKey && (ev.key === "z" || ev.key === "Z")) {
-        var tag = (ev.target.tagName || "").toLowerCase();
-        if (tag === "input" || tag === "textarea") return;
-        if (last) { undo(); ev.preventDefault(); ev.stopImmediatePropagation(); }
-        return;
-      }
+      if ((ev.ctrlKey || ev.metaKey) && !ev.altKey && (ev.key === "z" || ev.key === "Z")) return;  // retagger's
       if (window.Retag.typingIn(ev) && !(ev.target.matches && ev.target.matches("input.pick"))) return;
       if (ev.key === " ") {
         var i = opts.focused();
@@ -185,9 +236,9 @@
       retag: retag,
       // A single retag the page made (the version it returned) becomes the decision Undo
       // takes back: the button follows the page's own confirmation.
-      offerUndo: function (image, version) { offerUndo([{ image: image, version: version }]); }
+      offerUndo: function (image, version) { bulk.offerUndo([{ image: image, version: version }]); }
     };
   }
 
-  window.BulkSelect = { attach: attach };
+  window.BulkSelect = { attach: attach, retagger: retagger };
 })();

@@ -37,18 +37,24 @@
     return out;
   }
 
+  // The empty <svg> a chart draws in, replacing what container held: its size (o.width,
+  // o.height or height), the padding of the axes, and o.label as its aria-label.
+  function frame(container, o, height) {
+    var W = o.width || container.clientWidth || 600, H = o.height || height;
+    container.textContent = "";
+    var svg = el("svg", { "class": "chart", viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img" });
+    if (o.label) svg.setAttribute("aria-label", o.label);
+    container.appendChild(svg);
+    return { W: W, H: H, pad: { l: 44, r: 14, t: 10, b: 24 }, svg: svg };
+  }
+
   function line(container, options) {
     var o = options || {};
     var series = (o.series || []).map(function (s, i) {
       return { name: s.name, color: s.color || PALETTE[i % PALETTE.length], points: s.points || [],
                dots: s.dots, width: s.width };
     });
-    var W = o.width || container.clientWidth || 600, H = o.height || 220;
-    var pad = { l: 44, r: 14, t: 10, b: 24 };
-    container.textContent = "";
-    var svg = el("svg", { "class": "chart", viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img" });
-    if (o.label) svg.setAttribute("aria-label", o.label);
-    container.appendChild(svg);
+    var f = frame(container, o, 220), W = f.W, H = f.H, pad = f.pad, svg = f.svg;
 
     var xs = [], ys = [];
     series.forEach(function (s) {
@@ -133,12 +139,7 @@
   // data-count, and a <title> with its numbers.
   function bars(container, options) {
     var o = options || {}, edges = o.edges || [], series = o.series || [];
-    var W = o.width || container.clientWidth || 600, H = o.height || 200;
-    var pad = { l: 44, r: 14, t: 10, b: 24 };
-    container.textContent = "";
-    var svg = el("svg", { "class": "chart", viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img" });
-    if (o.label) svg.setAttribute("aria-label", o.label);
-    container.appendChild(svg);
+    var f = frame(container, o, 200), W = f.W, H = f.H, pad = f.pad, svg = f.svg;
     var top = 0;
     series.forEach(function (s) { s.counts.forEach(function (n) { top = Math.max(top, n); }); });
     if (!top || edges.length < 2) {

@@ -1,17 +1,13 @@
 // The embeddings map of a run: a canvas of up to 100,000 points (no build, no library).
-// Hover shows the image; dragging a box selects images, which can then be retagged in one
-// request per 1,000 (POST /api/retag/bulk/, each image with the label version it had).
+// Hover shows the image; dragging a box selects images, which can then be retagged (and the
+// retag undone) by static/bulk_select.js's retagger: each image with the label version it had.
 (function () {
   "use strict";
   var canvas = document.getElementById("map");
   if (!canvas) return;
   var ctx = canvas.getContext("2d");
-  var statusEl = document.getElementById("map-status");
-  var tip = document.getElementById("map-tip");
-  var legend = document.getElementById("map-legend");
-  var colourSel = document.getElementById("map-colour");
-  var selSection = document.getElementById("map-selection");
-  var csrf = (document.querySelector("meta[name=csrf-token]") || {}).content || "";
+  // mapStatus, mapTip, mapLegend, mapColour, mapSelection, selCount, bulkLabel, bulkGo, bulkResult
+  var ui = window.Retag.parts(document);
   var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                  "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#7b4173", "#e7969c", "#3182bd"];
   var d = null;              // the API's columns
@@ -35,7 +31,7 @@
   }
 
   function draw() {
-    var mode = colourSel.value;
+    var mode = ui.mapColour.value;
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     var isSel = new Uint8Array(d.image.length);
     selected.forEach(function (i) { isSel[i] = 1; });
@@ -61,7 +57,7 @@
 
   function drawLegend(mode) {
     if (mode === "suspect" || mode === "confidence") {
-      legend.innerHTML = "<div><span class='sw' style='background:rgb(40,130,200)'></span>low</div>" +
+      ui.mapLegend.innerHTML = "<div><span class='sw' style='background:rgb(40,130,200)'></span>low</div>" +
         "<div><span class='sw' style='background:rgb(255,40,0)'></span>high</div>" +
         "<div><span class='sw' style='background:rgba(150,150,150,.6)'></span>" +
         (mode === "suspect" ? "not a suspect" : "no prediction") + "</div>";
@@ -69,7 +65,7 @@
     }
     var counts = {};
     d[mode].forEach(function (k) { counts[k] = (counts[k] || 0) + 1; });
-    legend.innerHTML = d.labels.map(function (lb, k) {
+    ui.mapLegend.innerHTML = d.labels.map(function (lb, k) {
       return "<div data-label='" + escapeHtml(lb.name) + "'><span class='sw' style='background:" + PALETTE[k % PALETTE.length] +
         "'></span>" + escapeHtml(lb.name) + " <span class='muted'>" + (counts[k] || 0) + "</span></div>";
     }).join("") + (counts[-1] ? "<div><span class='sw' style='background:#888'></span>no label <span class='muted'>" + counts[-1] + "</span></div>" : "");
@@ -109,17 +105,17 @@
       return;
     }
     var i = nearest(p);
-    if (i < 0) { tip.hidden = true; return; }
-    tip.hidden = false;
-    tip.style.left = Math.min(p.x + 12, canvas.width - 190) * canvas.getBoundingClientRect().width / canvas.width + "px";
-    tip.style.top = Math.min(p.y + 12, canvas.height - 190) * canvas.getBoundingClientRect().height / canvas.height + "px";
-    tip.querySelector("img").src = "/images/" + d.image[i] + "/thumb.jpg";
-    tip.querySelector("div").textContent = "given " + name(d.given[i]) + " · predicted " + name(d.predicted[i]) +
+    if (i < 0) { ui.mapTip.hidden = true; return; }
+    ui.mapTip.hidden = false;
+    ui.mapTip.style.left = Math.min(p.x + 12, canvas.width - 190) * canvas.getBoundingClientRect().width / canvas.width + "px";
+    ui.mapTip.style.top = Math.min(p.y + 12, canvas.height - 190) * canvas.getBoundingClientRect().height / canvas.height + "px";
+    ui.mapTip.querySelector("img").src = "/images/" + d.image[i] + "/thumb.jpg";
+    ui.mapTip.querySelector("div").textContent = "given " + name(d.given[i]) + " · predicted " + name(d.predicted[i]) +
       (d.confidence[i] !== null ? " (" + Math.round(d.confidence[i] * 100) + "%)" : "") +
       (d.suspect[i] !== null ? " · suspect " + d.suspect[i].toFixed(2) : "");
-    tip.dataset.image = d.image[i];
+    ui.mapTip.dataset.image = d.image[i];
   });
-  canvas.addEventListener("mouseleave", function () { tip.hidden = true; });
+  canvas.addEventListener("mouseleave", function () { ui.mapTip.hidden = true; });
   canvas.addEventListener("mousedown", function (ev) {
     var p = pos(ev);
     drag = { x0: p.x, y0: p.y, x1: p.x, y1: p.y, moved: false };
@@ -136,8 +132,8 @@
         if (x >= x0 && x <= x1 && y >= y0 && y <= y1) selected.push(i);
       }
       showSelection();
-    } else if (tip.dataset.image && !tip.hidden) {
-      window.location = "/images/" + tip.dataset.image + "/";
+    } else if (ui.mapTip.dataset.image && !ui.mapTip.hidden) {
+      window.location = "/images/" + ui.mapTip.dataset.image + "/";
     }
     draw();
   });
@@ -155,12 +151,12 @@
     draw();
   }, { passive: false });
   canvas.addEventListener("dblclick", function () { view = { cx: 0, cy: 0, scale: 1 }; draw(); });
-  colourSel.addEventListener("change", draw);
+  ui.mapColour.addEventListener("change", draw);
 
   var SHOW = 120;
   function showSelection(marks) {
-    selSection.hidden = selected.length === 0;
-    document.getElementById("sel-count").textContent = selected.length;
+    ui.mapSelection.hidden = selected.length === 0;
+    ui.selCount.textContent = selected.length;
     document.getElementById("sel-shown").textContent = selected.length > SHOW ? "(the first " + SHOW + " shown)" : "";
     document.getElementById("sel-grid").innerHTML = selected.slice(0, SHOW).map(function (i) {
       var m = marks && marks[d.image[i]];
@@ -174,59 +170,42 @@
     selected = []; showSelection(); draw();
   });
 
-  document.getElementById("bulk-go").addEventListener("click", function () {
-    var labelId = parseInt(document.getElementById("bulk-label").value, 10);
-    var out = document.getElementById("bulk-result");
-    var chunks = [];
-    for (var s = 0; s < selected.length; s += 1000) chunks.push(selected.slice(s, s + 1000));
-    var totals = { changed: 0, unchanged: 0, conflicts: 0, failed: 0 };
-    var marks = {};
-    var k = d.labels.findIndex(function (lb) { return lb.id === labelId; });
-    out.textContent = "Retagging " + selected.length + " images…";
-    var byImage = {};
-    selected.forEach(function (i) { byImage[d.image[i]] = i; });
-    chunks.reduce(function (p, chunk) {
-      return p.then(function () {
-        return fetch(canvas.dataset.bulk, {
-          method: "POST", credentials: "same-origin",
-          headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, "Accept": "application/json" },
-          body: JSON.stringify({ task: parseInt(canvas.dataset.task, 10), label: labelId,
-            items: chunk.map(function (i) { return { image: d.image[i], expected_version: d.version[i] }; }) })
-        }).then(function (r) {
-          return r.json().then(function (body) {
-            if (!r.ok) { totals.failed += chunk.length; out.dataset.error = body.detail || JSON.stringify(body); return; }
-            body.changed.concat(body.unchanged).forEach(function (c) {
-              var i = byImage[c.image]; d.version[i] = c.version; d.current[i] = k; marks[c.image] = "changed";
-            });
-            body.conflicts.forEach(function (c) {
-              var i = byImage[c.image]; d.version[i] = c.version; marks[c.image] = "conflict";
-              d.current[i] = d.labels.findIndex(function (lb) { return lb.id === c.label; });
-            });
-            totals.changed += body.changed.length; totals.unchanged += body.unchanged.length;
-            totals.conflicts += body.conflicts.length;
-          });
-        });
-      });
-    }, Promise.resolve()).then(function () {
-      out.textContent = "Retagged " + totals.changed + " to " + d.labels[k].name +
-        (totals.unchanged ? "; " + totals.unchanged + " already had it" : "") +
-        (totals.conflicts ? "; " + totals.conflicts + " changed by someone since you loaded the map (red): not retagged, " +
-          "their new label is shown; retag again to overwrite" : "") +
-        (totals.failed ? "; " + totals.failed + " failed: " + out.dataset.error : "") + ".";
+  // The selection's retag and its Undo: static/bulk_select.js, as on the grids. An answer
+  // redraws the images it names (conflicts red, with the label someone set since).
+  var labelNames = {};
+  Array.prototype.forEach.call(ui.bulkLabel.options, function (o) { labelNames[o.value] = o.textContent; });
+  var indexOf = {};          // image id -> index into d's columns
+  var bulk = window.BulkSelect.retagger({
+    task: Number(canvas.dataset.task), bulkUrl: canvas.dataset.bulk, undoUrl: canvas.dataset.undo,
+    notice: ui.bulkResult, names: labelNames,
+    apply: function (body) {
+      var marks = {};
+      function show(c, mark) {
+        var i = indexOf[c.image];
+        if (i === undefined) return;
+        d.version[i] = c.version;
+        d.current[i] = d.labels.findIndex(function (lb) { return lb.id === c.label; });
+        marks[c.image] = mark;
+      }
+      body.changed.concat(body.unchanged).forEach(function (c) { show(c, "changed"); });
+      body.conflicts.forEach(function (c) { show(c, "conflict"); });
       showSelection(marks);
       draw();
-    }).catch(function (e) { out.textContent = "The retag did not go through: " + e; });
+    }
+  });
+  ui.bulkGo.addEventListener("click", function () {
+    bulk.retag(selected.map(function (i) { return { image: d.image[i], expected_version: d.version[i] }; }),
+               Number(ui.bulkLabel.value));
   });
 
-  fetch(canvas.dataset.api, { credentials: "same-origin", headers: { "Accept": "application/json" } })
-    .then(function (r) { return r.json().then(function (body) { return { ok: r.ok, body: body }; }); })
-    .then(function (res) {
-      if (!res.ok) { statusEl.textContent = res.body.detail || "The map could not be made."; return; }
-      d = res.body;
-      statusEl.textContent = d.image.length + " images" + (d.sampled ? " (a sample of the run's images)" : "") +
-        " · layout: " + d.method + (d.suspect_run ? " · suspect scores from suspects run " + d.suspect_run : "");
-      statusEl.dataset.points = d.image.length;
-      draw();
-    })
-    .catch(function (e) { statusEl.textContent = "The map could not be loaded: " + e; });
+  window.Retag.getJSON(canvas.dataset.api).then(function (body) {
+    d = body;
+    d.image.forEach(function (id, i) { indexOf[id] = i; });
+    ui.mapStatus.textContent = d.image.length + " images" + (d.sampled ? " (a sample of the run's images)" : "") +
+      " · layout: " + d.method + (d.suspect_run ? " · suspect scores from suspects run " + d.suspect_run : "");
+    ui.mapStatus.dataset.points = d.image.length;
+    draw();
+  }).catch(function (e) {
+    ui.mapStatus.textContent = e.status ? e.detail || "The map could not be made." : "The map could not be loaded: " + e;
+  });
 })();

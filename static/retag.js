@@ -111,10 +111,31 @@
   }
 
   // GET JSON from the API with the session's cookie. Resolves to the data; rejects on any
-  // answer but 2xx, and when the request did not get an answer.
+  // answer but 2xx with an Error that carries status and detail (what the answer's body
+  // says, errorText; message: that, or "HTTP <status>"), and when the request did not get
+  // an answer (no status).
   function getJSON(url) {
     return fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
-      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); });
+      .then(function (r) {
+        if (r.ok) return r.json();
+        return r.json().catch(function () { return {}; }).then(function (data) {
+          var e = new Error(errorText(data) || "HTTP " + r.status);
+          e.status = r.status;
+          e.detail = errorText(data);
+          throw e;
+        });
+      });
+  }
+
+  // The parts of a widget: the elements under root that have a data-testid, by that name
+  // in camelCase ("map-status" -> parts.mapStatus), so a script names each part once.
+  function parts(root) {
+    var out = {};
+    root.querySelectorAll("[data-testid]").forEach(function (el) {
+      var key = el.getAttribute("data-testid").replace(/-([a-z0-9])/g, function (m, c) { return c.toUpperCase(); });
+      if (!(key in out)) out[key] = el;
+    });
+    return out;
   }
 
   // One line for a person from a DRF error body: {"detail": ...} or field errors
@@ -195,6 +216,7 @@
     notice: notice,
     postJSON: postJSON,
     getJSON: getJSON,
+    parts: parts,
     errorText: errorText,
     save: save,
     conflictText: conflictText

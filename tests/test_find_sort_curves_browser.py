@@ -26,7 +26,7 @@ def keys(page):
 
 
 def test_search_sort_pages_and_a_saved_view_comes_back(page, login, scientist, two_runs, monkeypatch):
-    monkeypatch.setattr(browse, "PAGE_SIZE", 5)
+    monkeypatch.setattr(browse.grid, "PAGE_SIZE", 5)
     slug = two_runs["project"].slug
     login(scientist)
     page.goto(f"/p/{slug}/")

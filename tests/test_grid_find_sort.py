@@ -118,7 +118,7 @@ def test_api_search_is_the_same_rule(two_runs, scientist, api_client_for):
 
 
 def test_a_set_larger_than_the_sort_limit_is_not_sorted_and_says_so(two_runs, monkeypatch):
-    monkeypatch.setattr(browse, "SORT_LIMIT", 5)
+    monkeypatch.setattr(browse.grid, "SORT_LIMIT", 5)
     w = two_runs
     page = browse.grid_page(browse.parse_filter(w["project"], {"sort": "-confidence"}), size=3)
     assert "14 images are more than the 5 a grid sorts" in page.note

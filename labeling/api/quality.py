@@ -16,7 +16,7 @@ from ..models import Image, Split, Task, TrainingRun
 from ..services import quality, quality_curves
 from ..services.roles import SCIENTIST
 from .permissions import RolePermission
-from .serializers import DetailSerializer
+from .serializers import DetailSerializer, RunStateSerializer
 
 
 # --- response shapes (for the schema) ------------------------------------------------------
@@ -52,21 +52,13 @@ class SplitMetricsSerializer(serializers.Serializer):
     accuracy_delta = serializers.FloatField(allow_null=True)
 
 
-class RunBriefSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+class RunBriefSerializer(RunStateSerializer):
     task = serializers.IntegerField()
-    state = serializers.CharField()
-    state_reason = serializers.CharField()
-    test_macro_f1 = serializers.FloatField(allow_null=True)
     created_by = serializers.CharField(allow_null=True)
     created_at = serializers.DateTimeField(allow_null=True)
-    started_at = serializers.DateTimeField(allow_null=True)
-    finished_at = serializers.DateTimeField(allow_null=True)
-    duration_s = serializers.FloatField(allow_null=True)
     n_train = serializers.IntegerField()
     n_test = serializers.IntegerField()
     snapshot_size = serializers.IntegerField()
-    device = serializers.CharField()
     parent = serializers.IntegerField(allow_null=True)
     config = serializers.JSONField()
 
@@ -104,13 +96,9 @@ class ConfusionSerializer(serializers.Serializer):
     correct = serializers.IntegerField()
 
 
-class GridItemSerializer(serializers.Serializer):
-    prediction = serializers.IntegerField()
-    cursor = serializers.CharField()
-    image = serializers.IntegerField()
-    key = serializers.CharField()
-    status = serializers.CharField()
-    checksum = serializers.CharField()
+class PredictedSerializer(serializers.Serializer):
+    """One prediction's labels, as the grids and the image page both give them."""
+
     split = serializers.CharField()
     given_label = serializers.IntegerField(allow_null=True)
     given_name = serializers.CharField(allow_null=True)
@@ -118,6 +106,15 @@ class GridItemSerializer(serializers.Serializer):
     predicted_name = serializers.CharField(allow_null=True)
     confidence = serializers.FloatField()
     current_label = serializers.IntegerField(allow_null=True, help_text="The image's label now.")
+
+
+class GridItemSerializer(PredictedSerializer):
+    prediction = serializers.IntegerField()
+    cursor = serializers.CharField()
+    image = serializers.IntegerField()
+    key = serializers.CharField()
+    status = serializers.CharField()
+    checksum = serializers.CharField()
     current_name = serializers.CharField(allow_null=True)
     version = serializers.IntegerField(help_text="The annotation version to send with a retag.")
 
@@ -155,14 +152,7 @@ class TopProbSerializer(serializers.Serializer):
     prob = serializers.FloatField()
 
 
-class ImagePredictionSerializer(serializers.Serializer):
-    split = serializers.CharField()
-    predicted_label = serializers.IntegerField()
-    predicted_name = serializers.CharField(allow_null=True)
-    given_label = serializers.IntegerField(allow_null=True)
-    given_name = serializers.CharField(allow_null=True)
-    current_label = serializers.IntegerField(allow_null=True)
-    confidence = serializers.FloatField()
+class ImagePredictionSerializer(PredictedSerializer):
     correct = serializers.BooleanField()
     top = TopProbSerializer(many=True)
 
@@ -215,6 +205,12 @@ class PRCurvesSerializer(serializers.Serializer):
 # --- views ------------------------------------------------------------------------------------
 
 SPLIT_PARAM = OpenApiParameter("split", str, enum=list(Split.values), description="Default: test.")
+
+
+def requested_split(request) -> str:
+    """The ``split`` parameter of :data:`SPLIT_PARAM`: test when it is not given."""
+    return request.query_params.get("split") or Split.TEST
+
 PAGE_PARAMS = [
     SPLIT_PARAM,
     OpenApiParameter("after", str, description="Cursor: the page after this one (``next``)."),
@@ -246,7 +242,7 @@ class RunConfusionView(QualityView):
     def get(self, request, run_id):
         """The confusion matrix of a split in the run's label order."""
         run = get_object_or_404(TrainingRun, id=run_id)
-        return Response(quality.confusion(run, request.query_params.get("split") or Split.TEST))
+        return Response(quality.confusion(run, requested_split(request)))
 
 
 class _GridView(QualityView):
@@ -298,7 +294,7 @@ class TaskF1SeriesView(QualityView):
     def get(self, request, task_id):
         """F1 of each class of the task over its finished runs, oldest first."""
         task = get_object_or_404(Task, id=task_id)
-        return Response(quality.f1_series(task, request.query_params.get("split") or Split.TEST))
+        return Response(quality.f1_series(task, requested_split(request)))
 
 
 class ImagePredictionsView(QualityView):
@@ -318,5 +314,5 @@ class RunPRCurvesView(QualityView):
         and the confidence histograms of correct and wrong predictions, from the stored
         probabilities; at most a seeded sample of predictions is read."""
         run = get_object_or_404(TrainingRun, id=run_id)
-        p = request.query_params
-        return Response(quality_curves.pr_curves(run, p.get("label"), split=p.get("split") or Split.TEST))
+        label = request.query_params.get("label")
+        return Response(quality_curves.pr_curves(run, label, split=requested_split(request)))

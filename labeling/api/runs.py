@@ -26,7 +26,7 @@ from ..services import runs as run_service
 from ..services.roles import SCIENTIST
 from .pagination import RunPagination
 from .views import ById
-from .serializers import FiniteJSONField, IdField
+from .serializers import FiniteJSONField, IdField, RunStateSerializer
 
 
 class RunListSerializer(serializers.ModelSerializer):
@@ -89,12 +89,9 @@ class RunErrorSerializer(serializers.Serializer):
     errors = serializers.DictField(child=serializers.CharField(), required=False)
 
 
-class ProgressSerializer(serializers.Serializer):
+class ProgressSerializer(RunStateSerializer):
     """services.quality.run_status: what the live progress page draws."""
 
-    id = serializers.IntegerField()
-    state = serializers.CharField()
-    state_reason = serializers.CharField()
     finished = serializers.BooleanField(help_text="done, failed or cancelled: stop polling.")
     cancel_requested = serializers.BooleanField()
     progress = serializers.DictField(help_text="The latest point: phase, epoch, step, loss, images_per_s ...")
@@ -104,12 +101,7 @@ class ProgressSerializer(serializers.Serializer):
     last_train = serializers.DictField(allow_null=True, help_text="The latest training point.")
     history = serializers.ListField(child=serializers.DictField(), help_text="Points from ``since`` on.")
     history_len = serializers.IntegerField(help_text="Pass it as ``since`` next time.")
-    device = serializers.CharField()
     attempts = serializers.IntegerField()
-    test_macro_f1 = serializers.FloatField(allow_null=True)
-    started_at = serializers.DateTimeField(allow_null=True)
-    finished_at = serializers.DateTimeField(allow_null=True)
-    duration_s = serializers.FloatField(allow_null=True)
     heartbeat_at = serializers.DateTimeField(allow_null=True)
 
 

@@ -343,5 +343,19 @@ class StorageRootSerializer(ModelSerializer):
         return add_root(validated_data["uri"], note=validated_data.get("note", ""))
 
 
+class RunStateSerializer(serializers.Serializer):
+    """services.quality.run_state: what every view of a run says of it (the dashboard's
+    run objects and the progress poll extend it)."""
+
+    id = serializers.IntegerField()
+    state = serializers.CharField()
+    state_reason = serializers.CharField()
+    device = serializers.CharField()
+    test_macro_f1 = serializers.FloatField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration_s = serializers.FloatField(allow_null=True)
+
+
 class DetailSerializer(serializers.Serializer):
     detail = serializers.CharField()

@@ -1,12 +1,11 @@
 """CSV manifests (:data:`MANIFEST_COLUMNS`), one image a row; a row's identity is its URI as written."""
 from __future__ import annotations
 
-import csv
-import io
 import os
 import posixpath
 
 from mlcore import storage
+from mlcore.manifest import manifest_rows
 
 from ..storage_roots import Root, SourceRefused, check_allowed
 from ..manifests import image_split
@@ -19,23 +18,16 @@ MANIFEST_COLUMNS = "uri,split,<task>[,<task>...]"
 def manifest_source(uri: str, roots: list[Root]) -> Source:
     """:data:`MANIFEST_COLUMNS`; a row outside the roots is refused, the others go on."""
     try:
-        text = storage.read_bytes(uri).decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ImportRefused("the manifest is not UTF-8 text") from None
-    rows = csv.reader(io.StringIO(text))
-    header = [h.strip() for h in next(rows, [])]
+        read = manifest_rows(storage.read_bytes(uri))
+    except ValueError as e:
+        raise ImportRefused(str(e)) from None
+    header, tasks = read.header, read.tasks
     if "uri" not in header:
         raise ImportRefused(f"the manifest has no 'uri' column (header: {','.join(header) or 'empty'})")
-    tasks = [h for h in header if h and h not in ("uri", "split")]
     if not tasks:
         raise ImportRefused(f"the manifest has no label column: expected {MANIFEST_COLUMNS}")
     base = uri.rsplit("/", 1)[0]
-    entries = []
-    for line, values in enumerate(rows, start=2):
-        if not any(v.strip() for v in values):
-            continue
-        row = {h: (v or "").strip() for h, v in zip(header, values)}
-        entries.append(_manifest_entry(line, row, tasks, base, roots))
+    entries = [_manifest_entry(line, row, tasks, base, roots) for line, row in read.rows]
     return Source(uri, tasks, entries)
 
 

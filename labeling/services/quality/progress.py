@@ -24,23 +24,31 @@ def duration_s(run: TrainingRun) -> float | None:
     return max(0.0, (end - run.started_at).total_seconds())
 
 
-def run_summary(run: TrainingRun) -> dict:
-    """One run as a row of the run list (and the API's run objects)."""
+def run_state(run: TrainingRun) -> dict:
+    """What every view of a run says of it (the run list's row, the live progress poll):
+    its state, device, test macro-F1 and times."""
     return {
         "id": run.id,
-        "task": run.task_id,
         "state": run.state,
         "state_reason": run.state_reason,
+        "device": run.device,
         "test_macro_f1": run.test_macro_f1,
-        "created_by": run.created_by.get_username() if run.created_by_id else None,
-        "created_at": run.created_at.isoformat() if run.created_at else None,
         "started_at": run.started_at.isoformat() if run.started_at else None,
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "duration_s": duration_s(run),
+    }
+
+
+def run_summary(run: TrainingRun) -> dict:
+    """One run as a row of the run list (and the API's run objects)."""
+    return {
+        **run_state(run),
+        "task": run.task_id,
+        "created_by": run.created_by.get_username() if run.created_by_id else None,
+        "created_at": run.created_at.isoformat() if run.created_at else None,
         "n_train": run.n_train,
         "n_test": run.n_test,
         "snapshot_size": run.n_train + run.n_test,
-        "device": run.device,
         "parent": run.parent_id,
         "fold_of": run.fold_of_id,
         "config": run.config,
@@ -64,9 +72,7 @@ def run_status(run: TrainingRun) -> dict:
     progress = dict(run.progress or {})
     history = run.history if isinstance(run.history, list) else []
     return {
-        "id": run.id,
-        "state": run.state,
-        "state_reason": run.state_reason,
+        **run_state(run),
         "finished": run.state in FINISHED_STATES,
         "cancel_requested": run.cancel_requested,
         "progress": progress,
@@ -78,11 +84,6 @@ def run_status(run: TrainingRun) -> dict:
         "last_train": next((row for row in reversed(history)
                             if isinstance(row, dict) and row.get("phase") == "train"), None),
         "history": history,
-        "device": run.device,
-        "test_macro_f1": run.test_macro_f1,
-        "started_at": run.started_at.isoformat() if run.started_at else None,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "duration_s": duration_s(run),
         "heartbeat_at": run.heartbeat_at.isoformat() if run.heartbeat_at else None,
     }
 
