@@ -718,10 +718,8 @@ class Suspect(models.Model):
                    models.Index(fields=["resolved_by", "resolved_at"], name="suspect_resolved_idx"),
                    models.Index(fields=["suspect_run", "skipped_at"], name="suspect_skipped_idx",
                                 condition=models.Q(skipped_at__isnull=False)),
-                   # The open suspects per class (counted), and the stale ones (read: few).
-                   models.Index(fields=["suspect_run", "given_label"], name="suspect_open_idx",
-                                condition=models.Q(status="open", current=True)),
-                   models.Index(fields=["suspect_run", "image"], name="suspect_stale_idx",
+                   # The open suspects no longer current per class (counted, read: few).
+                   models.Index(fields=["suspect_run", "given_label", "image"], name="suspect_stale_idx",
                                 condition=models.Q(status="open", current=False)),
                    # The settled ones by status, class and reasons (the queue's counts, people's verdicts).
                    models.Index(fields=["suspect_run", "status", "given_label", "reasons"], name="suspect_settled_idx",

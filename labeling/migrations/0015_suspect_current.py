@@ -1,10 +1,11 @@
 """Suspect.current: the image's annotation is still at the suspect's ``version`` and unconfirmed
 (what services.suspects.queue asks of an open suspect), kept by the database so that a run's
-open suspects are an indexed count (``suspect_open_idx``) and its stale ones an indexed read
-(``suspect_stale_idx``), whatever changed since the run was scored; and the settled ones an
-index-only count by status, class and reasons (``suspect_settled_idx``). Before, every page of a
-run walked the annotations changed since scoring (one probe each): 1,000 retags cost 2 ms,
-75,000 (a queue worked through, an import) 350 ms a walk, two or three walks a page.
+open suspects are its stored figures less two index-only counts of what changed since it was
+scored: the settled ones (``suspect_settled_idx``, by status, class and reasons) and the open
+ones no longer current (``suspect_stale_idx``). Before, every page of a run walked the
+annotations changed since scoring (one probe each), whatever those changes were: 1,000
+retags cost 2 ms, 75,000 (another run's queue worked through, an import) 350 ms a walk, two
+or three walks a page.
 
 Kept in the statement that writes, whatever wrote it:
 - a suspect inserted, or its version / image / task changed: computed from the annotation
@@ -145,11 +146,7 @@ class Migration(migrations.Migration):
         migrations.RunPython(install, uninstall),
         migrations.AddIndex(
             model_name='suspect',
-            index=models.Index(condition=models.Q(('current', True), ('status', 'open')), fields=['suspect_run', 'given_label'], name='suspect_open_idx'),
-        ),
-        migrations.AddIndex(
-            model_name='suspect',
-            index=models.Index(condition=models.Q(('current', False), ('status', 'open')), fields=['suspect_run', 'image'], name='suspect_stale_idx'),
+            index=models.Index(condition=models.Q(('current', False), ('status', 'open')), fields=['suspect_run', 'given_label', 'image'], name='suspect_stale_idx'),
         ),
         migrations.AddIndex(
             model_name='suspect',

@@ -160,17 +160,22 @@ def changed_since_scoring(runs) -> list[tuple]:
 
 def open_counts(runs) -> dict[int, dict]:
     """Per suspects run of ``runs``: ``{"open": n, "by_class": {label id: n}}``, the size of
-    :func:`queue`: the open suspects still current (``Suspect.current``, kept by the database:
-    migration 0015), counted per class along ``suspect_open_idx``; the classes are those of the
-    figures stored when the run was scored."""
+    :func:`queue`: the figures stored when the run was scored less its settled suspects and
+    its open ones no longer current (``Suspect.current``, kept by the database: migration
+    0015), two index-only counts (``suspect_settled_idx``, ``suspect_stale_idx``) of what
+    changed since scoring, whatever changed elsewhere."""
     runs = [sr for sr in runs if sr.scored_at is not None]
-    out = {sr.pk: {"open": 0, "by_class": {int(k): 0 for k in (sr.class_figures or {})}} for sr in runs}
-    rows = (Suspect.objects.filter(suspect_run_id__in=list(out), status=Status.OPEN, current=True)
-            .values_list("suspect_run_id", "given_label_id").annotate(n=Count("*")).order_by())  # index-only
-    for run_id, given, n in rows:
+    out = {sr.pk: {"open": 0, "by_class": {int(k): f.get("suspects", 0) for k, f in (sr.class_figures or {}).items()}}
+           for sr in runs}
+    ids = list(out)
+    settled = (Suspect.objects.filter(suspect_run_id__in=ids, status__in=Suspect.SETTLED)
+               .values_list("suspect_run_id", "given_label_id").annotate(n=Count("*")).order_by())
+    stale = (Suspect.objects.filter(suspect_run_id__in=ids, status=Status.OPEN, current=False)
+             .values_list("suspect_run_id", "given_label_id").annotate(n=Count("*")).order_by())
+    for run_id, given, n in [*settled, *stale]:
         by_class = out[run_id]["by_class"]
         if given in by_class:
-            by_class[given] = n
+            by_class[given] -= n
     for counts in out.values():
         counts["open"] = sum(counts["by_class"].values())
     return out
