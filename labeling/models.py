@@ -170,6 +170,22 @@ class LabelCount(models.Model):
         constraints = [models.UniqueConstraint(fields=["task", "label", "split", "status"], name="labelcount_unique")]
 
 
+class Unlabelled(models.Model):
+    """An image without a label for a task of its project: no annotation, or one whose label
+    is empty. Kept by database triggers (migration 0014) in the statement that adds or deletes
+    an image or a task or writes an annotation, like :class:`ImageCount`: the grid's "no
+    label" filter reads these rows instead of walking the images to find the few without an
+    annotation. ``services.counts.recount`` rebuilds them. The rows go with their image or
+    task by trigger (DO_NOTHING here: the ORM never collects them)."""
+
+    # (task, image) is the unique index the filter walks; image's own index serves a delete.
+    task = models.ForeignKey(Task, on_delete=models.DO_NOTHING, related_name="+", db_index=False)
+    image = models.ForeignKey(Image, on_delete=models.DO_NOTHING, related_name="+")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task", "image"], name="unlabelled_unique")]
+
+
 class EventSource(models.TextChoices):
     IMPORT = "import", "import"
     ANNOTATOR = "annotator", "annotator"
@@ -669,6 +685,10 @@ class Suspect(models.Model):
     given_label = models.ForeignKey(Label, on_delete=models.CASCADE, null=True, related_name="+")
     # The annotation version when scored: a label changed since makes the suspect stale.
     version = models.PositiveIntegerField(default=0)
+    # Whether the image's annotation is still at ``version`` and unconfirmed (what the queue
+    # asks): kept by database triggers (migration 0015) on every annotation and suspect write,
+    # so a run's open suspects are an indexed count, whatever changed since it was scored.
+    current = models.BooleanField(default=False, editable=False)
     self_confidence = models.FloatField(null=True, blank=True)
     knn_agreement = models.FloatField(null=True, blank=True)
     reasons = models.PositiveSmallIntegerField(default=0)
@@ -697,7 +717,13 @@ class Suspect(models.Model):
                    models.Index(fields=["suspect_run", "score", "image"], name="suspect_sort_idx"),
                    models.Index(fields=["resolved_by", "resolved_at"], name="suspect_resolved_idx"),
                    models.Index(fields=["suspect_run", "skipped_at"], name="suspect_skipped_idx",
-                                condition=models.Q(skipped_at__isnull=False))]
+                                condition=models.Q(skipped_at__isnull=False)),
+                   # The open suspects no longer current per class (counted, read: few).
+                   models.Index(fields=["suspect_run", "given_label", "image"], name="suspect_stale_idx",
+                                condition=models.Q(status="open", current=False)),
+                   # The settled ones by status, class and reasons (the queue's counts, people's verdicts).
+                   models.Index(fields=["suspect_run", "status", "given_label", "reasons"], name="suspect_settled_idx",
+                                condition=models.Q(status__in=["retagged", "kept"]))]
 
 
 class Cluster(models.Model):

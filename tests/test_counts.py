@@ -36,6 +36,7 @@ def sync(project, kind, source) -> ImportJob:
 
 def assert_kept_right(project):
     assert counts.stored(project) == counts.counted(project)
+    assert counts.unlabelled_stored(project) == counts.unlabelled_counted(project)  # migration 0014
 
 
 def test_imports_retags_and_status_changes_keep_the_counts(tmp_path, settings, annotator):

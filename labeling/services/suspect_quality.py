@@ -126,27 +126,32 @@ def ranking_order(score, *, self_confidence=None, knn_agreement=None, reasons=No
 # --------------------------------------------------------------------------- human verdicts
 
 def verdicts(sr: SuspectRun) -> list[dict]:
-    """Each settled suspect: ``{"given", "reasons", "changed"}`` (see the module docstring). The
-    open ones count only where their annotation changed since scoring (the others still carry the
-    scored label, unconfirmed), so only those are read (services.suspects.changed_since_scoring)."""
-    from .suspects import changed_since_scoring
+    """The settled suspects, as ``{"given", "reasons", "changed", "n"}``: ``n`` suspects of that
+    given label, reasons and verdict (see the module docstring); grouped in the database, so a
+    run whose queue was worked through is a few dozen rows, not one per suspect. The open ones
+    count only where their label changed or was confirmed since scoring (the others still carry
+    the scored label, unconfirmed), so only those are read: the open ones no longer current
+    (services.suspects.stale_open), each a row with ``n`` 1."""
+    from django.db.models import Count
 
-    out = [{"image": image_id, "given": given, "reasons": reasons, "changed": status == Suspect.Status.RETAGGED}
-           for image_id, given, reasons, status in Suspect.objects.filter(
-               suspect_run=sr, status__in=Suspect.SETTLED).values_list("image_id", "given_label_id", "reasons",
-                                                                        "status")]
-    pending = {row[1]: row for row in changed_since_scoring([sr])}
+    from .suspects import stale_open
+
+    out = [{"given": given, "reasons": reasons, "changed": status == Suspect.Status.RETAGGED, "n": n}
+           for given, reasons, status, n in Suspect.objects.filter(
+               suspect_run=sr, status__in=Suspect.SETTLED).values_list("given_label_id", "reasons", "status")
+           .annotate(n=Count("*")).order_by()]  # suspect_settled_idx alone (index-only)
+    pending = {row[0]: row for row in stale_open(sr)}
     since = sr.scored_at or sr.finished_at or sr.created_at
     touched = set(LabelEvent.objects.filter(task_id=sr.task_id, image_id__in=list(pending), source__in=HUMAN_SOURCES,
                                             created_at__gte=since).values_list("image_id", flat=True))
-    for _, image_id, given, reasons, label_now, verified, _ in pending.values():
+    for image_id, given, reasons, label_now, verified in pending.values():
         if label_now != given and image_id in touched:
             changed = True
         elif label_now == given and verified:
             changed = False
         else:
             continue
-        out.append({"image": image_id, "given": given, "reasons": reasons, "changed": changed})
+        out.append({"given": given, "reasons": reasons, "changed": changed, "n": 1})
     return out
 
 
@@ -156,7 +161,7 @@ def human_quality(sr: SuspectRun) -> dict:
     names = dict(Label.objects.filter(pk__in=sr.run.label_ids).values_list("pk", "name"))
 
     def tally(items):
-        return share(sum(1 for x in items if x["changed"]), len(items))
+        return share(sum(x["n"] for x in items if x["changed"]), sum(x["n"] for x in items))
 
     by_signal = [{"signal": name, **tally([x for x in v if x["reasons"] & flag])} for flag, name in SIGNALS]
     by_class = []
@@ -165,7 +170,7 @@ def human_quality(sr: SuspectRun) -> dict:
         if items:
             by_class.append({"label": label_id, "label_name": names.get(label_id), **tally(items)})
     total = sum(f.get("suspects", 0) for f in (sr.class_figures or {}).values())
-    return {"suspects": total, "reviewed": len(v), "overall": tally(v), "by_signal": by_signal,
+    return {"suspects": total, "reviewed": sum(x["n"] for x in v), "overall": tally(v), "by_signal": by_signal,
             "by_class": by_class}
 
 

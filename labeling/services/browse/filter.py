@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from django.db.models import Exists, OuterRef
-
-from ...models import Annotation, Image, ImageStatus, Label, Project, Split, Task
+from ...models import Image, ImageStatus, Label, Project, Split, Task
 from .. import counts as kept
 from ..labels import project_tasks
 from .sort import GridSort, parse_sort
@@ -52,11 +50,8 @@ class GridFilter:
             qs = qs.filter(annotations__task=self.label.task_id, annotations__label=self.label)
         elif self.unlabelled and self.task is not None:
             if self.unlabelled_count() == 0:
-                return qs.none()  # every image is labelled: the anti-join would walk them all to find none
-            # NOT EXISTS (an anti-join along the annotation's image index), never NOT IN over
-            # every labelled image.
-            labelled = Annotation.objects.filter(image_id=OuterRef("id"), task=self.task, label__isnull=False)
-            qs = qs.filter(~Exists(labelled))
+                return qs.none()  # every image is labelled: nothing to ask
+            qs = qs.filter(kept.unlabelled(self.task))
         return qs
 
     def unlabelled_count(self) -> int:

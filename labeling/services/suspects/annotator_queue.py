@@ -7,9 +7,9 @@ annotation version the page saw (409 rule). A skip settles nothing: the suspect 
 for the others, and comes back to the one who skipped it once nothing else is left.
 
 An open suspect is *current* while its image's label is the scored one and nobody confirmed
-it since (:func:`queue`). Counting them does not read every annotation: the suspects were
-current when the run was scored, so only an annotation changed since then
-(``annotation_changed_idx``) can have made one stale (:func:`open_counts`).
+it since (:func:`queue`). The database keeps that on the suspect (``Suspect.current``,
+migration 0015, moved by every annotation write), so counting a run's open suspects is an
+indexed count of its suspects (:func:`open_counts`), whatever changed since it was scored.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
-from ...models import Annotation, Label, LabelEvent, Suspect, SuspectRun
+from ...models import Annotation, Image, Label, LabelEvent, Suspect, SuspectRun
 from ..retag import RetagConflict, retag_image
 
 Status = Suspect.Status
@@ -74,6 +74,15 @@ def release(suspect: Suspect, user) -> None:
 ACTIONS = ("accept", "keep", "label", "skip")
 
 
+def _lock_image_of(suspect: Suspect) -> None:
+    """Lock the suspect's image before the suspect: a retag locks the image, then its
+    annotation's write moves ``current`` on every suspect of the image (migration 0015's
+    trigger), in whichever run; taking them in that order here too, two annotators resolving
+    the same image in two runs queue up on the image instead of deadlocking."""
+    image_id = Suspect.objects.filter(pk=suspect.pk).values_list("image_id", flat=True).first()
+    list(Image.objects.select_for_update().filter(pk=image_id).values_list("pk", flat=True))
+
+
 def resolve(suspect: Suspect, *, user, action: str, label: Label | None = None,
             expected_version: int | None) -> Suspect:
     """Accept the suggestion, keep the label (marks it verified), set another ``label``, or skip
@@ -86,6 +95,7 @@ def resolve(suspect: Suspect, *, user, action: str, label: Label | None = None,
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
     with transaction.atomic():
+        _lock_image_of(suspect)
         s = Suspect.objects.select_for_update().get(pk=suspect.pk)
         if s.status != Status.OPEN:
             raise SuspectResolved(Suspect.objects.select_related("resolved_by").get(pk=s.pk))
@@ -150,14 +160,18 @@ def changed_since_scoring(runs) -> list[tuple]:
 
 def open_counts(runs) -> dict[int, dict]:
     """Per suspects run of ``runs``: ``{"open": n, "by_class": {label id: n}}``, the size of
-    :func:`queue`, from the stored figures less the settled suspects and the stale ones."""
+    :func:`queue`: the figures stored when the run was scored less its settled suspects and
+    its open ones no longer current (``Suspect.current``, kept by the database: migration
+    0015), two index-only counts (``suspect_settled_idx``, ``suspect_stale_idx``) of what
+    changed since scoring, whatever changed elsewhere."""
     runs = [sr for sr in runs if sr.scored_at is not None]
     out = {sr.pk: {"open": 0, "by_class": {int(k): f.get("suspects", 0) for k, f in (sr.class_figures or {}).items()}}
            for sr in runs}
     ids = list(out)
     settled = (Suspect.objects.filter(suspect_run_id__in=ids, status__in=Suspect.SETTLED)
-               .values_list("suspect_run_id", "given_label_id").annotate(n=Count("id")).order_by())
-    stale = [(run_id, given, 1) for run_id, _, given, _, _, _, is_stale in changed_since_scoring(runs) if is_stale]
+               .values_list("suspect_run_id", "given_label_id").annotate(n=Count("*")).order_by())
+    stale = (Suspect.objects.filter(suspect_run_id__in=ids, status=Status.OPEN, current=False)
+             .values_list("suspect_run_id", "given_label_id").annotate(n=Count("*")).order_by())
     for run_id, given, n in [*settled, *stale]:
         by_class = out[run_id]["by_class"]
         if given in by_class:
@@ -165,6 +179,21 @@ def open_counts(runs) -> dict[int, dict]:
     for counts in out.values():
         counts["open"] = sum(counts["by_class"].values())
     return out
+
+
+def stale_open(sr: SuspectRun) -> list[tuple]:
+    """``(image id, given label id, reasons, label id now, verified)`` of the run's open
+    suspects that are no longer current (their label changed or was confirmed since scoring,
+    or their annotation went): ``suspect_stale_idx``, as many rows as there are such suspects.
+    Their annotations in a second query: a subquery per row would make the planner, which
+    cannot tell this run's few stale suspects from another run's many, cost it high enough to
+    compile it (JIT, ~30 ms for nothing)."""
+    rows = list(Suspect.objects.filter(suspect_run=sr, status=Status.OPEN, current=False)
+                .values_list("image_id", "given_label_id", "reasons").order_by())
+    now = {i: (lab, v) for i, lab, v in Annotation.objects.filter(
+        task_id=sr.task_id, image_id__in=[r[0] for r in rows]).values_list("image_id", "label_id", "verified")} \
+        if rows else {}
+    return [(i, given, reasons, *now.get(i, (None, False))) for i, given, reasons in rows]
 
 
 def open_count(sr: SuspectRun) -> int:
@@ -175,7 +204,7 @@ def open_count(sr: SuspectRun) -> int:
 def queue_counts(sr: SuspectRun) -> dict:
     """Open (current), settled per status, and how many of the open ones someone skipped."""
     by = dict(Suspect.objects.filter(suspect_run=sr, status__in=Suspect.SETTLED).values_list("status")
-              .annotate(n=Count("id")).order_by())
+              .annotate(n=Count("*")).order_by())  # suspect_rank_idx alone (index-only)
     skipped = Suspect.objects.filter(suspect_run=sr, skipped_at__isnull=False, status=Status.OPEN).count()
     return {"open": open_count(sr), **{s: by.get(s, 0) for s in Suspect.SETTLED}, "skipped": skipped}
 
@@ -207,6 +236,7 @@ def undo_decision(suspect: Suspect, *, user) -> Suspect:
     from ..retag import undo_retags
 
     with transaction.atomic():
+        _lock_image_of(suspect)
         s = Suspect.objects.select_for_update().select_related("image", "task").get(pk=suspect.pk)
         if s.status == Status.OPEN:
             raise ValueError("this suspect is open: there is no decision to undo")
