@@ -1,5 +1,6 @@
 """Training runs against real services: a Celery worker process on Redis, started from the
-API, on a small Fashion-MNIST subset imported through services.imports; and a worker
+API, on a small Fashion-MNIST subset imported through services.imports, then a suspects run
+of it (fold runs, scoring, the annotator's queue); and a worker
 killed with SIGKILL mid-run (with its run's training process and the loader's workers),
 whose run the stale-run check hands to a new worker that resumes it from its checkpoint.
 The runs use DataLoader workers (``"workers": 2``): the path a many-core or GPU machine
@@ -15,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from labeling.models import ImportJob, Prediction, TrainingRun
-from labeling.services import runs
+from labeling.models import Annotation, ImportJob, LabelEvent, Prediction, Suspect, SuspectRun, TrainingRun
+from labeling.services import runs, suspects
 from labeling.services.imports import run_import, start_import
 from labeling.services.projects import create_project
 from labeling.services.run_results import read_json
@@ -83,7 +84,13 @@ def assert_results_match_files(run: TrainingRun) -> None:
     assert run.class_metrics.count() == 2 * len(run.label_ids)
 
 
-def test_run_from_the_api_in_a_worker(fashion_task, celery_worker_factory, scientist, api_client_for):
+def test_run_from_the_api_in_a_worker_then_its_suspects_queue_and_a_retag(fashion_task, celery_worker_factory,
+                                                                           scientist, annotator, api_client_for):
+    """A run started from the API trains in the worker with live progress; then (one run
+    trained, not two: these cores are shared) a suspects run of it is started from the API
+    with K=2 fold runs of one epoch on the gpu queue, scored, and worked: an annotator leases
+    the best suspect, accepts the suggestion, the image leaves the queue and its history
+    shows it."""
     start_worker(celery_worker_factory)
     r = api_client_for(scientist).post("/api/runs/", {"task": fashion_task.id, "config": CONFIG}, format="json")
     assert r.status_code == 201, r.content
@@ -104,6 +111,34 @@ def test_run_from_the_api_in_a_worker(fashion_task, celery_worker_factory, scien
     assert len({s[4] for s in seen}) >= 3  # the history grew while it ran
     assert run.attempts == 1 and run.worker.startswith("test0-") and run.heartbeat_at
     assert_results_match_files(run)
+
+    r = api_client_for(scientist).post("/api/suspect-runs/", {"run": run.id, "config": {"k": 2, "fold_epochs": 1}},
+                                       format="json")
+    assert r.status_code == 201, r.content
+    sr = SuspectRun.objects.get(pk=r.json()["id"])
+    wait_for(lambda: sr.refresh_from_db() or sr.state in SuspectRun.FINAL_STATES, timeout=300, interval=0.5,
+             what=f"suspects {sr.id}")
+    assert sr.state == SuspectRun.State.DONE, sr.state_reason
+    folds = list(TrainingRun.objects.filter(pk__in=sr.fold_run_ids))
+    assert len(folds) == 2 and all(f.state == "done" and f.parent_id == run.id for f in folds)
+    assert sr.counts["scored"] == 300 and sr.counts["clusters"] >= 10
+    assert sr.index_uri and sr.oos_uri
+    assert Suspect.objects.filter(suspect_run=sr).count() == sr.counts["suspects"] > 0
+
+    api = api_client_for(annotator)
+    item = api.post(f"/api/suspect-runs/{sr.id}/next/").json()
+    before = Annotation.objects.get(image_id=item["image"], task=fashion_task)
+    assert before.label_id == item["given_label"]
+    r = api.post(f"/api/suspects/{item['id']}/resolve/", {"action": "accept", "expected_version": item["version"]},
+                 format="json")
+    assert r.status_code == 200, r.content
+    open_ids = set(suspects.queue(sr).values_list("image_id", flat=True))
+    assert item["image"] not in open_ids
+    event = LabelEvent.objects.filter(image_id=item["image"], task=fashion_task).first()
+    assert event.by == annotator and event.from_label_id == item["given_label"]
+    assert event.to_label_id == item["suggested_label"]
+    page = api_client_for(annotator).get(f"/api/images/{item['image']}/similar/?k=5").json()
+    assert page["suspect_run"] == sr.id and len(page["items"]) == 5
 
 
 def test_killed_worker_run_resumes_from_its_checkpoint(fashion_task, celery_worker_factory, scientist):
