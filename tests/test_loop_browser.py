@@ -51,6 +51,7 @@ def test_run_suspects_queue_retag_retrain(page, login, make_user, untrained_demo
     form = page.get_by_test_id("run-form")
     form.locator("input[name=epochs]").fill("1")
     form.locator("input[name=batch_size]").fill("32")
+    form.locator("input[name=small_input]").uncheck()  # the standard stem: the loop, not the model, is tested
     page.get_by_test_id("start-run").click()
     page.wait_for_url(re.compile(r"/runs/\d+/progress/$"))
     run1 = TrainingRun.objects.get()
