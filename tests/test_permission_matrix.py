@@ -31,6 +31,7 @@ MATRIX = {
     # browsing and retagging
     "/": {"GET": A},
     "/p/{slug}/": {"GET": A},
+    "/p/{slug}/counts/": {"GET": A},
     "/p/{slug}/problems/": {"GET": A},
     "/p/{slug}/labels/": {"GET": AD, "POST": AD},
     "/images/{image_id}/": {"GET": A},

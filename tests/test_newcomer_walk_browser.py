@@ -1,0 +1,67 @@
+"""What a newcomer's walk of `make run` found, as the user now sees it: Ctrl+Z right after a
+keyboard bulk retag in the project grid (focus still on a ticked box) undoes it, while in the
+search box it is the field's own undo; the sidebar's label counts follow the bulk retag and
+its undo; a selection holding test images warns that the retag changes the test set; the
+"Find suspects" estimate follows K and epochs as they are typed; the run progress says what
+its share counts and in which phase the run is; the users page counts only retags.
+"""
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from labeling.models import Annotation, EventSource, Image, LabelEvent, TrainingRun
+from labeling.services.labels import label_key, ordered_labels
+from tests.factories import make_image, make_project
+from tests.test_browser import demo, open_category_grid  # noqa: F401 - the fixture
+from tests.test_quality import two_runs  # noqa: F401 - the fixture
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def sidebar_counts(page, labels):
+    side = page.get_by_test_id("label-filter")
+    return {lb.id: int(side.locator(f"[data-count-of='{lb.id}'] .count").inner_text().replace(",", "")) for lb in labels}
+
+
+def test_keyboard_bulk_retag_then_ctrl_z_undoes_it_and_the_sidebar_counts_follow(page, login, annotator, demo):
+    login(annotator)
+    task = open_category_grid(page, demo)
+    labels = ordered_labels(task)
+    cells = page.locator("li.cell")
+    before = sidebar_counts(page, labels)
+    cells.nth(1).locator("input.pick").click()
+    cells.nth(4).locator("input.pick").click(modifiers=["Shift"])
+    expect(page.get_by_test_id("selected-count")).to_have_text("4 selected")
+    ids = [int(cells.nth(i).get_attribute("data-image")) for i in range(1, 5)]
+    was = {i: Annotation.objects.get(image_id=i, task=task).label_id for i in ids}
+    target = next(k for k, lb in enumerate(labels) if lb.id not in was.values())
+    assert page.evaluate("document.activeElement.matches('input.pick')")  # the focus is on the ticked box
+
+    page.keyboard.press(label_key(target))
+    notice = page.get_by_test_id("bulk-notice")
+    expect(notice).to_contain_text(f"Retagged 4 to {labels[target].name}")
+    after = dict(before)
+    for i in ids:
+        after[was[i]] -= 1
+    after[labels[target].id] += 4
+    side = page.get_by_test_id("label-filter")
+    for lb in labels:  # without a reload
+        expect(side.locator(f"[data-count-of='{lb.id}'] .count")).to_have_text(f"{after[lb.id]:,}")
+
+    # In the search box Ctrl+Z is the field's own undo: the retag stays.
+    search = page.get_by_test_id("grid-search")
+    search.click()
+    search.type("abc")
+    page.keyboard.press("Control+z")
+    page.wait_for_timeout(300)
+    expect(notice).not_to_contain_text("Undone")
+    assert all(Annotation.objects.get(image_id=i, task=task).label_id == labels[target].id for i in ids)
+
+    # Back on a selection box (where the keyboard retag left the focus) Ctrl+Z undoes it.
+    cells.nth(4).locator("input.pick").focus()
+    page.keyboard.press("Control+z")
+    expect(notice).to_contain_text("Undone: 4 back to the label each had")
+    assert {i: Annotation.objects.get(image_id=i, task=task).label_id for i in ids} == was
+    for lb in labels:
+        expect(side.locator(f"[data-count-of='{lb.id}'] .count")).to_have_text(f"{before[lb.id]:,}")
