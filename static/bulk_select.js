@@ -141,6 +141,7 @@
     var names = {};
     options.forEach(function (o) { names[o.value] = o.dataset.labelName; });
     var anchor = -1;
+    var testNotice = document.getElementById("bulk-test-notice");  // templates/labeling/_test_split_notice.html
 
     function boxOf(cell) { return cell.querySelector("input.pick"); }
     function picked() { return cells.filter(function (c) { return c.classList.contains("picked"); }); }
@@ -156,6 +157,13 @@
       bar.querySelector("[data-role=count]").textContent = n ? n + " selected" : "none selected";
       bar.querySelector("[data-role=go]").disabled = n === 0;
       bar.querySelector("[data-role=go]").textContent = n ? "Retag " + n + " selected" : "Retag selected";
+      if (testNotice) {  // the project grid mixes splits: warn while the selection holds test images
+        var t = picked().filter(function (c) { return c.dataset.split === "test"; }).length;
+        testNotice.hidden = t === 0;
+        testNotice.querySelector("[data-role=test-count]").textContent =
+          t === n ? (n === 1 ? "The selected image is" : "All " + n + " selected images are")
+                  : t + " of the " + n + " selected images " + (t === 1 ? "is" : "are");
+      }
     }
 
     function toggle(i, range) {

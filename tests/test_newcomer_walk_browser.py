@@ -65,3 +65,28 @@ def test_keyboard_bulk_retag_then_ctrl_z_undoes_it_and_the_sidebar_counts_follow
     assert {i: Annotation.objects.get(image_id=i, task=task).label_id for i in ids} == was
     for lb in labels:
         expect(side.locator(f"[data-count-of='{lb.id}'] .count")).to_have_text(f"{before[lb.id]:,}")
+
+
+def test_a_selection_with_test_images_warns_that_the_retag_changes_the_test_set(page, login, annotator, demo):
+    login(annotator)
+    task = open_category_grid(page, demo)
+    cells = page.locator("li.cell")
+    splits = [cells.nth(i).get_attribute("data-split") for i in range(cells.count())]
+    train, test = splits.index("train"), splits.index("test")
+    warning = page.get_by_test_id("test-split-notice")
+    expect(warning).to_be_hidden()
+
+    cells.nth(train).locator("input.pick").click()
+    expect(page.get_by_test_id("selected-count")).to_have_text("1 selected")
+    expect(warning).to_be_hidden()  # train images only: no test set changes
+    cells.nth(test).locator("input.pick").click()
+    expect(warning).to_be_visible()
+    expect(warning).to_contain_text("1 of the 2 selected images is in the test split")
+    expect(warning).to_contain_text("changes the test set")
+    page.keyboard.press("Escape")
+    expect(warning).to_be_hidden()
+
+    page.goto(f"/p/{demo.slug}/?task={task.id}&split=test")
+    page.get_by_test_id("select-all").click()
+    n = page.locator("li.cell").count()
+    expect(warning).to_contain_text(f"All {n} selected images are in the test split")
