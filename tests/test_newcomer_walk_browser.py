@@ -90,3 +90,22 @@ def test_a_selection_with_test_images_warns_that_the_retag_changes_the_test_set(
     page.get_by_test_id("select-all").click()
     n = page.locator("li.cell").count()
     expect(warning).to_contain_text(f"All {n} selected images are in the test split")
+
+
+def test_the_suspects_estimate_follows_k_and_epochs(page, login, scientist, two_runs):
+    run = two_runs["run2"]
+    TrainingRun.objects.filter(pk=run.pk).update(timings={"execute_s": 120.0, "train_s": 100.0},
+                                                 config={**(run.config or {}), "epochs": 3})
+    login(scientist)
+    page.goto(f"/runs/{run.id}/suspects/start/")
+    estimate = page.get_by_test_id("estimate")
+    expect(estimate).to_contain_text("4 folds of about")
+    expect(estimate).to_contain_text("3 epochs each")
+    first = estimate.inner_text()
+    page.fill("#k", "2")
+    page.fill("#fold_epochs", "1")
+    expect(estimate).to_contain_text("2 folds of about")
+    expect(estimate).to_contain_text("1 epoch each")
+    assert estimate.inner_text() != first
+    page.fill("#k", "1")  # a value the start would refuse: no figure for it
+    expect(estimate).to_contain_text("No estimate: k (folds) must be between 2 and 20")

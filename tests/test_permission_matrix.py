@@ -56,6 +56,7 @@ MATRIX = {
     # suspects
     "/p/{slug}/suspects/": {"GET": A},
     "/runs/{run_id}/suspects/start/": {"GET": S, "POST": S},
+    "/runs/{run_id}/suspects/estimate": {"GET": S},
     "/suspects/{sr_id}/": {"GET": A},
     "/suspects/{sr_id}/queue/": {"GET": A},
     "/suspects/{sr_id}/clusters/": {"GET": A},
