@@ -109,3 +109,21 @@ def test_the_suspects_estimate_follows_k_and_epochs(page, login, scientist, two_
     assert estimate.inner_text() != first
     page.fill("#k", "1")  # a value the start would refuse: no figure for it
     expect(estimate).to_contain_text("No estimate: k (folds) must be between 2 and 20")
+
+
+def test_run_progress_says_what_its_share_counts_and_the_phase(page, login, scientist, two_runs):
+    run = two_runs["run2"]
+    TrainingRun.objects.filter(pk=run.pk).update(
+        state=TrainingRun.State.RUNNING, finished_at=None, config={**(run.config or {}), "epochs": 3},
+        n_train=1000, n_test=200,
+        progress={"phase": "train", "epoch": 2, "epochs": 3, "step": 13, "steps": 46, "t": 60})
+    login(scientist)
+    page.goto(f"/runs/{run.id}/progress/")
+    expect(page.get_by_test_id("run-share")).to_have_text("37 %")
+    expect(page.get_by_test_id("run-phase")).to_have_text("training · epoch 2 of 3 (43 % of the training)")
+    covers = page.get_by_test_id("run-covers")
+    expect(covers).to_contain_text("of the whole run: 3 epochs of training (83 % of the work)")
+    expect(covers).to_contain_text("a validation pass after each and a final prediction pass over every image")
+
+    TrainingRun.objects.filter(pk=run.pk).update(progress={"phase": "eval", "epoch": 2, "step": 1, "steps": 4, "t": 70})
+    expect(page.get_by_test_id("run-phase")).to_have_text("evaluating · validation after epoch 2 of 3")
