@@ -127,3 +127,18 @@ def test_run_progress_says_what_its_share_counts_and_the_phase(page, login, scie
 
     TrainingRun.objects.filter(pk=run.pk).update(progress={"phase": "eval", "epoch": 2, "step": 1, "steps": 4, "t": 70})
     expect(page.get_by_test_id("run-phase")).to_have_text("evaluating · validation after epoch 2 of 3")
+
+
+def test_users_page_counts_only_retags_as_the_last_retag(page, login, admin_user, annotator):
+    project, task, (a, b, _) = make_project()
+    im = make_image(project, "x.jpg", task=task, label=a)
+    # The demo import names the admin who ran it: an import, no retag.
+    LabelEvent.objects.create(image=im, task=task, from_label=None, to_label=a, by=admin_user,
+                              source=EventSource.IMPORT, reference="import 1")
+    LabelEvent.objects.create(image=im, task=task, from_label=a, to_label=b, by=annotator,
+                              source=EventSource.ANNOTATOR)
+    login(admin_user)
+    page.goto("/manage/users/")
+    expect(page.get_by_test_id(f"worked-{admin_user.username}")).to_have_text("never")
+    expect(page.get_by_test_id(f"worked-{annotator.username}")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d$"))
+    assert Image.objects.filter(pk=im.pk).exists()
