@@ -12,12 +12,24 @@
 //   opts.cells    the cards, in page order
 //   opts.focused  () -> index of the card the keyboard is on, or -1
 //   opts.show     (cell, labelId, labelName) redraws a card's label after a retag or undo
+//   opts.changed  (), optional: after a retag or undo changed some labels (the page's counts)
 // The requests, their report and the Undo are window.BulkSelect.retagger(opts), which the
 // embeddings map (static/embedding_map.js) uses for its selection too.
 (function () {
   "use strict";
 
   var CHUNK = 1000;  // images per request: the API's MAX_BULK (labeling/services/retag.py)
+
+  // A field whose Ctrl+Z is the browser's own undo of typing. A checkbox, radio or button
+  // has none: after a click on a selection box and a label's key the focus is still on the
+  // box, and Ctrl+Z there undoes the retag (as the label keys are taken from input.pick).
+  function editsText(el) {
+    var tag = (el.tagName || "").toLowerCase();
+    if (tag === "textarea" || el.isContentEditable) return true;
+    if (tag !== "input") return false;
+    return ["checkbox", "radio", "button", "submit", "reset", "range", "color", "file", "image"]
+      .indexOf((el.type || "text").toLowerCase()) < 0;
+  }
 
   // The bulk retag and its Undo of one page -> {retag(items, labelId), offerUndo(items)}:
   //   opts.task, opts.bulkUrl, opts.undoUrl
@@ -27,7 +39,7 @@
   //                 conflicts ({image, version, label}: the label someone set since)
   //   opts.retagged (body), optional: after a retag's answer was applied
   // items: [{image, expected_version}], sent in requests of CHUNK one after another.
-  // Ctrl+Z (outside a text field) undoes the last decision while there is one.
+  // Ctrl+Z (outside a text field: a selection box is none) undoes the last decision while there is one.
   function retagger(opts) {
     var noticeEl = opts.notice, say = window.Retag.notice(noticeEl);
     var busy = false, last = null;  // last: the items ([{image, version}]) Undo takes back
@@ -110,8 +122,7 @@
     // Capture phase, before the page's own keys.
     window.addEventListener("keydown", function (ev) {
       if (!(ev.ctrlKey || ev.metaKey) || ev.altKey || (ev.key !== "z" && ev.key !== "Z")) return;
-      var tag = (ev.target.tagName || "").toLowerCase();
-      if (tag === "input" || tag === "textarea") return;
+      if (editsText(ev.target)) return;  // the field's own undo
       if (last) { undo(); ev.preventDefault(); ev.stopImmediatePropagation(); }
     }, true);
 
@@ -130,6 +141,7 @@
     var names = {};
     options.forEach(function (o) { names[o.value] = o.dataset.labelName; });
     var anchor = -1;
+    var testNotice = document.getElementById("bulk-test-notice");  // templates/labeling/_test_split_notice.html
 
     function boxOf(cell) { return cell.querySelector("input.pick"); }
     function picked() { return cells.filter(function (c) { return c.classList.contains("picked"); }); }
@@ -145,6 +157,13 @@
       bar.querySelector("[data-role=count]").textContent = n ? n + " selected" : "none selected";
       bar.querySelector("[data-role=go]").disabled = n === 0;
       bar.querySelector("[data-role=go]").textContent = n ? "Retag " + n + " selected" : "Retag selected";
+      if (testNotice) {  // the project grid mixes splits: warn while the selection holds test images
+        var t = picked().filter(function (c) { return c.dataset.split === "test"; }).length;
+        testNotice.hidden = t === 0;
+        testNotice.querySelector("[data-role=test-count]").textContent =
+          t === n ? (n === 1 ? "The selected image is" : "All " + n + " selected images are")
+                  : t + " of the " + n + " selected images " + (t === 1 ? "is" : "are");
+      }
     }
 
     function toggle(i, range) {
@@ -183,6 +202,7 @@
         c.classList.add("conflict");
         opts.show(c, d.label, d.label == null ? null : names[String(d.label)]);
       });
+      if (body.changed.length && opts.changed) opts.changed();
     }
 
     var bulk = retagger({

@@ -32,7 +32,11 @@
     var state = document.getElementById("run-state");
     state.textContent = s.state;
     state.className = "state state-" + s.state;
-    set("run-phase", s.finished ? s.state : (p.phase || s.state) + (s.cancel_requested ? " · cancel requested" : ""));
+    // What the share counts (the whole run, not the training alone) and the phase in words:
+    // services.quality.share_label.
+    var label = s.share_label || {};
+    set("run-covers", label.covers || "");
+    set("run-phase", s.finished ? s.state : (label.phase || p.phase || s.state) + (s.cancel_requested ? " · cancel requested" : ""));
     set("p-epoch", t.epoch != null ? t.epoch + (t.epochs ? " / " + t.epochs : "") : "—");
     set("p-step", t.step != null ? fmt.format(t.step) + (t.steps ? " / " + fmt.format(t.steps) : "") : "—");
     set("p-loss", t.loss != null ? Number(t.loss).toFixed(4) : "—");

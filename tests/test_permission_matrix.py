@@ -31,6 +31,7 @@ MATRIX = {
     # browsing and retagging
     "/": {"GET": A},
     "/p/{slug}/": {"GET": A},
+    "/p/{slug}/counts/": {"GET": A},
     "/p/{slug}/problems/": {"GET": A},
     "/p/{slug}/labels/": {"GET": AD, "POST": AD},
     "/images/{image_id}/": {"GET": A},
@@ -55,6 +56,7 @@ MATRIX = {
     # suspects
     "/p/{slug}/suspects/": {"GET": A},
     "/runs/{run_id}/suspects/start/": {"GET": S, "POST": S},
+    "/runs/{run_id}/suspects/estimate": {"GET": S},
     "/suspects/{sr_id}/": {"GET": A},
     "/suspects/{sr_id}/queue/": {"GET": A},
     "/suspects/{sr_id}/clusters/": {"GET": A},

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Max
 from django.utils import timezone
 
-from ..models import LabelEvent
+from ..models import HUMAN_SOURCES, LabelEvent
 from .roles import ADMIN, role_of
 
 
@@ -56,8 +56,11 @@ def end_sessions(user) -> int:
 
 
 def last_worked() -> dict[int, object]:
-    """user id -> time of their latest label change (retag, queue decision, merge)."""
-    return dict(LabelEvent.objects.filter(by__isnull=False).values("by").annotate(at=Max("created_at"))
+    """user id -> time of their latest retag: a person's judgement of a label (HUMAN_SOURCES:
+    a retag or queue decision in the app, an MTurk answer). Import events name whoever ran the
+    import (the demo's name the admin) and rule events (label merges, automatic cleaning) are
+    no retag: counted, the admin "last retagged" at the import though they never retagged."""
+    return dict(LabelEvent.objects.filter(by__isnull=False, source__in=HUMAN_SOURCES).values("by").annotate(at=Max("created_at"))
                 .values_list("by", "at"))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.contrib import messages
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -60,14 +60,30 @@ def suspect_start(request, run_id):
         else:
             messages.success(request, f"Suspects run {sr.pk} queued: {sr.config['k']} fold models, then scoring.")
             return redirect("suspect_run", sr_id=sr.pk)
-    try:
-        k = int(values.get("k") or svc.DEFAULTS["k"])
-        fold_epochs = int(values["fold_epochs"]) if values.get("fold_epochs") else None
-    except (TypeError, ValueError):
-        k, fold_epochs = svc.DEFAULTS["k"], None
     return page(request, "suspects/start.html", {
         "run": run, "project": run.project, "error": error, "values": values,
-        "estimate": quality.estimate(run, k=max(2, k), fold_epochs=fold_epochs)}, project=run.project)
+        **_estimate(run, values)}, project=run.project)
+
+
+def _estimate(run, values) -> dict:
+    """The start form's estimate for its K and epochs ({estimate} or {estimate_error}): the
+    fields checked as a start would check them (svc.validate_config), so the figure never
+    stands for values the form would refuse."""
+    try:
+        config = svc.validate_config({k: values.get(k) for k in ("k", "fold_epochs")})
+    except svc.SuspectError as e:
+        return {"estimate": None, "estimate_error": str(e)}
+    return {"estimate": quality.estimate(run, k=config["k"], fold_epochs=config["fold_epochs"]),
+            "estimate_error": None}
+
+
+@scientist_required
+def suspect_estimate(request, run_id):
+    """The start form's estimate for ?k=&fold_epochs= as it is typed (static/suspects_start.js):
+    the fragment the form shows, so the rule and its wording live once."""
+    run = get_object_or_404(TrainingRun.objects.select_related("project", "task"), pk=run_id)
+    values = {**svc.DEFAULTS, **{k: request.GET.get(k) for k in ("k", "fold_epochs") if k in request.GET}}
+    return render(request, "suspects/_estimate.html", {"run": run, **_estimate(run, values)})
 
 
 @browse_required

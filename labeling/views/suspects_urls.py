@@ -6,6 +6,7 @@ from . import duplicates, suspects
 urlpatterns = [
     path("p/<slug:slug>/suspects/", suspects.suspect_runs, name="suspect_runs"),
     path("runs/<int:run_id>/suspects/start/", suspects.suspect_start, name="suspect_start"),
+    path("runs/<int:run_id>/suspects/estimate", suspects.suspect_estimate, name="suspect_estimate"),
     path("suspects/<int:sr_id>/", suspects.suspect_run, name="suspect_run"),
     path("suspects/<int:sr_id>/queue/", suspects.suspect_queue, name="suspect_queue"),
     path("suspects/<int:sr_id>/clusters/", suspects.suspect_clusters, name="suspect_clusters"),

@@ -77,6 +77,7 @@ def run_status(run: TrainingRun) -> dict:
         "cancel_requested": run.cancel_requested,
         "progress": progress,
         "overall": overall_progress(run),
+        "share_label": share_label(run),
         "loss_curve": loss_curve(history),
         "validation": validation_source(run),
         # The latest training sample: epoch, step, loss and speed stay on the page during
@@ -145,6 +146,41 @@ def overall_progress(run: TrainingRun) -> dict:
         elif p.get("eta_s") is not None and phase == "train":
             eta = float(p["eta_s"])  # too early to scale: mlcore's own estimate of the training
     return {"share": round(share, 4), "eta_s": round(eta, 1) if eta is not None else None, "phase": phase}
+
+
+PHASE_NAMES = {"train": "training", "eval": "evaluating", "embed": "predicting every image",
+               "load": "loading the results"}
+
+
+def share_label(run: TrainingRun) -> dict:
+    """What the progress page says beside the share (:func:`overall_progress`): ``phase``, the
+    phase in words ("training · epoch 2 of 3", "evaluating · validation after epoch 2"), and
+    ``covers``, what the share counts: the whole run, not the training alone, so 36 % at step
+    13 of 46 of epoch 2 of 3 is no contradiction (training is a part of it, said in figures)."""
+    p = run.progress or {}
+    plan = _plan(run)
+    phase = p.get("phase")
+    epoch, epochs = p.get("epoch"), p.get("epochs") or plan["epochs"]
+    if run.state in FINISHED_STATES or phase not in PHASE_NAMES:
+        text = run.state if run.state in FINISHED_STATES or not phase else str(phase)
+    elif phase == "train":
+        text = "training" + (f" · epoch {epoch} of {epochs}" if epoch else "")
+        if epoch and p.get("steps"):
+            text += f" ({100 * ((int(epoch) - 1) + (p.get('step') or 0) / p['steps']) / max(1, int(epochs)):.0f} % of the training)"
+    elif phase == "eval":
+        text = "evaluating" + (f" · validation after epoch {epoch} of {epochs}" if epoch else "")
+    else:
+        text = PHASE_NAMES[phase]
+    total = plan["epochs"] * (plan["train"] + plan["val"]) + plan["final"]
+    if plan["val"] or plan["final"]:
+        train_share = plan["epochs"] * plan["train"] / total
+        covers = (f"of the whole run: {plan['epochs']} epoch{'s' if plan['epochs'] != 1 else ''} of training "
+                  f"({100 * train_share:.0f} % of the work), a validation pass after each and a final prediction "
+                  "pass over every image; each weighed by its images (a training image counts as "
+                  f"{TRAIN_COST:g} forward passes)")
+    else:
+        covers = f"of the whole run: {plan['epochs']} epoch{'s' if plan['epochs'] != 1 else ''} of training"
+    return {"phase": text, "covers": covers}
 
 
 def _last_share(run: TrainingRun, plan: dict, total: float) -> float:
