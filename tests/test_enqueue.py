@@ -61,4 +61,5 @@ def test_api_send_of_a_batch_the_broker_cannot_take_is_503_and_the_batch_says_wh
     r = client.post(f"/api/mturk/batches/{local_batch.id}/send/")
     assert r.status_code == 503 and r.json()["detail"].startswith("could not be queued:")
     local_batch.refresh_from_db()
-    assert local_batch.state == MTurkBatch.State.FAILED and local_batch.error.startswith("could not be queued:")
+    # Nothing reached MTurk: still a draft (to export or send again), the reason on it.
+    assert local_batch.state == MTurkBatch.State.DRAFT and local_batch.error.startswith("could not be queued:")

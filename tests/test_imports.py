@@ -278,6 +278,35 @@ def test_zip_import_reads_members_and_refuses_escapes(project, data):
     assert (again.added, again.updated, again.unchanged) == (0, 0, 3)
 
 
+def test_too_long_label_names_and_paths_are_refused_rows_that_make_no_label(project, data, client, admin_user):
+    """A 300-character label folder made the label, then its image failed with a raw "OSError:
+    [Errno 36] File name too long", leaving an empty label."""
+    from labeling.models import Label
+    from labeling.services.imports.entries import LABEL_MAX
+
+    long_label, wide_label = "x" * 300, "é" * 150  # 150 characters, 300 bytes: a name no file system holds
+    archive = make_zip(data / "long.zip", {
+        f"train/{long_label}/a.jpg": jpeg(), f"train/{wide_label}/b.jpg": jpeg((0, 9, 9)),
+        f"train/cat/{'n' * 300}.jpg": jpeg((9, 0, 9)), "train/cat/ok.jpg": jpeg((9, 9, 0))})
+    put(data, f"ds/train/{'y' * (LABEL_MAX + 1)}/c.jpg", jpeg())  # on disk: a name the file system holds
+    put(data, "ds/train/dog/d.jpg", jpeg((1, 2, 3)))
+    job = sync(project, Kind.FOLDER, archive)
+    assert (job.added, job.refused) == (1, 3), job.problems
+    reasons = {p["uri"].rsplit("!", 1)[1].split("/")[1][:3]: p["reason"] for p in job.problems}
+    assert reasons["xxx"].startswith(f"label name longer than {LABEL_MAX} characters")
+    assert reasons["ééé"].startswith("path too long") and reasons["cat"].startswith("path too long")
+    assert not any("Errno" in r or "OSError" in r for r in reasons.values())
+    folder = sync(project, Kind.FOLDER, data / "ds")
+    assert (folder.added, folder.refused) == (1, 1)
+    assert folder.problems[0]["reason"].startswith(f"label name longer than {LABEL_MAX} characters")
+    manifest = write_manifest(data / "m.csv", ["uri", "split", "label"], [["ds/train/dog/d.jpg", "train", "z" * 201]])
+    job = sync(project, Kind.MANIFEST, manifest)
+    assert job.refused == 1 and job.problems[0]["reason"].startswith("label name longer than")
+    assert sorted(Label.objects.filter(task__project=project).values_list("name", flat=True)) == ["cat", "dog"]
+    client.force_login(admin_user)
+    assert f"label name longer than {LABEL_MAX} characters" in client.get(f"/imports/{job.id}/").content.decode()
+
+
 def test_safe_extract_refuses_escapes_and_links(tmp_path):
     archive = tmp_path / "a.zip"
     with zipfile.ZipFile(archive, "w") as zf:

@@ -70,6 +70,28 @@ def test_label_edits_refuse_what_cannot_be(dresses):
     assert label_svc.rename_label(v, "V-neck").name == "V-neck"  # a new case of its own name is fine
 
 
+def test_the_merge_form_chooses_no_labels_and_a_merge_needs_both(dresses, client, admin_user):
+    """The form was preset to two real labels ("v-neck into round"): one click after the confirm
+    merged them."""
+    import re
+
+    project, task, (v, rnd, sq), images = dresses
+    client.force_login(admin_user)
+    html = client.get(f"/p/{project.slug}/labels/").content.decode()
+    form = re.search(r'<form[^>]*data-testid="merge-neckline".*?</form>', html, re.S).group(0)
+    selects = re.findall(r"<select[^>]*>(.*?)</select>", form, re.S)
+    assert len(selects) == 2
+    for options in selects:
+        assert re.findall(r"<option[^>]*selected[^>]*>([^<]*)<", options) == ["choose a label"]
+        assert '<option value="" selected>choose a label</option>' in options
+    assert form.count("required") == 2
+    for post in ({"label": v.id}, {"into": rnd.id}, {"label": "", "into": ""}):
+        r = client.post(f"/p/{project.slug}/labels/", {"task": task.id, "action": "merge", **post}, follow=True)
+        assert "choose both labels" in r.content.decode() and "nothing was merged" in r.content.decode()
+    assert [label_of(im, task) for im in images] == ["v-neck", "v-neck", "v-neck", "round", "square"]
+    assert not LabelEvent.objects.filter(source=EventSource.RULE).exists()
+
+
 def sign_in(client, user, password=PASSWORD) -> bool:
     """Through the login page (axes needs the request)."""
     return client.post("/accounts/login/", {"username": user.username, "password": password}).status_code == 302
@@ -113,6 +135,10 @@ def test_admin_adds_renames_merges_and_takes_back_labels_in_the_browser(page, lo
     expect(page.get_by_test_id("order-neckline").locator(".name")).to_have_text(["v-neck", "round", "square neck", "boat"])
 
     merge = page.get_by_test_id("merge-neckline")
+    expect(merge.get_by_label("Label to merge", exact=True)).to_have_value("")
+    expect(merge.get_by_label("Label to merge into")).to_have_value("")
+    merge.get_by_role("button", name="Merge").click()  # nothing chosen: the browser stops it, no confirm
+    assert [label_of(im, task) for im in images] == ["v-neck", "v-neck", "round"]
     merge.get_by_label("Label to merge", exact=True).select_option(label="v-neck")
     merge.get_by_label("Label to merge into").select_option(label="round")
     page.once("dialog", lambda d: d.accept())

@@ -193,11 +193,30 @@ def test_send_refuses_short_balance_and_keeps_a_resumable_batch(dataset, stub):
     with pytest.raises(mturk.BatchError, match="needs"):
         mturk.send_batch(batch, client)
     batch.refresh_from_db()
-    assert batch.state == MTurkBatch.State.FAILED and "needs" in batch.error
-    # the failed batch can be sent again
+    # Refused before any HIT was asked for: still a draft (exportable), the reason on it.
+    assert batch.state == MTurkBatch.State.DRAFT and "needs" in batch.error and not batch.hit_type_id
+    # and it can be sent again
     expect_send(s, batch)
     mturk.send_batch(batch, client)
     assert MTurkBatch.objects.get(pk=batch.pk).state == MTurkBatch.State.SENT
+
+
+def test_a_send_that_asked_for_hits_then_failed_is_failed_not_exportable(dataset, stub, client, admin_user):
+    """Once MTurk was asked for a HIT (its answer may be lost, the HIT made all the same), a CSV
+    would make the HITs twice: the batch is failed, sendable again, and offers no export."""
+    client_mt, s = stub
+    batch = build(dataset)
+    s.add_response("get_account_balance", {"AvailableBalance": "10000.00"}, {})
+    s.add_response("create_hit_type", {"HITTypeId": "3TYPE0000000000000000000000000"}, None)
+    client_error(s, "create_hit_with_hit_type", "RequestError", "the answer never came")
+    with pytest.raises(Exception):
+        mturk.send_batch(batch, client_mt)
+    batch.refresh_from_db()
+    assert batch.state == MTurkBatch.State.FAILED and batch.error and "Export CSV" not in batch.error
+    client.force_login(admin_user)
+    html = client.get(f"/mturk/{batch.id}/").content.decode()
+    assert "Send to MTurk" in html and "Export CSV" not in html and "Not sent." in html
+    assert client.get(f"/mturk/{batch.id}/export/").status_code == 302
 
 
 def test_local_images_refused_without_image_bucket_uploaded_with_it(db, s3, tmp_path, settings):

@@ -80,22 +80,52 @@ def test_draft_page_says_why_there_is_no_balance_and_that_hits_are_not_on_mturk(
     assert "0/4 created on MTurk" in html
 
 
-def test_send_refused_up_front_is_on_the_page(local_batch, client, admin_user, settings):
+def still_a_draft(html: str) -> bool:
+    """The batch page offers every way out of a draft: send, export, layout."""
+    return all(s in html for s in ("Send to MTurk", "Export CSV", "Layout HTML"))
+
+
+def test_send_refused_up_front_is_on_the_page_and_leaves_a_draft(local_batch, client, admin_user, settings):
     client.force_login(admin_user)
     # Local images, no bucket, no public address: workers could not see them.
     r = client.post(f"/mturk/{local_batch.id}/send/", follow=True)
     local_batch.refresh_from_db()
-    assert local_batch.state == MTurkBatch.State.FAILED and "RETAG_PUBLIC_URL" in local_batch.error
+    assert local_batch.state == MTurkBatch.State.DRAFT and "RETAG_PUBLIC_URL" in local_batch.error
     html = r.content.decode()
     assert "Not sent" in html and "MTURK_IMAGE_BUCKET" in html and "data-testid=\"mturk-error\"" in html
+    assert still_a_draft(html)
 
     # With a public address the images are fine, but there are no credentials: said at once too.
     settings.RETAG_PUBLIC_URL = "https://retag.example.com"
     r = client.post(f"/mturk/{local_batch.id}/send/", follow=True)
     local_batch.refresh_from_db()
-    assert local_batch.state == MTurkBatch.State.FAILED and local_batch.error == NO_CREDENTIALS
-    assert "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in r.content.decode()
+    assert local_batch.state == MTurkBatch.State.DRAFT and local_batch.error == NO_CREDENTIALS
+    html = r.content.decode()
+    assert "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in html and still_a_draft(html)
     assert not local_batch.hits.exclude(hit_id="").exists()
+
+    # The balance line's way around, the CSV, is there and works.
+    assert "Export CSV” and upload" in html
+    r = client.get(f"/mturk/{local_batch.id}/export/")
+    assert r.status_code == 200 and r["Content-Type"] == "text/csv"
+    local_batch.refresh_from_db()
+    assert local_batch.state == MTurkBatch.State.EXPORTED and local_batch.error == ""
+
+
+def test_the_pages_and_readme_say_the_same_of_how_images_reach_workers(admin_user, client):
+    import re
+    from pathlib import Path
+
+    from django.conf import settings as dj
+
+    from labeling.services.mturk.images import HOW_IMAGES_REACH_WORKERS
+
+    client.force_login(admin_user)
+    html = client.get("/mturk/new/").content.decode()
+    assert HOW_IMAGES_REACH_WORKERS in html.replace("&#x27;", "'")
+    assert "without it such a batch is refused" not in html
+    readme = re.sub(r"\s+", " ", (Path(dj.BASE_DIR) / "README.md").read_text().replace("`", ""))
+    assert HOW_IMAGES_REACH_WORKERS in readme
 
 
 def test_a_send_that_fails_in_the_worker_is_on_the_batch_page(local_batch, client, admin_user, settings,
@@ -110,11 +140,12 @@ def test_a_send_that_fails_in_the_worker_is_on_the_batch_page(local_batch, clien
     client.force_login(admin_user)
     r = client.post(f"/mturk/{local_batch.id}/send/", follow=True)
     assert "Sending in the background" in r.content.decode()
-    batch = wait_for(lambda: MTurkBatch.objects.filter(pk=local_batch.pk, state=MTurkBatch.State.FAILED).first(),
-                     timeout=90, what="the worker to fail the send")
-    assert batch.error == NO_CREDENTIALS
+    batch = wait_for(lambda: MTurkBatch.objects.filter(pk=local_batch.pk, state=MTurkBatch.State.DRAFT)
+                     .exclude(error="").first(), timeout=90, what="the worker to fail the send")
+    assert batch.error == NO_CREDENTIALS  # found before any HIT: still a draft
     html = client.get(f"/mturk/{batch.id}/").content.decode()
     assert "Not sent." in html and "Set AWS_ACCESS_KEY_ID" in html and "mturk-sending" not in html
+    assert still_a_draft(html)
 
 
 def test_csv_export_of_local_images_uses_signed_links_workers_can_open(local_batch, client, admin_user):

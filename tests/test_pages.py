@@ -308,6 +308,21 @@ def test_problems_page_lists_corrupt_and_missing(annotator, shop):
     assert "dresses/00.jpg" not in html
 
 
+def test_annotators_see_the_image_key_not_where_the_file_lives(annotator, scientist, admin_user, shop):
+    """The image page showed everyone the server path (file:///tmp/.../var/demo/...)."""
+    image, missing = shop["images"][0], shop["missing"]
+    folder = image.uri.rsplit("/", 1)[0]
+    html = client_for(annotator).get(f"/images/{image.id}/").content.decode()
+    assert 'data-testid="image-key"' in html and "dresses/00.jpg" in html
+    assert "file://" not in html and folder not in html and 'data-testid="image-uri"' not in html
+    problems = client_for(annotator).get("/p/dresses/problems/").content.decode()
+    assert "dresses/gone.jpg" in problems and missing.uri not in problems and "Where it was" not in problems
+    for user in (scientist, admin_user):
+        html = client_for(user).get(f"/images/{image.id}/").content.decode()
+        assert 'data-testid="image-uri"' in html and image.uri in html
+        assert "Where it was" in client_for(user).get("/p/dresses/problems/").content.decode()
+
+
 # --- retag from the page (through the API, as static/image.js does) ---------------------
 
 def post_retag(c, image, **body):

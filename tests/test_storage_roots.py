@@ -106,3 +106,58 @@ def test_storage_root_rows_count_too(settings, tmp_path):
 def test_canonical_spellings_agree(root):
     assert canonical(str(root / "train" / "a.jpg")) == canonical((root / "train" / "a.jpg").as_uri())
     assert canonical("s3://b/k") == "s3://b/k"
+
+
+# --- what an admin may add -----------------------------------------------------------
+
+def add_refused(uri) -> str:
+    with pytest.raises(SourceRefused) as err:
+        add_root(uri)
+    assert not StorageRoot.objects.exists()
+    return err.value.reason
+
+
+def test_a_root_written_with_dotdot_is_refused_naming_what_it_meant(tmp_path, settings):
+    """``file:///tmp/x/var/demo/../../../`` was accepted and silently became ``file:///tmp/``."""
+    demo = tmp_path / "x" / "var" / "demo"
+    demo.mkdir(parents=True)
+    reason = add_refused(demo.as_uri() + "/../../../")
+    assert "'..'" in reason and f"resolves to {tmp_path.as_uri()}/" in reason
+    assert "'..'" in add_refused(f"{demo}/..")
+    assert "'..'" in add_refused(demo.as_uri() + "/%2E%2E/")  # percent-encoded, the same path
+    assert "'..'" in add_refused("s3://photos/data/../private")
+    assert add_root(demo.as_uri() + "/./").uri == demo.as_uri() + "/"  # '.' and '//' name the same folder
+
+
+def test_a_root_holding_retags_var_folder_or_code_is_refused(tmp_path, settings):
+    app = tmp_path / "app"
+    (app / "var" / "demo").mkdir(parents=True)
+    settings.BASE_DIR, settings.VAR_DIR = app, app / "var"
+    for uri in [str(app / "var"), (app / "var").as_uri() + "/", str(tmp_path)]:
+        assert "Retag's own var folder" in add_refused(uri) and "secret key" in add_refused(uri)
+    settings.VAR_DIR = tmp_path / "elsewhere" / "var"  # RETAG_VAR_DIR outside the checkout
+    assert "Retag's own code" in add_refused(str(app))
+    os.symlink(app, tmp_path / "link")
+    assert "Retag's own code" in add_refused(str(tmp_path / "link"))  # resolved before comparing
+    settings.VAR_DIR = app / "var"
+    assert add_root(str(app / "var" / "demo")).uri == (app / "var" / "demo").as_uri() + "/"  # load_demo's root
+
+
+def test_the_real_checkout_and_var_are_refused(settings):
+    assert "Retag's own" in add_refused(str(settings.BASE_DIR))
+    assert "Retag's own var folder" in add_refused(str(settings.VAR_DIR))
+
+
+def test_admin_page_and_api_say_why_a_root_is_refused(tmp_path, client, admin_user, api_client_for, settings):
+    demo = tmp_path / "x" / "var" / "demo"
+    demo.mkdir(parents=True)
+    client.force_login(admin_user)
+    r = client.post("/manage/storage-roots/", {"action": "add", "uri": demo.as_uri() + "/../../../", "note": ""})
+    html = r.content.decode()
+    assert r.status_code == 200 and "has &#x27;..&#x27; segments" in html and "field-error" in html
+    r = client.post("/manage/storage-roots/", {"action": "add", "uri": str(settings.VAR_DIR), "note": ""})
+    assert "Retag&#x27;s own var folder" in r.content.decode()
+    api = api_client_for(admin_user)
+    r = api.post("/api/storage-roots/", {"uri": demo.as_uri() + "/../../../"}, format="json")
+    assert r.status_code == 400 and "'..'" in str(r.json())
+    assert not StorageRoot.objects.exists()

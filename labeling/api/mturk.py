@@ -139,8 +139,7 @@ class MTurkBatchViewSet(AdminOnly, ById, mixins.CreateModelMixin, viewsets.ReadO
     @action(detail=True, methods=["post"])
     def send(self, request, pk=None):
         batch = self.get_object()
-        return _queue(batch, mturk.SENDABLE, "mturk_send_batch", fail=lambda reason: MTurkBatch.objects.filter(
-            pk=batch.pk).update(state=MTurkBatch.State.FAILED, error=reason))
+        return _queue(batch, mturk.SENDABLE, "mturk_send_batch", fail=lambda reason: mturk.batches.record_failure(batch, reason))
 
     @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])

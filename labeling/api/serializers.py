@@ -327,12 +327,12 @@ class StorageRootSerializer(ModelSerializer):
         read_only_fields = ["created_at"]
 
     def validate_uri(self, value):
-        from ..services.storage_roots import SourceRefused, canonical
+        from ..services.storage_roots import SourceRefused, new_root
 
         if "://" not in value:
             raise serializers.ValidationError("a storage root is a file:/// folder or an s3:// bucket/prefix")
         try:
-            canonical(value)
+            new_root(value)
         except SourceRefused as e:
             raise serializers.ValidationError(e.reason)
         return value

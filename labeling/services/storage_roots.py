@@ -133,9 +133,48 @@ def check_allowed(uri: str, roots: list[Root] | None = None) -> str:
     return canonical(uri)
 
 
-def add_root(uri: str, note: str = "") -> StorageRoot:
-    """Allow imports from ``uri`` (an admin's decision, e.g. ``import_dataset --allow-root``)."""
+def _written_segments(uri: str) -> list[str]:
+    """The path segments of ``uri`` as the admin wrote them (percent-decoded, not resolved)."""
+    uri = (uri or "").strip()
+    if uri.lower().startswith("s3://"):
+        return uri[len("s3://"):].split("/")[1:]
+    try:
+        return str(storage.local_path(uri) if uri.lower().startswith("file://") else uri).split("/")
+    except ValueError as e:
+        raise SourceRefused(str(e)) from None
+
+
+def _inside(path: str, folder) -> bool:
+    """Whether ``folder`` (resolved) is ``path`` or lies under it: a root at ``path`` reaches it."""
+    folder = os.path.realpath(folder)
+    return folder == path.rstrip("/") or folder.startswith(path.rstrip("/") + "/")
+
+
+def new_root(uri: str) -> Root:
+    """The root an admin asks for, or :class:`SourceRefused` with why not: written with ``..``
+    (``/data/demo/../../..`` silently meant ``/``; a root is named as the folder it is), or
+    reaching Retag's own var folder (its secret key and database) or its code."""
+    if ".." in _written_segments(uri):
+        try:
+            meant = f" (it resolves to {_root(uri).uri})"
+        except SourceRefused:
+            meant = ""
+        raise SourceRefused(f"{uri.strip()!r} has '..' segments{meant}: write the folder itself, without '..'")
     root = _root(uri)
+    if root.scheme == "file":
+        if _inside(root.path, settings.VAR_DIR):
+            raise SourceRefused(f"{root.uri} contains Retag's own var folder ({settings.VAR_DIR}: its secret key "
+                                f"and database), which imports must not read; name a folder that does not hold it")
+        if _inside(root.path, settings.BASE_DIR):
+            raise SourceRefused(f"{root.uri} contains Retag's own code ({settings.BASE_DIR}), which imports must "
+                                f"not read; name a folder that does not hold it")
+    return root
+
+
+def add_root(uri: str, note: str = "") -> StorageRoot:
+    """Allow imports from ``uri`` (an admin's decision, e.g. ``import_dataset --allow-root``),
+    when :func:`new_root` accepts it."""
+    root = new_root(uri)
     obj, _ = StorageRoot.objects.get_or_create(uri=root.uri, defaults={"note": note})
     return obj
 

@@ -57,6 +57,8 @@ def _edit_labels(request, task: Task) -> str:
         old = lb.name
         return f"Renamed {old!r} to {label_svc.rename_label(lb, post.get('name')).name!r}."
     if action == "merge":
+        if not post.get("label") or not post.get("into"):
+            raise ValueError("choose both labels, the one to merge and the one to merge it into; nothing was merged")
         source, target = label("label"), label("into")
         r = label_svc.merge_labels(source=source, target=target, by=request.user)
         return (f"Merged {source.name!r} into {target.name!r}: {r.moved} image{'s' * (r.moved != 1)} retagged "

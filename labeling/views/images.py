@@ -40,6 +40,9 @@ def image_detail(request, image_id):
         # What the latest run of every task predicted: for scientists and admins (annotators
         # judge the picture, not the model).
         "predictions": quality.image_predictions(image) if has_role(request.user, SCIENTIST) else [],
+        # Where the file lives (a server path, a bucket) is for scientists and admins; an
+        # annotator sees the image's key, its name in the project.
+        "show_uri": has_role(request.user, SCIENTIST),
         # Nearest neighbours in the latest suspects run's embedding, any label.
         "similar": similar_images(image, k=12),
     }, project=image.project)

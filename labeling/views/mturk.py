@@ -80,14 +80,15 @@ class BatchForm(forms.Form):
             min_seconds_per_image=d["min_seconds_per_image"])
 
 
-def _balance(production: bool) -> tuple[dict | None, str]:
-    """The account balance, or why it cannot be read, in words an admin can act on."""
+def _balance(production: bool, *, exportable: bool = True) -> tuple[dict | None, str]:
+    """The account balance, or why it cannot be read, in words an admin can act on
+    (``exportable``: the batch can still be exported, so the CSV is offered as the way around)."""
     from ..services.mturk.errors import explain
 
     try:
         return mt.account_balance(mt.make_client(production)), ""
     except Exception as exc:  # noqa: BLE001 - the page still works without it
-        return None, explain(exc, production=production)
+        return None, explain(exc, production=production, exportable=exportable)
 
 
 def _base_url(request) -> str:
@@ -130,7 +131,8 @@ def batch_new(request):
             form.add_error(None, str(exc))
     return page(request, "mturk/batch_new.html", {"form": form, "preview": preview,
                                                   "production_allowed": mt.production_allowed(),
-                                                  "fee_rule": mturk.fee_rule()})
+                                                  "fee_rule": mturk.fee_rule(),
+                                                  "how_images": mturk.images.HOW_IMAGES_REACH_WORKERS})
 
 
 @admin_required
@@ -148,7 +150,8 @@ def batch_detail(request, batch_id):
         "hosting": mturk.batches.hosting(batch, _base_url(request)),
     }
     if batch.state in mturk.SENDABLE:
-        context["balance"], context["balance_error"] = _balance(batch.production)
+        context["balance"], context["balance_error"] = _balance(
+            batch.production, exportable=batch.state == MTurkBatch.State.DRAFT)
     return page(request, "mturk/batch_detail.html", context, project=batch.project)
 
 
@@ -163,12 +166,12 @@ def batch_send(request, batch_id):
     # could not see, no credentials. (MTurk's own answers come back on this page from the worker.)
     problem = mturk.batches.preflight(batch)
     if problem:
-        MTurkBatch.objects.filter(pk=batch.pk).update(state=MTurkBatch.State.FAILED, error=problem)
+        mturk.batches.record_failure(batch, problem)
         messages.error(request, f"Not sent: {problem}")
         return redirect("mturk_batch", batch.id)
     MTurkBatch.objects.filter(pk=batch.pk).update(state=MTurkBatch.State.SENDING, error="")
-    why = send("mturk_send_batch", batch.id, fail=lambda reason: MTurkBatch.objects.filter(pk=batch.pk).update(
-        state=MTurkBatch.State.FAILED, error=f"{reason}; is the worker's broker running?"))
+    why = send("mturk_send_batch", batch.id, fail=lambda reason: mturk.batches.record_failure(
+        batch, f"{reason}; is the worker's broker running?"))
     if why:
         messages.error(request, f"Not sent: {why}; is the worker's broker running?")
     else:

@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404
 from ..models import ImageStatus, Project, Split
 from ..services import browse
 from ..services.labels import ordered_labels, project_tasks
+from ..services.roles import SCIENTIST, has_role
 from .common import browse_required, page
 
 
@@ -66,4 +67,5 @@ def project_problems(request, slug):
         "summary": browse.project_summary(project),
         "corrupt": corrupt, "corrupt_next": corrupt_next,
         "missing": missing, "missing_next": missing_next,
+        "show_uri": has_role(request.user, SCIENTIST),  # server paths: not for annotators (the image page too)
     }, project=project)

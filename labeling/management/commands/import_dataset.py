@@ -1,4 +1,6 @@
 """``manage.py import_dataset PROJECT SOURCE``: import a folder, zip, CSV manifest or S3 prefix."""
+import os
+
 from django.core.management.base import BaseCommand, CommandError
 
 from labeling.models import ImportJob, Project
@@ -54,6 +56,8 @@ class Command(BaseCommand):
         """A folder or prefix is itself the root; a manifest or archive allows its folder."""
         root = source if kind == ImportJob.Kind.S3_PREFIX or not source.lower().endswith((".csv", ".zip")) \
             else source.rsplit("/", 1)[0] or "/"
+        if "://" not in root:  # a shell path (../photos is usual here): the root is its folder, printed below
+            root = os.path.abspath(root)
         try:
             self.stdout.write(f"allowed storage root: {add_root(root, note='import_dataset --allow-root').uri}")
         except SourceRefused as e:

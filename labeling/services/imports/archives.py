@@ -70,6 +70,25 @@ def safe_extract(zip_path: str | os.PathLike, dest_dir: str | os.PathLike) -> tu
     return written, refused
 
 
+def path_too_long(path: str) -> str:
+    """Why the file system could not hold ``path`` ("" when it can): a name over NAME_MAX bytes
+    or a path over PATH_MAX (what ``open`` would refuse with "[Errno 36] File name too long")."""
+    where = os.path.dirname(path)
+    while where and not os.path.isdir(where):
+        where = os.path.dirname(where) if os.path.dirname(where) != where else ""
+    try:
+        name_max, path_max = os.pathconf(where or "/", "PC_NAME_MAX"), os.pathconf(where or "/", "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    longest = max(path.split("/"), key=lambda p: len(os.fsencode(p)))
+    if len(os.fsencode(longest)) > name_max:
+        return (f"path too long: the name {longest[:40]!r}… is {len(os.fsencode(longest))} bytes, "
+                f"the file system holds at most {name_max}")
+    if len(os.fsencode(path)) >= path_max:
+        return f"path too long: {len(os.fsencode(path))} bytes, the file system holds at most {path_max - 1}"
+    return ""
+
+
 def zip_source(project: Project, uri: str, path: Path, task: str) -> Source:
     """Members are read straight from the archive; their bytes are kept in project storage
     (``originals/<archive>/<key>``) because training needs a URI to read them from.
@@ -95,6 +114,8 @@ def zip_source(project: Project, uri: str, path: Path, task: str) -> Source:
                 reason = f"member name {info.filename!r} cannot be stored: {e}"
         entry = layout_entry(len(entries) + 1, key, f"{uri}!{info.filename}", task, refused=reason, copy=True,
                               uri=member_uri, store=store, read=lambda i=info: zf.read(i))
+        if not entry.refused and member_uri.startswith("file:"):  # its bytes are kept in the store
+            entry.refused = path_too_long(str(storage.local_path(member_uri)))
         entries.append(entry)
         expanded += 0 if entry.refused else info.file_size
     limit = settings.IMPORT_ZIP_MAX_EXPANDED_BYTES

@@ -9,7 +9,7 @@ from mlcore.manifest import manifest_rows
 
 from ..storage_roots import Root, SourceRefused, check_allowed
 from ..manifests import image_split
-from .entries import Entry, ImportRefused, Source
+from .entries import Entry, ImportRefused, Source, label_refused
 
 # The columns a manifest import reads, as the pages and errors show them: ``uri`` (relative to
 # the manifest's folder, absolute, file:// or s3://), ``split`` (may be empty), one column per task.
@@ -45,6 +45,8 @@ def _manifest_entry(line: int, row: dict, tasks: list[str], base: str, roots: li
         entry.labels = {t: row.get(t, "") for t in tasks if row.get(t)}
         if not written:
             entry.refused = "empty uri"
+        elif refused := label_refused(entry.labels):
+            entry.refused = refused
         else:
             try:
                 entry.split = image_split(row.get("split", ""))

@@ -6,8 +6,10 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ...models import Label
 from ..manifests import image_split
 
+LABEL_MAX = Label._meta.get_field("name").max_length
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -68,7 +70,18 @@ def layout_entry(row: int, key: str, shown: str, task: str, **kw) -> Entry:
         entry.labels = {task: label.strip()}
     except ValueError as e:
         entry.refused = str(e)
+        return entry
+    entry.refused = label_refused(entry.labels)
     return entry
+
+
+def label_refused(labels: dict[str, str]) -> str:
+    """Why a row's labels cannot be stored ("" when they can): a refused row makes no label,
+    where a label that is made and then stored with no image is left empty."""
+    for name in labels.values():
+        if len(name) > LABEL_MAX:
+            return f"label name longer than {LABEL_MAX} characters ({len(name)}: {name[:40]!r}…)"
+    return ""
 
 
 def is_hidden(rel: str) -> bool:

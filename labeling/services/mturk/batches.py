@@ -1,8 +1,9 @@
 """Building a batch and sending it to MTurk as HTMLQuestion HITs.
 
 Images reach workers through time-limited URLs (services.mturk.images); pricing is
-services.mturk.cost. Every failure of a send is recorded on the batch (state ``failed``
-and ``error`` in words from services.mturk.errors), never only in the worker's log.
+services.mturk.cost. Every failure of a send is recorded on the batch (``error`` in words from
+services.mturk.errors, never only in the worker's log); the batch stays a draft unless MTurk
+was already asked for HITs (then ``failed``: :func:`record_failure`).
 """
 from __future__ import annotations
 
@@ -174,7 +175,7 @@ def hit_question(batch: MTurkBatch, hit: MTurkHIT) -> str:
 def preflight(batch: MTurkBatch) -> str:
     """Why sending would fail before it reaches MTurk (images workers could not see, no AWS
     credentials), in words an admin can act on; "" when nothing is known to be wrong."""
-    from .errors import NO_CREDENTIALS
+    from .errors import NO_CREDENTIALS, NO_CREDENTIALS_FIX
 
     try:
         refuse_unservable(batch)
@@ -183,7 +184,7 @@ def preflight(batch: MTurkBatch) -> str:
     import boto3
 
     if boto3.session.Session().get_credentials() is None:
-        return NO_CREDENTIALS
+        return NO_CREDENTIALS_FIX if hits_asked(batch) else NO_CREDENTIALS
     return ""
 
 
@@ -207,13 +208,40 @@ def client_for(batch: MTurkBatch, client=None):
     return client if client is not None else mt.make_client(batch.production)
 
 
+def record_failure(batch: MTurkBatch, error: str, *, asked: bool | None = None) -> MTurkBatch:
+    """Say on the batch why its send failed. Before MTurk was asked for any HIT (no credentials,
+    images workers could not see, a short balance, no broker) it stays a draft, so it can still
+    be exported as a CSV or sent again; once HITs may exist on MTurk (``asked``: this send or an
+    earlier one asked for one, whose answer may have been lost) it is ``failed``: sendable again,
+    where the HITs' UniqueRequestTokens stop doubles, but not exportable, as a CSV would make
+    them twice. ``asked`` defaults to what the batch says of earlier sends."""
+    if asked is None:
+        asked = hits_asked(batch)
+    if asked or batch.hits.exclude(hit_id="").exists():
+        batch.state = MTurkBatch.State.FAILED
+    else:
+        batch.state, batch.hit_type_id = MTurkBatch.State.DRAFT, ""  # a HIT type alone costs nothing
+    batch.error = error
+    MTurkBatch.objects.filter(pk=batch.pk).update(state=batch.state, error=error, hit_type_id=batch.hit_type_id)
+    return batch
+
+
+def hits_asked(batch: MTurkBatch) -> bool:
+    """Whether an earlier send asked MTurk for HITs: it failed after that, or it left a HIT type
+    (a send that failed before asking clears it, :func:`record_failure`)."""
+    return batch.state == MTurkBatch.State.FAILED or bool(batch.hit_type_id)
+
+
 def send_batch(batch: MTurkBatch, client=None, *, check_balance: bool = True) -> MTurkBatch:
     """Create the batch's HIT type and HITs. Safe to call again after a failure: HITs that
-    exist are skipped, and each HIT's UniqueRequestToken stops MTurk making one twice."""
+    exist are skipped, and each HIT's UniqueRequestToken stops MTurk making one twice. A failure
+    before the first HIT was asked for leaves a draft (:func:`record_failure`)."""
     from botocore.exceptions import ClientError
 
     if batch.state not in (*SENDABLE, MTurkBatch.State.SENDING):
         raise BatchError(f"batch {batch.id} is {batch.get_state_display()}; only a draft can be sent")
+    # Has MTurk been asked for a HIT? Its answer may be lost, the HIT made all the same.
+    asked = hits_asked(batch)
     MTurkBatch.objects.filter(pk=batch.pk).update(state=MTurkBatch.State.SENDING, error="")
     batch.state = MTurkBatch.State.SENDING
     try:
@@ -241,6 +269,7 @@ def send_batch(batch: MTurkBatch, client=None, *, check_balance: bool = True) ->
             params = dict(HITTypeId=batch.hit_type_id, MaxAssignments=hit.max_assignments,
                           LifetimeInSeconds=batch.lifetime_seconds, Question=hit_question(batch, hit),
                           RequesterAnnotation=requester_annotation(batch, hit), UniqueRequestToken=hit.unique_token)
+            asked = True  # after the question: an image that cannot be uploaded still leaves a draft
             try:
                 created = mt.call(client, "create_hit_with_hit_type", **params)["HIT"]
                 hit.hit_id, hit.expires_at = created["HITId"], created.get("Expiration")
@@ -255,8 +284,8 @@ def send_batch(batch: MTurkBatch, client=None, *, check_balance: bool = True) ->
     except Exception as exc:  # noqa: BLE001 - no credentials, offline, refused...: all shown on the batch
         from .errors import explain
 
-        batch.state, batch.error = MTurkBatch.State.FAILED, explain(exc, production=batch.production)
-        batch.save(update_fields=["state", "error"])
+        asked = asked or batch.hits.exclude(hit_id="").exists()
+        record_failure(batch, explain(exc, production=batch.production, exportable=not asked), asked=asked)
         raise
     batch.state, batch.sent_at = MTurkBatch.State.SENT, timezone.now()
     batch.save(update_fields=["state", "sent_at"])

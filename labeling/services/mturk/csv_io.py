@@ -63,8 +63,8 @@ def export_csv(batch: MTurkBatch, base_url: str | None = None) -> str:
                 row += ["", ""]
         w.writerow(row)
     if batch.state == MTurkBatch.State.DRAFT:
-        batch.state, batch.sent_at = MTurkBatch.State.EXPORTED, timezone.now()
-        batch.save(update_fields=["state", "sent_at"])
+        batch.state, batch.sent_at, batch.error = MTurkBatch.State.EXPORTED, timezone.now(), ""
+        batch.save(update_fields=["state", "sent_at", "error"])
     return out.getvalue()
 
 

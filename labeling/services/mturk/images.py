@@ -44,6 +44,13 @@ def servable_uri(image: Image) -> str | None:
     return None
 
 
+# The one account of it the pages and the README give (the new-batch page shows this).
+HOW_IMAGES_REACH_WORKERS = (
+    "Workers see each image through a link that expires with the HIT: an image on S3 is presigned where it is; "
+    "any other is uploaded to MTURK_IMAGE_BUCKET when that is set, or else served by Retag itself through signed "
+    "links under RETAG_PUBLIC_URL (a CSV export falls back to the address you use). With neither, a batch of such "
+    "images is refused before anything is sent.")
+
 NOT_SERVABLE = ("{n} images are not on S3, MTURK_IMAGE_BUCKET is not set and Retag has no public address, so "
                 "workers could not see them (first: {first}). Set RETAG_PUBLIC_URL to the address where Retag is "
                 "reachable from the internet (it then serves the images itself through signed, expiring links), "
