@@ -416,3 +416,27 @@ def median_p95(times_ms: list[float]) -> dict:
     times = sorted(times_ms)
     return {"median_ms": round(statistics.median(times), 1),
             "p95_ms": round(times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))], 1)}
+
+
+# --- synthetic embeddings -------------------------------------------------------------
+
+def clustered_unit_vectors(n: int, d: int, seed: int, *, topics: int = 100, styles: int = 50,
+                           spread: float = 1.0) -> tuple:
+    """``n`` float16 unit vectors in two levels of clusters (``topics`` directions, ``styles``
+    sub-clusters around each), with noise that makes neighbourhoods cross cluster borders, so
+    that an approximate search can miss; and each vector's topic (a stand-in label)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    top = rng.standard_normal((topics, d)).astype(np.float32)
+    top /= np.linalg.norm(top, axis=1, keepdims=True)
+    topic_of = rng.integers(0, topics, topics * styles)
+    sub = top[topic_of] + 0.7 * rng.standard_normal((topics * styles, d)).astype(np.float32) / np.sqrt(d)
+    sub /= np.linalg.norm(sub, axis=1, keepdims=True)
+    which = rng.integers(0, len(sub), n)
+    out = np.empty((n, d), dtype=np.float16)
+    for s in range(0, n, 65536):
+        x = sub[which[s:s + 65536]] + spread * rng.standard_normal((len(which[s:s + 65536]), d)).astype(
+            np.float32) / np.sqrt(d)
+        out[s:s + 65536] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out, topic_of[which]

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import REPO, RESULTS, auroc, detection, machine_info, shared_data  # noqa: E402
+from bench.common import REPO, RESULTS, auroc, clustered_unit_vectors, detection, machine_info, shared_data  # noqa: E402
 
 OUT_NAME = "suspects_cifar10n.json"
 CACHE = REPO / "var" / "bench_cache"
@@ -223,26 +223,6 @@ def manifest_labels(ds: dict, rows: np.ndarray, column: str, work: Path) -> tupl
 # --------------------------------------------------------------------------- scale
 
 SCALE_KEYS = ("knn_1m_s", "knn_1m", "similar_query_p95_ms", "similar", "scale_command", "scale_machine")
-
-
-def clustered_unit_vectors(n: int, d: int, seed: int, *, topics: int = 100, styles: int = 50,
-                           spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` float16 unit vectors in two levels of clusters (``topics`` directions, ``styles``
-    sub-clusters around each), with noise that makes neighbourhoods cross cluster borders, so
-    that an approximate search can miss; and each vector's topic (a stand-in label)."""
-    rng = np.random.default_rng(seed)
-    top = rng.standard_normal((topics, d)).astype(np.float32)
-    top /= np.linalg.norm(top, axis=1, keepdims=True)
-    topic_of = rng.integers(0, topics, topics * styles)
-    sub = top[topic_of] + 0.7 * rng.standard_normal((topics * styles, d)).astype(np.float32) / np.sqrt(d)
-    sub /= np.linalg.norm(sub, axis=1, keepdims=True)
-    which = rng.integers(0, len(sub), n)
-    out = np.empty((n, d), dtype=np.float16)
-    for s in range(0, n, 65536):
-        x = sub[which[s:s + 65536]] + spread * rng.standard_normal((len(which[s:s + 65536]), d)).astype(
-            np.float32) / np.sqrt(d)
-        out[s:s + 65536] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out, topic_of[which]
 
 
 WEB_PROCESS = r"""
