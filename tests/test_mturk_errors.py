@@ -20,6 +20,7 @@ from PIL import Image as PILImage
 from labeling.models import MTurkBatch
 from labeling.services import mturk
 from labeling.services.mturk import batches as mb
+from labeling.services.mturk import client as mturk_client
 from labeling.services.mturk.errors import NO_CREDENTIALS, explain
 from mlcore import storage
 from tests.conftest import wait_for
@@ -133,6 +134,9 @@ def test_a_send_that_fails_in_the_worker_is_on_the_batch_page(local_batch, clien
     """The web server has (made-up) credentials, the worker none: the worker's failure is recorded
     on the batch (it stayed "sending" before, with the error only in the worker's log)."""
     settings.RETAG_PUBLIC_URL = "https://retag.example.com"
+    # The web server's balance check cannot reach MTurk (no network here) and backs off six
+    # times before it gives up: the wait is MTurk's, not this test's.
+    monkeypatch.setattr(mturk_client, "_sleep", lambda seconds: None)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEEXAMPLE00")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example-secret")
     celery_worker_factory(queues="default,gpu", extra_env={
