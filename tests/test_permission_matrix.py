@@ -127,7 +127,7 @@ MATRIX = {
     "/api/suspect-runs/{id}/exclude/": {"POST": S},
     "/api/suspect-runs/{id}/restore/": {"POST": S},
     "/api/suspect-runs/{id}/near-duplicates/": {"GET": A},
-    "/api/suspect-runs/{id}/quality/": {"GET": A},
+    "/api/suspect-runs/{id}/quality/": {"GET": S},
     "/api/cleaning-runs/": {"GET": A, "POST": S},
     "/api/cleaning-runs/{id}/": {"GET": A},
     "/api/cleaning-runs/{id}/restore/": {"POST": S},
