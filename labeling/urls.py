@@ -16,3 +16,7 @@ urlpatterns = [
 
 # The 403 page says which role a page needs and which the person has.
 handler403 = "labeling.views.common.forbidden"
+# Under /api/ every error is JSON ({"detail": ...}), also those raised before DRF runs.
+handler400 = "labeling.api.exceptions.bad_request"
+handler404 = "labeling.api.exceptions.not_found"
+handler500 = "labeling.api.exceptions.server_error"
