@@ -28,6 +28,8 @@ MATRIX = {
     # sign in and out
     "/accounts/login/": {"GET": ANY, "POST": ANY},
     "/accounts/logout/": {"POST": ANY},
+    # the collected static files (settings.SERVE_STATIC)
+    "/static/{path}": {"GET": ANY},
     # browsing and retagging
     "/": {"GET": A},
     "/p/{slug}/": {"GET": A},
