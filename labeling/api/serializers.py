@@ -320,6 +320,7 @@ class ImportOptionsSerializer(serializers.Serializer):
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
         kind = (getattr(self.parent, "initial_data", None) or {}).get("kind")
+        kind = kind if isinstance(kind, str) else None  # a wrong kind is the kind field's error
         allowed = IMPORT_OPTIONS.get(kind, tuple(self.fields))
         wrong = {name: [f"not an option of a {kind or 'this'} import; its options: {', '.join(allowed)}"]
                  for name in data if name not in allowed}
