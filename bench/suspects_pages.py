@@ -198,14 +198,16 @@ def main() -> int:
         print(f"  {name:20s} {s['median_ms']:8.1f} {s['p95_ms']:8.1f}   {size / 1024:7.1f} KB   "
               f"{len(q.captured_queries):3d} queries, {sql_ms:6.1f} ms of SQL", flush=True)
     from labeling.models import ClusterMember
-    from labeling.services.suspects.annotator_queue import CHANGED_SINCE_SCORING
 
-    print(f"\nEXPLAIN the changed-since-scoring join (open count, stale part):\n"
-          f"{explain(CHANGED_SINCE_SCORING, {'run': sr.pk, 'task': sr.task_id, 'since': sr.scored_at})}")
-    settled = Suspect.objects.filter(suspect_run=sr, status__in=Suspect.SETTLED).values_list(
-        "given_label_id").annotate(n=Count("id")).order_by()
-    sql, params = settled.query.sql_with_params()
-    print(f"\nEXPLAIN settled per class:\n{explain(sql, params)}")
+    # The two counts suspects.open_counts runs (the runs list, the run page, the queue's "remaining").
+    for name, qs in [("settled per class (suspect_settled_idx)",
+                      Suspect.objects.filter(suspect_run_id__in=[sr.pk], status__in=Suspect.SETTLED)),
+                     ("open, no longer current, per class (suspect_stale_idx)",
+                      Suspect.objects.filter(suspect_run_id__in=[sr.pk], status=Suspect.Status.OPEN, current=False))]:
+        sql, params = qs.values_list("suspect_run_id", "given_label_id").annotate(n=Count("*")).order_by() \
+            .query.sql_with_params()
+        print(f"\nEXPLAIN {name}:\n{explain(sql, params)}")
+
     page = ClusterMember.objects.filter(cluster__suspect_run=sr, cluster__label_id=first_label, is_outlier=True) \
         .order_by("-cluster__is_core", "-cluster__size", "cluster_id", "image_id").values_list(
             "cluster_id", "image_id")[900:1000]

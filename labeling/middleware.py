@@ -1,6 +1,7 @@
 """Anonymous users see nothing but the login page (and static files); a database outage
-answers 503, not 500."""
+answers 503, not 500 (and a bug in SQL stays a 500)."""
 import logging
+import sqlite3
 import sys
 
 from django.conf import settings
@@ -65,11 +66,35 @@ class DatabaseOutageMiddleware:
 
 
 DATABASE_ERRORS = (OperationalError, InterfaceError)
+# PostgreSQL's SQLSTATEs of a server that cannot be reached or is going away: class 08
+# (connection exception) and the shutdowns and start-ups of a restart. A syntax error (42601),
+# a constraint (23...) or a statement timeout (57014) is the app's error, not an outage.
+OUTAGE_SQLSTATES = {"57P01", "57P02", "57P03", "53300"}  # admin / crash shutdown, cannot connect now, too many clients
+# SQLite has no codes in its Python errors: a syntax error is an OperationalError too.
+SQLITE_OUTAGES = ("database is locked", "unable to open database", "disk i/o error", "database or disk is full")
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot be reached (a 503: retry), rather than that
+    the app sent it something wrong (a bug: a 500, logged). Django's error wraps the
+    driver's (``__cause__``): psycopg's carries the server's SQLSTATE, or none when the
+    server never answered (refused, dropped: a connection failure); SQLite's only its message."""
+    if isinstance(error, InterfaceError):
+        return True  # the connection is already closed or unusable
+    if not isinstance(error, OperationalError):
+        return False
+    cause = error.__cause__ or error
+    if isinstance(cause, sqlite3.Error):
+        return any(m in str(cause).lower() for m in SQLITE_OUTAGES)
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if sqlstate:
+        return sqlstate.startswith("08") or sqlstate in OUTAGE_SQLSTATES
+    return True
 
 
 def _mark_database_outage(sender, request=None, **kwargs):
     error = sys.exc_info()[1]
-    if request is not None and isinstance(error, DATABASE_ERRORS):
+    if request is not None and isinstance(error, DATABASE_ERRORS) and is_outage(error):
         request._database_outage = error
 
 

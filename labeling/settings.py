@@ -196,6 +196,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
+# The app serves what collectstatic gathered in STATIC_ROOT itself (labeling/urls.py), with
+# DEBUG off: the embedded default (`make run`) has no proxy in front. Behind a proxy that
+# serves /static/, RETAG_SERVE_STATIC=0 leaves the route out.
+SERVE_STATIC = env_bool("RETAG_SERVE_STATIC", True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -9,9 +9,10 @@
 #   RETAG_VAR_DIR=var          database, storage, broker and logs (see labeling/settings.py)
 #   PYTHON=.venv/bin/python
 #
-# The web server is Django's runserver with --insecure, which serves the static files
-# with DEBUG off: fine for the embedded default on a loopback address. In production
-# run a WSGI server behind a proxy instead (README.md, "Production").
+# The web server is Django's runserver with --nostatic: the app serves the collected static
+# files itself with DEBUG off (SERVE_STATIC, labeling/urls.py), fine for the embedded default
+# on a loopback address. In production run a WSGI server behind a proxy instead (README.md,
+# "Production").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,7 +70,7 @@ setsid "$PYTHON" "${WORKER_ARGS[@]}" </dev/null >>"$WORKER_LOG" 2>&1 &
 worker_pid=$!
 echo "$worker_pid" >"$VAR_DIR/worker.pid"
 
-"$PYTHON" manage.py runserver --insecure --noreload "$HOST:$PORT" </dev/null &
+"$PYTHON" manage.py runserver --nostatic --noreload "$HOST:$PORT" </dev/null &
 server_pid=$!
 
 # Wait until the server answers (or dies: the port may be taken) and the worker is ready.

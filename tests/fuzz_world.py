@@ -66,7 +66,8 @@ class World:
     def id_for(self, route: str, name: str):
         """The id of a real object for path parameter ``name`` of ``route`` (either syntax)."""
         by_name = {"slug": "project_slug", "run_id": "run", "task_id": "task", "image_id": "image",
-                   "job_id": "job", "token": "image_token", "sr_id": "suspect_run", "suspect_id": "suspect", "batch_id": "batch"}
+                   "job_id": "job", "token": "image_token", "sr_id": "suspect_run", "suspect_id": "suspect", "batch_id": "batch",
+                   "path": "static_path"}
         if name == "job_id" and route.startswith("/cleaning/"):
             return self.objects["cleaning"]
         if name in by_name:
@@ -112,5 +113,6 @@ def build_world(make_user, tmp_path) -> World:
         "event": LabelEvent.objects.filter(image=image).values_list("id", flat=True)[0], "job": job.id,
         "root": root.id, "run": run.id, "suspect_run": sr.id, "suspect": suspect.id, "batch": batch.id,
         "worker": WORKER_ID, "cleaning": cleaning.id, "image_token": image_token,
+        "static_path": "retag.css",  # /static/{path}: 404 unless collectstatic ran, never a 5xx
     }
     return World(users=users, objects=objects)

@@ -458,3 +458,42 @@ def test_admin_manages_storage_roots(admin_user, api_client_for, tmp_path):
     assert client.post("/api/storage-roots/", {"uri": "relative/path"}, format="json").status_code == 400
     assert client.delete(f"/api/storage-roots/{root['id']}/").status_code == 204
     assert not StorageRoot.objects.exists()
+
+
+@pytest.mark.parametrize("kind, options, field, says", [
+    ("folder", {"task": ["x"]}, "task", "Not a valid string."),
+    ("folder", {"task": "t" * 5000}, "task", "no more than 100 characters"),
+    ("folder", {"workers": "many"}, "workers", "valid integer"),
+    ("folder", {"workers": 0}, "workers", "greater than or equal to 1"),
+    ("folder", {"tsak": "neckline"}, "tsak", "not an option of a folder import; its options: task, workers"),
+    ("manifest", {"task": "neckline"}, "task", "not an option of a manifest import; its options: workers"),
+])
+def test_import_options_are_checked_against_the_kind(folder_source, admin_user, api_client_for, kind, options,
+                                                     field, says):
+    """A wrong option is a 400 naming it, not a job that fails in the worker (a list as the task
+    name was an AttributeError there; a 5,000-character name made a task)."""
+    project = Project.objects.create(name="Folder", slug="folder")
+    source = (folder_source.as_uri() + ("/m.csv" if kind == "manifest" else ""))
+    r = api_client_for(admin_user).post("/api/imports/", {"project": project.id, "kind": kind, "source_uri": source,
+                                                          "options": options}, format="json")
+    assert r.status_code == 400, r.content
+    errors = r.json()["options"][field]
+    assert any(says in e for e in errors), errors
+    assert not ImportJob.objects.exists()
+
+
+def test_import_options_must_be_an_object(folder_source, admin_user, api_client_for):
+    project = Project.objects.create(name="Folder", slug="folder")
+    r = api_client_for(admin_user).post("/api/imports/", {"project": project.id, "kind": "folder",
+                                                          "source_uri": folder_source.as_uri(),
+                                                          "options": "notadict"}, format="json")
+    assert r.status_code == 400 and "Expected a dictionary" in r.json()["options"]["non_field_errors"][0], r.json()
+
+
+def test_import_options_that_fit_are_kept(folder_source, admin_user, api_client_for, django_capture_on_commit_callbacks):
+    project = Project.objects.create(name="Folder", slug="folder")
+    with django_capture_on_commit_callbacks(execute=False):
+        r = api_client_for(admin_user).post("/api/imports/", {
+            "project": project.id, "kind": "folder", "source_uri": folder_source.as_uri(),
+            "options": {"task": "  " + "n" * 100 + " ", "workers": 2}}, format="json")
+    assert r.status_code == 201 and r.json()["options"] == {"task": "n" * 100, "workers": 2}, r.content

@@ -28,6 +28,8 @@ MATRIX = {
     # sign in and out
     "/accounts/login/": {"GET": ANY, "POST": ANY},
     "/accounts/logout/": {"POST": ANY},
+    # the collected static files (settings.SERVE_STATIC)
+    "/static/{path}": {"GET": ANY},
     # browsing and retagging
     "/": {"GET": A},
     "/p/{slug}/": {"GET": A},
@@ -129,7 +131,7 @@ MATRIX = {
     "/api/suspect-runs/{id}/exclude/": {"POST": S},
     "/api/suspect-runs/{id}/restore/": {"POST": S},
     "/api/suspect-runs/{id}/near-duplicates/": {"GET": A},
-    "/api/suspect-runs/{id}/quality/": {"GET": A},
+    "/api/suspect-runs/{id}/quality/": {"GET": S},
     "/api/cleaning-runs/": {"GET": A, "POST": S},
     "/api/cleaning-runs/{id}/": {"GET": A},
     "/api/cleaning-runs/{id}/restore/": {"POST": S},

@@ -6,6 +6,7 @@ started through the API is run by the worker, and stopping the script stops the 
 Everything runs in a temporary RETAG_VAR_DIR with the embedded defaults (SQLite, the
 file-system broker), whatever database the rest of the suite uses.
 """
+import http.client
 import os
 import re
 import signal
@@ -68,6 +69,14 @@ def test_run_script_serves_the_demo_and_stops_the_worker(tmp_path):
         assert css, "the login page links no stylesheet"
         # Static files are served with DEBUG off.
         assert requests.get(base + css.group(1), timeout=10).status_code == 200
+        # A path climbing out of the static folder, encoded as an attacker would: 400/404, not a 500
+        # (runserver --insecure's static handler let SuspiciousFileOperation out as a 500).
+        for path in ("/static/..%2f..%2fsettings.py", "/static/%2e%2e/%2e%2e/labeling/settings.py"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path)  # as sent: no client-side normalizing of the dots
+            answer = conn.getresponse()
+            assert answer.status in (400, 404) and b"SECRET_KEY" not in answer.read(), (path, answer.status)
+            conn.close()
 
         session = requests.Session()
         session.get(f"{base}/accounts/login/", timeout=10)

@@ -219,10 +219,13 @@ def test_put_back_a_class_returns_every_image_even_a_retagged_one(db, tmp_path, 
 
 # --------------------------------------------------------------------------- API
 
-def test_quality_api_and_schema(db, tmp_path, annotator, api_client_for, make_user):
+def test_quality_api_and_schema(db, tmp_path, annotator, scientist, api_client_for, make_user):
     project, task, labels, images, sr = done_world(tmp_path)
     add_truth(project, task, images)
-    api = api_client_for(annotator)
+    # Metrics are for scientists (as /api/runs/{id}/dashboard/): an annotator is kept out.
+    r = api_client_for(annotator).get(f"/api/suspect-runs/{sr.pk}/quality/")
+    assert r.status_code == 403 and "detail" in r.json()
+    api = api_client_for(scientist)
     r = api.get(f"/api/suspect-runs/{sr.pk}/quality/")
     assert r.status_code == 200, r.content
     body = r.json()
@@ -268,3 +271,18 @@ def test_fold_progress_shows_steps_and_the_time_left(db, tmp_path, client, scien
     client.force_login(scientist)
     html = client.get(f"/suspects/{sr.pk}/").content.decode()
     assert "step 3/10 · ETA 30 s" in html and "0 of 2 fold models done" in html and "about 43 s left" in html
+
+
+def test_a_done_runs_pages_and_quality_answer(db, tmp_path, client, scientist, api_client_for):
+    """The run page, its queue, its clusters and the quality API of a done suspects run, on
+    whichever database the suite runs (SQLite too: ``env -u DATABASE_URL``); their counts are
+    the ORM's (suspects.open_counts), no database-specific SQL."""
+    project, task, labels, images, sr = done_world(tmp_path)
+    client.force_login(scientist)
+    for url in (f"/suspects/{sr.pk}/", f"/suspects/{sr.pk}/queue/",
+                f"/suspects/{sr.pk}/clusters/?label={labels['dog'].id}", f"/p/{project.slug}/suspects/"):
+        r = client.get(url)
+        assert r.status_code == 200, (url, r.status_code)
+    r = api_client_for(scientist).get(f"/api/suspect-runs/{sr.pk}/quality/")
+    assert r.status_code == 200 and r.json()["suspect_run"] == sr.pk
+    assert suspects.open_count(sr) == len(FLAGGED)

@@ -301,8 +301,39 @@ class RetagConflictSerializer(serializers.Serializer):
         return cls({"detail": str(conflict), "current": current}).data
 
 
+# The options each kind of import reads (services/imports: sources.open_source reads ``task``
+# for the folder layouts, decoding.worker_threads ``workers`` for all; a manifest names its
+# tasks in its columns).
+IMPORT_OPTIONS = {ImportJob.Kind.FOLDER: ("task", "workers"), ImportJob.Kind.S3_PREFIX: ("task", "workers"),
+                  ImportJob.Kind.MANIFEST: ("workers",)}
+
+
+class ImportOptionsSerializer(serializers.Serializer):
+    """An import's ``options``, checked here against its kind, so that a wrong one is a 400
+    naming the option, not a job that fails in the worker."""
+
+    task = serializers.CharField(required=False, allow_blank=True, max_length=Task._meta.get_field("name").max_length,
+                                 help_text='folder and s3: the task the label folders name (default "label").')
+    workers = serializers.IntegerField(required=False, min_value=1, max_value=64,
+                                       help_text="Threads that read and decode (default: 2 per core, at most 8).")
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        kind = (getattr(self.parent, "initial_data", None) or {}).get("kind")
+        kind = kind if isinstance(kind, str) else None  # a wrong kind is the kind field's error
+        allowed = IMPORT_OPTIONS.get(kind, tuple(self.fields))
+        wrong = {name: [f"not an option of a {kind or 'this'} import; its options: {', '.join(allowed)}"]
+                 for name in data if name not in allowed}
+        if wrong:
+            raise serializers.ValidationError(wrong)
+        if not value.get("task", "x"):
+            del value["task"]  # blank: the default
+        return value
+
+
 class ImportJobSerializer(ModelSerializer):
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    options = ImportOptionsSerializer(required=False)
     progress = serializers.SerializerMethodField(help_text="processed / total, 0..1; null before the total is known.")
     finished = serializers.SerializerMethodField(help_text="done or failed: a page stops polling.")
 

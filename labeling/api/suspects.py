@@ -441,7 +441,10 @@ class QualitySerializer(serializers.Serializer):
 
 
 class SuspectRunQuality(Base):
-    """How good the run's suspects proved (labeling/services/suspect_quality.py has the rules)."""
+    """How good the run's suspects proved (labeling/services/suspect_quality.py has the rules).
+    Metrics (the main run's and the folds' macro-F1) are for scientists, as the run dashboard is."""
+
+    read_role = SCIENTIST
 
     @extend_schema(responses={200: QualitySerializer})
     def get(self, request, pk):

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from functools import wraps
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_safe
+from django.views.static import serve
 
 from ..api.serializers import MAX_ID
 from ..models import Project
@@ -49,6 +52,14 @@ def forbidden(request, exception=None):
     needed = getattr(exception, "needed", None)
     return page(request, "403.html", {"needed": needed, "above": ROLES[ROLES.index(needed) + 1:] if needed else ()},
                 status=403)
+
+
+@require_safe
+def static_file(request, path):
+    """A collected static file (settings.SERVE_STATIC): django.views.static.serve from
+    STATIC_ROOT, whose ``safe_join`` refuses a path out of the folder (a 400, as any
+    SuspiciousOperation in the normal handling)."""
+    return serve(request, path, document_root=settings.STATIC_ROOT)
 
 
 def page(request, template: str, context: dict | None = None, *, project: Project | None = None, status=200):

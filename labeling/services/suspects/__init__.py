@@ -14,7 +14,7 @@ the names below are its public face. (Near duplicates, the quality figures and a
 cleaning are capabilities of their own, with their own pages: services.duplicates,
 services.suspect_quality, services.autoclean.)
 """
-from .annotator_queue import (ACTIONS, ChangedSinceDecision, SuspectResolved, last_decision, undo_decision, changed_since_scoring, lease_next, lease_seconds, open_count,
+from .annotator_queue import (ACTIONS, ChangedSinceDecision, SuspectResolved, last_decision, undo_decision, lease_next, lease_seconds, open_count,
                               open_counts, queue, queue_counts, release, resolve, stale_open, throughput)
 from .clusters import OUTLIERS_PER_PAGE, class_clusters, class_figures, class_summary, retag_group, typical_images
 from .config import DEFAULTS, EMBEDDINGS, SuspectError, validate_config
@@ -23,7 +23,7 @@ from .pipeline import (advance, advance_open_runs, base_config, execute_fold, ex
                        prepare_folds, score_suspect_run, start_suspect_run, status)
 from .results import cluster_cuts, cut_shown, cuts_by_name, reason_text, store_results, write_scores
 
-__all__ = ["ChangedSinceDecision", "last_decision", "undo_decision", "ACTIONS", "DEFAULTS", "EMBEDDINGS", "OUTLIERS_PER_PAGE", "changed_since_scoring", "class_figures",
+__all__ = ["ChangedSinceDecision", "last_decision", "undo_decision", "ACTIONS", "DEFAULTS", "EMBEDDINGS", "OUTLIERS_PER_PAGE", "class_figures",
            "open_count", "open_counts", "stale_open", "SuspectError", "SuspectResolved", "advance", "advance_open_runs",
            "base_config", "class_clusters", "class_summary", "cluster_cuts", "cut_shown", "cuts_by_name", "exclude_images",
            "exclude_outliers", "exclusion_summary", "execute_fold", "execute_here", "latest_done", "lease_next",

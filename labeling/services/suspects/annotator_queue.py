@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -129,33 +129,6 @@ def throughput(sr: SuspectRun, user, since) -> dict:
     n = Suspect.objects.filter(suspect_run=sr, resolved_by=user, resolved_at__gte=since).count()
     minutes = max((timezone.now() - since).total_seconds() / 60, 1 / 60)
     return {"done": n, "minutes": round(minutes, 2), "per_minute": round(n / minutes, 1) if n else 0.0}
-
-
-# The open suspects of a run whose image's annotation changed since the run was scored: the only
-# ones that can be stale. From the changed annotations (annotation_changed_idx: the moment is a
-# constant, so the planner sees how few they are) to the run's suspect of each (suspect_unique,
-# one probe per change: LATERAL ... LIMIT 1 keeps the planner from hashing all the run's
-# suspects instead). The cost follows the changes since scoring, not the size of the project.
-CHANGED_SINCE_SCORING = """
-    SELECT s.suspect_run_id, s.image_id, s.given_label_id, s.reasons, a.label_id, a.verified,
-           (a.version <> s.version OR a.verified) AS stale
-      FROM labeling_annotation a
-     CROSS JOIN LATERAL (
-           SELECT suspect_run_id, image_id, given_label_id, reasons, version FROM labeling_suspect
-            WHERE suspect_run_id = %(run)s AND image_id = a.image_id AND status = 'open' LIMIT 1) s
-     WHERE a.task_id = %(task)s AND a.updated_at > %(since)s"""
-
-
-def changed_since_scoring(runs) -> list[tuple]:
-    """``(run id, image id, given label id, reasons, label id now, verified, stale)`` of every
-    open suspect of the suspects runs ``runs`` whose annotation changed since its run was scored."""
-    rows = []
-    with connection.cursor() as c:
-        for sr in runs:
-            if sr.scored_at is not None:
-                c.execute(CHANGED_SINCE_SCORING, {"run": sr.pk, "task": sr.task_id, "since": sr.scored_at})
-                rows += c.fetchall()
-    return rows
 
 
 def open_counts(runs) -> dict[int, dict]:
