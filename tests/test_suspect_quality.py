@@ -286,3 +286,22 @@ def test_a_done_runs_pages_and_quality_answer(db, tmp_path, client, scientist, a
     r = api_client_for(scientist).get(f"/api/suspect-runs/{sr.pk}/quality/")
     assert r.status_code == 200 and r.json()["suspect_run"] == sr.pk
     assert suspects.open_count(sr) == len(FLAGGED)
+
+
+def test_the_run_page_shows_models_scores_to_scientists_not_to_annotators(db, tmp_path, client, scientist,
+                                                                         annotator):
+    """As the quality API (scientists only): the folds' and the main run's macro-F1 and the
+    truth figures are on a scientist's page; an annotator sees the folds' progress and the queue.
+    (A weak-evidence warning, which names the weak folds' scores, is shown to both: it says why
+    the suspects may be wrong.)"""
+    project, task, labels, images, sr = done_world(tmp_path)
+    add_truth(project, task, images)
+    make_folds(sr, [0.7, 0.72])
+    client.force_login(scientist)
+    html = client.get(f"/suspects/{sr.pk}/").content.decode()
+    assert 'data-testid="main-f1"' in html and "Held-out macro-F1" in html and 'data-testid="truth"' in html
+    client.force_login(annotator)
+    r = client.get(f"/suspects/{sr.pk}/")
+    html = r.content.decode()
+    assert r.status_code == 200 and 'data-testid="folds"' in html and 'data-testid="open-count"' in html
+    assert 'data-testid="main-f1"' not in html and "macro-F1" not in html and 'data-testid="truth"' not in html

@@ -91,6 +91,8 @@ def suspect_run(request, sr_id):
     sr = _sr(sr_id)
     return _page(request, "suspects/run.html", sr, {
         "status": svc.status(sr), "queue": svc.queue_counts(sr), "quality": quality.quality(sr),
+        # Models' scores are for scientists (as the quality API): annotators see the folds' progress only.
+        "metrics": has_role(request.user, SCIENTIST),
         "classes": svc.class_summary(sr) if sr.state == "done" else [],
         "cleanings": CleaningRun.objects.filter(run=sr.run)[:10]})
 
