@@ -8,7 +8,7 @@
   var sidebar = document.querySelector("[data-counts-url]");
 
   // The sidebar's label counts (and the toolbar's image count) re-read from the server
-  // (views.projects.project_label_counts, the figures the page was rendered with), so
+  // (GET /api/projects/{id}/label-counts/, the figures the page was rendered with), so
   // they follow a bulk retag and its undo without a reload.
   function recount() {
     if (!sidebar) return;

@@ -33,7 +33,6 @@ MATRIX = {
     # browsing and retagging
     "/": {"GET": A},
     "/p/{slug}/": {"GET": A},
-    "/p/{slug}/counts/": {"GET": A},
     "/p/{slug}/problems/": {"GET": A},
     "/p/{slug}/labels/": {"GET": AD, "POST": AD},
     "/images/{image_id}/": {"GET": A},
@@ -87,6 +86,7 @@ MATRIX = {
     "/api/docs/": {"GET": A},
     "/api/projects/": {"GET": A, "POST": AD},
     "/api/projects/{id}/": {"GET": A, "PUT": AD, "PATCH": AD},
+    "/api/projects/{id}/label-counts/": {"GET": A},
     "/api/tasks/": {"GET": A, "POST": AD},
     "/api/tasks/{id}/": {"GET": A, "PUT": AD, "PATCH": AD},
     "/api/tasks/{id}/reorder-labels/": {"POST": AD},

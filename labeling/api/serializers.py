@@ -388,5 +388,18 @@ class RunStateSerializer(serializers.Serializer):
     duration_s = serializers.FloatField(allow_null=True)
 
 
+class LabelCountSerializer(serializers.Serializer):
+    label = serializers.IntegerField(allow_null=True, help_text="the label's id; null: the images without a label")
+    count = serializers.IntegerField()
+
+
+class LabelCountsSerializer(serializers.Serializer):
+    """The grid sidebar's figures for a grid filter (services.browse.label_counts)."""
+
+    total = serializers.IntegerField(help_text="images of the filter's split and status, whatever their label")
+    shown = serializers.IntegerField(help_text="images the filter shows")
+    rows = LabelCountSerializer(many=True)
+
+
 class DetailSerializer(serializers.Serializer):
     detail = serializers.CharField()

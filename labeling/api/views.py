@@ -34,6 +34,19 @@ class ProjectViewSet(ById, mixins.CreateModelMixin, mixins.UpdateModelMixin, vie
     serializer_class = serializers.ProjectSerializer
     pagination_class = SmallPagination
 
+    @extend_schema(responses={200: serializers.LabelCountsSerializer})
+    @action(detail=True, methods=["get"], url_path="label-counts", pagination_class=None, filter_backends=[])
+    def label_counts(self, request, pk=None):
+        """The grid sidebar's counts per label for the grid filter in the query string, as the
+        grid's own URL has it (task, label, split, status, q; unknown ids are ignored): what the
+        grid re-reads after a bulk retag or its undo (static/grid.js)."""
+        from ..services import browse
+
+        counts = browse.label_counts(browse.parse_filter(self.get_object(), request.query_params))
+        return Response({"total": counts.total, "shown": counts.shown,
+                         "rows": [{"label": row.label.id if row.label else None, "count": row.count}
+                                  for row in counts.rows]})
+
 
 class TaskViewSet(ById, mixins.CreateModelMixin, mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
     queryset = Task.objects.order_by("project_id", "name", "id").prefetch_related(

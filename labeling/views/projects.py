@@ -1,7 +1,6 @@
 """Project pages: the home list, the filtered grid, the corrupt/missing list."""
 from __future__ import annotations
 
-from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 
 from ..models import ImageStatus, Project, Split
@@ -40,19 +39,6 @@ def project_grid(request, slug):
         "summary": browse.project_summary(project),
         "task_labels": ordered_labels(f.task) if f.task else [],
     }, project=project)
-
-
-@browse_required
-def project_label_counts(request, slug):
-    """The grid sidebar's counts for the filter in the query (the same rows the grid renders),
-    as JSON: the grid re-reads them after a bulk retag or its undo (static/grid.js)."""
-    project = get_object_or_404(Project, slug=slug)
-    counts = browse.label_counts(browse.parse_filter(project, request.GET))
-    return JsonResponse({
-        "total": counts.total,
-        "shown": counts.shown,
-        "rows": [{"label": row.label.id if row.label else None, "count": row.count} for row in counts.rows],
-    })
 
 
 @browse_required

@@ -5,7 +5,6 @@ from . import admin_pages, images, imports, projects
 urlpatterns = [
     path("", projects.home, name="home"),
     path("p/<slug:slug>/", projects.project_grid, name="project_grid"),
-    path("p/<slug:slug>/counts/", projects.project_label_counts, name="project_label_counts"),
     path("p/<slug:slug>/problems/", projects.project_problems, name="project_problems"),
     path("p/<slug:slug>/labels/", admin_pages.label_order, name="label_order"),
     path("images/<int:image_id>/", images.image_detail, name="image_detail"),
