@@ -79,8 +79,7 @@ def _lock_image_of(suspect: Suspect) -> None:
     annotation's write moves ``current`` on every suspect of the image (migration 0015's
     trigger), in whichever run; taking them in that order here too, two annotators resolving
     the same image in two runs queue up on the image instead of deadlocking."""
-    image_id = Suspect.objects.filter(pk=suspect.pk).values_list("image_id", flat=True).first()
-    list(Image.objects.select_for_update().filter(pk=image_id).values_list("pk", flat=True))
+    list(Image.objects.select_for_update().filter(pk=suspect.image_id).values_list("pk", flat=True))
 
 
 def resolve(suspect: Suspect, *, user, action: str, label: Label | None = None,
