@@ -251,6 +251,32 @@ def test_a_lost_lease_kills_the_training_process(transactional_db, tmp_path, sci
     assert not storage.exists(storage.join(run.output_uri, "run.json"))
 
 
+def test_a_time_limit_that_cuts_a_query_short_still_fails_the_run_with_the_reason(transactional_db, tmp_path,
+                                                                                 scientist, monkeypatch):
+    """The soft time limit is a signal: its exception can land inside a query (a progress
+    write), leaving the connection mid-command ("another command is already in progress",
+    seen in CI). The run must still be failed with the reason, on a fresh connection, not
+    left running for the stale-run check."""
+    from celery.exceptions import SoftTimeLimitExceeded
+    from django.db import connection
+
+    _, task, _ = colour_project(tmp_path, per_class=4, test_per_class=1)
+    run = runs.start_training_run(task=task, config={**TINY, "epochs": 20, "batch_size": 2}, by=scientist,
+                                  enqueue=False)
+    progress = runs.RunSession.progress
+
+    def cut_short(self, p):
+        progress(self, p)
+        if p.get("phase") == "train":
+            connection.connection.close()  # as a query the signal interrupted leaves it: unusable
+            raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(runs.RunSession, "progress", cut_short)
+    run = runs.execute_run(run.id, worker="test-worker")
+    assert run.state == State.FAILED and "time limit exceeded" in run.state_reason and run.lease == ""
+    assert not training_processes(os.getpid())
+
+
 def test_a_training_process_that_dies_sends_the_run_back(transactional_db, tmp_path, scientist, monkeypatch,
                                                          django_capture_on_commit_callbacks):
     _, task, _ = colour_project(tmp_path, per_class=4, test_per_class=1)

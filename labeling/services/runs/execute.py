@@ -21,7 +21,7 @@ import os
 import time
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from mlcore import storage
@@ -206,6 +206,9 @@ def execute_run(run_id: int, *, worker: str | None = None) -> TrainingRun | None
     except SoftTimeLimitExceeded:
         limit = settings.RUN_TIME_LIMIT_S
         logger.error("run %s: time limit of %.0f s exceeded", run_id, limit)
+        # The limit is a signal: its exception may have cut a query short (a progress write),
+        # leaving this connection mid-command. The failure is written on a fresh one.
+        connection.close()
         _final(session, State.FAILED, f"time limit exceeded: the run trained longer than {limit:.0f} s "
                                       f"(RUN_TIME_LIMIT_S); its last checkpoint is kept")
     except Exception as e:  # noqa: BLE001 - every failure is shown on the run
