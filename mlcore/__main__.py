@@ -210,7 +210,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("manifest_uri", metavar="MANIFEST")
     s.add_argument("-o", "--output", dest="output_uri", required=True)
     s.add_argument("--rounds", type=int, default=3)
-    s.add_argument("--threshold", type=float, default=0.5, help="complete-linkage cut, cosine distance")
+    s.add_argument("--threshold", type=float, default=None,
+                   help="one complete-linkage cut (cosine distance) for every class; default: each class's cut "
+                        "from the data (its core holds 1 - its estimated rate of label errors)")
     s.add_argument("--labels", help="comma-separated label order")
     s.add_argument("--labels-file")
     add_arguments(s, ["arch", "weights", "small_input", "image_size", "epochs", "batch_size", "lr", "seed", "device"])

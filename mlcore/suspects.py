@@ -56,6 +56,20 @@ DECISIONS = ("cl", "cleanlab")
 DEFAULT_DECISION = "cleanlab"  # chosen on CIFAR-10N half A (bench/suspects_cifar10n.py)
 
 
+CORE_SHARE_RANGE = (0.5, 0.99)  # a core never holds less than half of its class, nor all of it
+
+
+def core_shares(witnesses: dict[str, np.ndarray], given: np.ndarray) -> np.ndarray:
+    """(C,) the share of each class that its core cluster should hold: 1 - the class's
+    estimated rate of label errors, from the confident joint of ``witnesses`` (name -> (N, C))
+    mixed as they best predict the ``given`` labels (:func:`fit_weights`), within
+    :data:`CORE_SHARE_RANGE`. The cut of each class's dendrogram follows from it
+    (:func:`mlcore.cluster.cut_for_core_share`): classes with noisier labels get tighter cores."""
+    w = fit_weights(witnesses, given)
+    f = sum(w[k] * witnesses[k] for k in w)
+    return np.clip(1.0 - error_rates(f, given), *CORE_SHARE_RANGE)
+
+
 def _core_similarity(e: np.ndarray, given: np.ndarray, is_core: np.ndarray, c: int) -> np.ndarray:
     """(N, C) cosine similarity of each image to each class's core centroid (itself left out of its own)."""
     sums = np.zeros((c, e.shape[1]), dtype=np.float64)
@@ -157,9 +171,7 @@ def score(prob: np.ndarray, given: np.ndarray, emb: np.ndarray | None = None, *,
         found["knn"] = knn_dist
         agreement = np.where(lab, knn_dist[rows, g], np.nan).astype(np.float32)
         if cluster_threshold is None and core_share is None:
-            w0 = fit_weights({k: found[k] for k in ("prob", "knn", "prior")}, given)
-            f0 = sum(w0[k] * found[k] for k in w0)
-            core_share = np.clip(1.0 - error_rates(f0, given), 0.5, 0.99)
+            core_share = core_shares({k: found[k] for k in ("prob", "knn", "prior")}, given)
         core_sim = np.zeros((n, c))
         next_id = 0
         for r, e, _ in spaces:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from labeling.models import CleaningRun, TrainingExclusion, TrainingRun
+from labeling.models import CleaningRun, Prediction, TrainingExclusion, TrainingRun
 from labeling.services import autoclean, runs
 from labeling.services.manifests import training_rows
 from tests.mlcore.helpers import COLOURS
@@ -41,6 +41,7 @@ def test_rounds_exclude_outliers_retrain_and_put_back(trained, scientist, client
     assert r0["run"] == run.pk and r0["test_macro_f1"] == run.test_macro_f1
     assert r1["newly_excluded"] == r1["excluded"] == 3 * (PER_CLASS - 1)
     assert r1["excluded_per_class"] == {name: PER_CLASS - 1 for name in COLOURS}
+    assert set(r1["cuts"]) == set(COLOURS)  # the configured cut, for every class
     run1 = TrainingRun.objects.get(pk=r1["run"])
     assert run1.state == TrainingRun.State.DONE and run1.parent_id == run.pk
     assert (run1.n_train, run1.n_test) == (3, 6)  # the test split is never excluded
@@ -53,11 +54,24 @@ def test_rounds_exclude_outliers_retrain_and_put_back(trained, scientist, client
     client.force_login(scientist)
     html = client.get(f"/cleaning/{job.pk}/").content.decode()
     assert f"run {run1.pk}" in html and f"{run1.test_macro_f1:.3f}" in html and "red: 3" in html
+    assert "cut at cosine distance 0.000001" in html and "Cut per class" in html
     r = client.post(f"/cleaning/{job.pk}/restore", {"round": "1"})
     assert r.status_code == 302
     assert TrainingExclusion.objects.filter(task=task, active=True).count() == 0
     assert len([row for row in training_rows(task) if row[2] == "train"]) == 3 * PER_CLASS
     assert autoclean.summary(job)["still_excluded"] == 0
+
+
+def test_by_default_each_class_is_cut_from_its_own_labels(trained):
+    """No configured cut: every class gets the cut at which its core holds 1 - its estimated
+    share of wrong labels (mlcore.clean.outliers), and only train images of that class leave."""
+    project, task, labels, run = trained
+    found, cuts = autoclean.outliers(run)
+    assert set(cuts) == {lb.id for lb in labels.values()} and all(0 <= c <= 2 for c in cuts.values())
+    given = dict(Prediction.objects.filter(run=run, split="train").values_list("image_id", "given_label_id"))
+    assert all(given[image_id] == label_id for image_id, label_id in found.items())
+    per_class = {lb: list(found.values()).count(lb) for lb in cuts}
+    assert max(per_class.values()) <= PER_CLASS // 2  # a core keeps at least half of its class
 
 
 def test_bad_starts_are_refused_with_the_reason(trained, scientist, api_client_for):

@@ -6,8 +6,10 @@ every step is visible and reversible::
     start_cleaning     check the run (done, with embeddings), create the CleaningRun (queued) and
                        send ``labeling.tasks.train_autoclean`` (the gpu queue: it trains)
     execute_cleaning   in that worker, round r = 1..rounds: cluster each class's train images in
-                       the last run's embeddings (mlcore.cluster.cluster_per_class, given labels
-                       of that run's snapshot), exclude the images outside their class's core
+                       the last run's embeddings (mlcore.clean.outliers, given labels of that
+                       run's snapshot; each class cut where its core holds 1 - its estimated
+                       rate of label errors, or at the configured cluster_threshold), exclude
+                       the images outside their class's core
                        (TrainingExclusions with cleaning_run and round: the reversible mechanism
                        of the cluster view), retrain the last run on the task's labels now
                        (services.runs.retrain: a new snapshot, which leaves the excluded images
@@ -15,8 +17,8 @@ every step is visible and reversible::
                        progress as for any run). Stops after ``rounds``, or as soon as a round
                        finds no new outlier ("converged").
 
-Each round's record (``CleaningRun.rounds``) holds its run, the exclusions it made per class and
-the run's test macro-F1 (the test split is never excluded: it is what the rounds are judged by).
+Each round's record (``CleaningRun.rounds``) holds its run, the exclusions it made per class, the
+cut of each class that chose them and the run's test macro-F1 (the test split is never excluded: it is what the rounds are judged by).
 Exclusions accumulate: an image left out is not in the next run's embeddings, so it stays out
 until someone restores it (:func:`restore_cleaning`, or per class in the cluster view).
 
@@ -94,10 +96,13 @@ def _fail(job_id: int, reason: str) -> None:
         state=State.FAILED, state_reason=reason[:2000], finished_at=timezone.now())
 
 
-def outliers(run: TrainingRun, threshold: float | None = None) -> dict[int, int]:
-    """{image_id: label id} of the run's train images outside their class's core cluster, in the
-    run's embeddings and with the labels of its snapshot."""
-    from mlcore.cluster import cluster_per_class
+def outliers(run: TrainingRun, threshold: float | None = None) -> tuple[dict[int, int], dict[int, float]]:
+    """The run's train images outside their class's core cluster, in the run's embeddings and
+    with the labels of its snapshot: ({image_id: label id}, {label id: the class's cut}).
+
+    ``threshold`` None: each class cut where its core holds 1 - its estimated rate of label
+    errors (``mlcore.clean.outliers``); a number: that cosine cut for every class."""
+    from mlcore.clean import outliers as core_outliers
 
     from .run_results import image_ids_for
 
@@ -107,18 +112,23 @@ def outliers(run: TrainingRun, threshold: float | None = None) -> dict[int, int]
                  .values_list("image_id", "given_label_id"))
     rows = [i for i, image_id in enumerate(ids.tolist()) if image_id in given]
     if len(rows) < 2:
-        return {}
-    labels = np.asarray([given[int(ids[i])] for i in rows], dtype=np.int64)
-    kwargs = {} if threshold is None else {"threshold": threshold}
-    _, is_core = cluster_per_class(emb["emb"][rows].astype(np.float32), labels, **kwargs)[:2]
-    return {int(ids[rows[j]]): int(labels[j]) for j in np.flatnonzero(~np.asarray(is_core))}
+        return {}, {}
+    label_ids = sorted({given[int(ids[i])] for i in rows})
+    index = {label_id: j for j, label_id in enumerate(label_ids)}
+    labels = np.asarray([index[given[int(ids[i])]] for i in rows], dtype=np.int64)
+    out, cuts = core_outliers(emb["emb"][rows], labels, threshold=threshold, num_classes=len(label_ids))
+    return ({int(ids[rows[j]]): label_ids[labels[j]] for j in np.flatnonzero(out)},
+            {label_id: float(cuts[j]) for label_id, j in index.items() if np.isfinite(cuts[j])})
 
 
-def _round_record(r: int, run: TrainingRun, made: dict[int, int], total: int, names: dict) -> dict:
+def _round_record(r: int, run: TrainingRun, made: dict[int, int], total: int, names: dict,
+                  cuts: dict[int, float] | None = None) -> dict:
+    """``cuts``: the cut of each class that chose this round's exclusions (in the last run's embeddings)."""
     per = {}
     for label_id in made.values():
         per[names.get(label_id, str(label_id))] = per.get(names.get(label_id, str(label_id)), 0) + 1
     return {"round": r, "run": run.pk, "newly_excluded": len(made), "excluded": total, "excluded_per_class": per,
+            "cuts": {names.get(k, str(k)): round(v, 4) for k, v in (cuts or {}).items()},
             "test_macro_f1": run.test_macro_f1, "state": run.state}
 
 
@@ -153,7 +163,7 @@ def execute_cleaning(job_id: int, *, worker: str | None = None) -> CleaningRun |
                 _finish(job, "rounds")
                 break
             r = last["round"] + 1
-            found = outliers(run, job.config.get("cluster_threshold"))
+            found, cuts = outliers(run, job.config.get("cluster_threshold"))
             already = set(TrainingExclusion.objects.filter(task_id=job.task_id, active=True, image_id__in=list(found))
                           .values_list("image_id", flat=True))
             new = {i: c for i, c in found.items() if i not in already}
@@ -164,7 +174,7 @@ def execute_cleaning(job_id: int, *, worker: str | None = None) -> CleaningRun |
                            cleaning_run=job, round=r)
             nxt = run_svc.retrain(run, by=job.created_by, enqueue=False)
             total = TrainingExclusion.objects.filter(cleaning_run=job, active=True).count()
-            job.rounds = [*job.rounds, _round_record(r, nxt, new, total, names)]
+            job.rounds = [*job.rounds, _round_record(r, nxt, new, total, names, cuts)]
             job.save(update_fields=["rounds"])
             logger.info("cleaning %s round %s: %s outliers left out, run %s", job.pk, r, len(new), nxt.pk)
     except Exception as e:  # noqa: BLE001 - every failure is shown on the cleaning page

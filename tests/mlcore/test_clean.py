@@ -49,3 +49,47 @@ def test_autoclean_excludes_core_outliers_keeps_them_listed_and_stops_when_stabl
     assert (m1.targets[:, 0] == -1).sum() == 2
     saved = json.loads((tmp_path / "clean" / "clean.json").read_text())
     assert saved["rounds"][1]["test_accuracy"] == result["rounds"][1]["test_accuracy"]
+
+
+def test_each_class_is_cut_from_its_own_noise():
+    """Three tight groups of 60; 6 images of group 2 labelled 1 (9% of class 1 wrong), class 0
+    clean. The data-chosen cut leaves class 1's core at its own 60 images and so finds the
+    planted ones; the clean class keeps nearly all its images."""
+    rng = np.random.default_rng(0)
+    centres = np.eye(16)[:3]
+    true = np.repeat([0, 1, 2], 60)
+    emb = centres[true] + 0.08 * rng.standard_normal((len(true), 16))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = true.copy()
+    planted = np.flatnonzero(true == 2)[:6]
+    labels[planted] = 1
+    labels[-3:] = -1  # unlabelled: never an outlier
+    out, cuts = clean.outliers(emb, labels)
+    assert out[planted].all()
+    assert out[labels == 0].sum() <= 1 and not out[-3:].any()
+    assert out[labels == 1].sum() <= 6 + 1  # the core of class 1 keeps its own 60
+    assert cuts.shape == (3,) and np.isfinite(cuts).all()
+    # one fixed cut for every class, as before: wide enough to hold both groups of class 1
+    fixed, fixed_cuts = clean.outliers(emb, labels, threshold=1.5)
+    assert not fixed[planted].any() and np.allclose(fixed_cuts, 1.5)
+
+
+def test_autoclean_by_default_cuts_each_class_from_the_data(tmp_path, monkeypatch):
+    from tests.mlcore.helpers import write_colour_set
+
+    manifest = write_colour_set(tmp_path / "data", per_class=6)
+    rows = manifest.read_text().splitlines()
+    bad = [i for i, r in enumerate(rows) if "red" in r and ",train," in r][:2]
+    for i in bad:
+        rows[i] = rows[i].replace(",red", ",green")
+    manifest.write_text("\n".join(rows) + "\n")
+    fake_train.trained = []
+    monkeypatch.setattr(clean, "train", fake_train)
+    config = TrainConfig(manifest_uri=str(manifest), output_uri=str(tmp_path / "clean"),
+                         labels=["red", "green", "blue"])
+    result = clean.autoclean(config, rounds=3)
+    assert result["threshold"] is None
+    assert result["rounds"][1]["excluded_per_class"] == {"red": 0, "green": 2, "blue": 0}
+    assert set(result["rounds"][1]["cuts"]) == {"red", "green", "blue"}
+    assert sorted(u.rsplit("/", 1)[1] for u in result["excluded"]) == sorted(
+        rows[i].split(",")[0].rsplit("/", 1)[1] for i in bad)
