@@ -76,6 +76,8 @@ class TrainConfig:
     prefetch_workers: int = option(16, "concurrent S3 downloads into the cache", min=1)
     eval_batch_size: int | None = option(None, "batch size of prediction and embedding", min=1, max=8192,
                                          app="advanced")
+    tta_flip: bool = option(False, "predictions average each image and its left-right mirror (test-time flip; "
+                                   "suspects folds do by default)", app="advanced")
     predict: bool = option(True, "write predictions, metrics and embeddings at the end",
                            flag=("--no-predict", "skip predictions, metrics and embeddings at the end"))
     stop_after_steps: int | None = option(None, "checkpoint and stop at this global step (exit status 3); "

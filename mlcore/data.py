@@ -159,11 +159,13 @@ class Crop:
     Training: the crop of ``train_transform`` (RandomResizedCrop, scale 0.5-1, drawn by
     torchvision from the sample's seed) and a left-right flip drawn after it, applied on the
     device; evaluation: the centre square of ``eval_transform``. Returns a uint8 HWC array
-    and the flip; :func:`to_input` normalises on the device.
+    and the flip; :func:`to_input` normalises on the device. ``mirror``: the evaluation view
+    left-right flipped (test-time flips of a frozen backbone's cached features).
     """
 
     size: int
     train: bool = False
+    mirror: bool = False
     scale: tuple = (0.5, 1.0)
     ratio: tuple = (3 / 4, 4 / 3)
 
@@ -177,7 +179,7 @@ class Crop:
             flip = bool(torch.rand(1) < 0.5)
         else:
             side = min(w, h)
-            left, top, ch, cw, flip = (w - side) // 2, (h - side) // 2, side, side, False
+            left, top, ch, cw, flip = (w - side) // 2, (h - side) // 2, side, side, self.mirror
         out = img.resize((self.size, self.size), Image.Resampling.BILINEAR, box=(left, top, left + cw, top + ch),
                          reducing_gap=None)
         return np.array(out), flip  # a writable copy: torch.from_numpy wants one
@@ -187,8 +189,8 @@ def train_crop(size: int) -> Crop:
     return Crop(size, train=True)
 
 
-def eval_crop(size: int) -> Crop:
-    return Crop(size, train=False)
+def eval_crop(size: int, mirror: bool = False) -> Crop:
+    return Crop(size, train=False, mirror=mirror)
 
 
 _AFFINE: dict = {}

@@ -72,10 +72,11 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
 def infer(model, dataset, indices: Sequence[int], *, device: torch.device, batch_size: int = 128,
           workers: int = 0, amp: bool = False, channels_last: bool = False,
           progress: Callable[[dict], None] | None = None, phase: str = "eval",
-          epoch: int = 0, epochs: int = 0, loader: DataLoader | None = None) -> dict:
+          epoch: int = 0, epochs: int = 0, loader: DataLoader | None = None, flip: bool = False) -> dict:
     """One pass in eval mode. Returns ``index`` (good rows), ``features`` (L2-normalised,
     float32), ``probs`` {task: float32 [n, C]}, ``loss_terms`` {task: per-image CE or None}
-    and ``skipped`` [(index, reason)].
+    and ``skipped`` [(index, reason)]. ``flip``: each probability is the mean of the image's and
+    its left-right mirror's (test-time flip; the features stay the image's own).
 
     ``loader``: a DataLoader over ``dataset[indices]`` in order that the caller keeps (the
     per-epoch validation reuses its persistent workers instead of starting new ones)."""
@@ -93,9 +94,13 @@ def infer(model, dataset, indices: Sequence[int], *, device: torch.device, batch
         x = to_input(batch, device, channels_last)
         with autocast(device, amp):
             f, logits = model(x)
+            mirrored = model(x.flip(3))[1] if flip else None
         feats.append(F.normalize(f.float(), dim=1).cpu())
         for t, lg in logits.items():
-            probs.setdefault(t, []).append(lg.float().softmax(1).cpu())
+            p = lg.float().softmax(1)
+            if mirrored is not None:
+                p = (p + mirrored[t].float().softmax(1)) / 2
+            probs.setdefault(t, []).append(p.cpu())
         idx.append(batch["index"])
         seen += len(x)
         if progress:

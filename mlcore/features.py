@@ -42,7 +42,8 @@ from .device import autocast
 @dataclass
 class FeatureCache:
     """``eval[i]``: features of row i's evaluation view (valid where ``ok[i]``);
-    ``views[v][i]``: of its v-th augmented training view (rows of ``train_rows`` only)."""
+    ``views[v][i]``: of its v-th augmented training view (rows of ``train_rows`` only);
+    ``mirror[i]``: of the evaluation view flipped left-right, when asked (test-time flips)."""
 
     eval: torch.Tensor                      # float32 [N, D] on the training device
     ok: np.ndarray                          # bool [N]: rows whose image decoded
@@ -50,6 +51,7 @@ class FeatureCache:
     skipped: dict[int, str] = field(default_factory=dict)
     seconds: float = 0.0
     from_store: int = 0                     # rows (over all views) read from a FeatureStore, not computed
+    mirror: torch.Tensor | None = None      # float32 [N, D]: the mirrored evaluation view, or None
 
     def train_features(self, epoch: int) -> torch.Tensor:
         """The features training reads in ``epoch``: augmented view ``epoch % views``, or the eval view."""
@@ -196,20 +198,22 @@ def _stored(store: FeatureStore, dataset, keys: list, out: torch.Tensor, ok: np.
 def extract(model, eval_set, indices: Sequence[int], *, device: torch.device, batch_size: int, workers: int = 0,
             amp: bool = False, channels_last: bool = False, train_set=None, train_idx: Sequence[int] = (),
             views: int = 0, seed: int = 0, should_stop: Callable[[], bool] | None = None,
-            progress: Callable[[dict], None] | None = None, store: FeatureStore | None = None) -> FeatureCache:
+            progress: Callable[[dict], None] | None = None, store: FeatureStore | None = None,
+            mirror_set=None) -> FeatureCache:
     """Run ``model.backbone`` (eval mode) once over ``eval_set[indices]``, and ``views`` times over
-    ``train_set[train_idx]`` with the augmentation seeds of views 0..views-1; with ``store``,
-    only over the images whose features it does not hold yet (and then add them to it)."""
+    ``train_set[train_idx]`` with the augmentation seeds of views 0..views-1, and once over
+    ``mirror_set[indices]`` if given (the evaluation view mirrored); with ``store``, only over
+    the images whose features it does not hold yet (and then add them to it)."""
     if store is not None and not (hasattr(eval_set, "uris") and (views == 0 or hasattr(train_set, "uris"))):
         store = None  # in-memory images (benchmarks) have no content to key by
     with store.locked(should_stop) if store is not None else contextlib.nullcontext():
         return _extract(model, eval_set, indices, device=device, batch_size=batch_size, workers=workers, amp=amp,
                         channels_last=channels_last, train_set=train_set, train_idx=train_idx, views=views,
-                        seed=seed, should_stop=should_stop, progress=progress, store=store)
+                        seed=seed, should_stop=should_stop, progress=progress, store=store, mirror_set=mirror_set)
 
 
 def _extract(model, eval_set, indices, *, device, batch_size, workers, amp, channels_last, train_set, train_idx,
-             views, seed, should_stop, progress, store) -> FeatureCache:
+             views, seed, should_stop, progress, store, mirror_set=None) -> FeatureCache:
     was_training = model.training
     model.eval()
     n = len(eval_set)
@@ -219,6 +223,8 @@ def _extract(model, eval_set, indices, *, device, batch_size, workers, amp, chan
     passes = [(eval_set, [int(i) for i in indices], ok)]
     passes += [(train_set, [(int(i), sample_seed(seed, v, int(i))) for i in train_idx], np.zeros(n, dtype=bool))
                for v in range(views)]
+    if mirror_set is not None:
+        passes.append((mirror_set, [int(i) for i in indices], np.zeros(n, dtype=bool)))
     outs = [torch.zeros(n, model.feature_dim, device=device) for _ in passes]
     todo = [_stored(store, ds, keys, out, o) if store is not None else (keys, [])
             for (ds, keys, o), out in zip(passes, outs)]
@@ -237,20 +243,29 @@ def _extract(model, eval_set, indices, *, device, batch_size, workers, amp, chan
                           out[torch.as_tensor([i for i, _ in fresh], dtype=torch.long, device=device)].cpu().numpy())
     finally:
         model.train(was_training)
-    return FeatureCache(outs[0], ok, outs[1:], skipped, time.perf_counter() - t0, from_store)
+    mirror = outs.pop() if mirror_set is not None else None
+    return FeatureCache(outs[0], ok, outs[1:], skipped, time.perf_counter() - t0, from_store, mirror)
 
 
 @torch.no_grad()
-def head_infer(model, cache: FeatureCache, indices: Sequence[int], batch_size: int = 65536) -> dict:
-    """:func:`mlcore.evaluate.infer`'s result for ``indices``, computed from the cached features."""
+def head_infer(model, cache: FeatureCache, indices: Sequence[int], batch_size: int = 65536,
+               flip: bool = False) -> dict:
+    """:func:`mlcore.evaluate.infer`'s result for ``indices``, computed from the cached features
+    (``flip``: probabilities averaged with the mirrored view's, which the cache must hold)."""
+    if flip and cache.mirror is None:
+        raise ValueError("flip needs the mirrored features (extract with mirror_set)")
     t0 = time.perf_counter()
     idx = np.asarray([i for i in indices if cache.ok[i]], dtype=np.int64)
     feats, probs = [], {}
     for b in range(0, len(idx), batch_size):
         f = cache.eval[torch.as_tensor(idx[b:b + batch_size], device=cache.eval.device)]
         feats.append(F.normalize(f, dim=1).cpu())
+        m = cache.mirror[torch.as_tensor(idx[b:b + batch_size], device=cache.eval.device)] if flip else None
         for t, h in model.heads.items():
-            probs.setdefault(t, []).append(h(f).float().softmax(1).cpu())
+            p = h(f).float().softmax(1)
+            if m is not None:
+                p = (p + h(m).float().softmax(1)) / 2
+            probs.setdefault(t, []).append(p.cpu())
     return {
         "index": idx,
         "features": torch.cat(feats).numpy() if feats else np.zeros((0, model.feature_dim), np.float32),

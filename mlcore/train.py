@@ -113,7 +113,10 @@ def run_training(config: TrainConfig, progress: Progress | None = None,
         if config.gpus > 1:
             notes.append(f"gpus={config.gpus} ignored: a frozen backbone with cached features trains in one process")
         wanted = predict_idx if config.predict else sorted({*train_idx.tolist(), *val_idx.tolist()})
-        cache = _extract(config, model, device, eval_set, wanted, train_set, train_idx, should_stop, progress)
+        mirror_set = ImageDataset(manifest.uris, manifest.targets, eval_crop(config.image_size, mirror=True)) \
+            if config.tta_flip and config.predict else None
+        cache = _extract(config, model, device, eval_set, wanted, train_set, train_idx, should_stop, progress,
+                         mirror_set)
         skipped.update(cache.skipped)
         train_idx, val_idx = train_idx[cache.ok[train_idx]], val_idx[cache.ok[val_idx]]
         if not len(train_idx):
@@ -128,11 +131,12 @@ def run_training(config: TrainConfig, progress: Progress | None = None,
     metrics = {}
     if config.predict:
         if cache is not None:
-            res = head_infer(model, cache, predict_idx)
+            res = head_infer(model, cache, predict_idx, flip=config.tta_flip)
         else:
             res = infer(model, eval_set, predict_idx, device=device,
                         batch_size=config.eval_batch_size or config.batch_size * 2, workers=result["workers"],
-                        amp=result["amp"], channels_last=result["channels_last"], progress=progress, phase="embed")
+                        amp=result["amp"], channels_last=result["channels_last"], progress=progress, phase="embed",
+                        flip=config.tta_flip)
         skipped.update({int(i): r for i, r in res["skipped"]})
         metrics = write_results(out, res, manifest)
 
@@ -178,8 +182,10 @@ def _prefetch(manifest, config: TrainConfig, dist) -> dict[int, str]:
     return {row[u]: r for u, r in failures.items()}
 
 
-def _extract(config: TrainConfig, model, device, eval_set, wanted, train_set, train_idx, should_stop, progress):
-    """The frozen backbone's features of ``wanted`` (and the augmented views of ``train_idx``),
+def _extract(config: TrainConfig, model, device, eval_set, wanted, train_set, train_idx, should_stop, progress,
+             mirror_set=None):
+    """The frozen backbone's features of ``wanted`` (and the augmented views of ``train_idx``, and
+    the mirrored views of ``wanted`` with ``mirror_set``),
     through the machine's :class:`~mlcore.features.FeatureStore`: runs that share the backbone,
     input size and images (the K folds of a suspects run) compute them once."""
     amp, channels_last = amp_default(config.amp, device), channels_last_default(config.channels_last, device)
@@ -192,7 +198,7 @@ def _extract(config: TrainConfig, model, device, eval_set, wanted, train_set, tr
                        workers=config.workers if config.workers is not None else default_workers(device), amp=amp,
                        channels_last=channels_last, train_set=train_set, train_idx=train_idx,
                        views=config.feature_views, seed=config.seed, should_stop=should_stop, progress=progress,
-                       store=store)
+                       store=store, mirror_set=mirror_set)
     except Stopped as e:
         raise Cancelled(str(e)) from None
 

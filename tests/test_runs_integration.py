@@ -121,6 +121,7 @@ def test_run_from_the_api_in_a_worker_then_its_suspects_queue_and_a_retag(fashio
     assert sr.state == SuspectRun.State.DONE, sr.state_reason
     folds = list(TrainingRun.objects.filter(pk__in=sr.fold_run_ids))
     assert len(folds) == 2 and all(f.state == "done" and f.parent_id == run.id for f in folds)
+    assert sr.config["flip"] is True and all(f.config["tta_flip"] is True for f in folds)  # test-time flips
     assert sr.counts["scored"] == 300 and sr.counts["clusters"] >= 10
     assert sr.index_uri and sr.oos_uri
     assert Suspect.objects.filter(suspect_run=sr).count() == sr.counts["suspects"] > 0

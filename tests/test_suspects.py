@@ -395,3 +395,11 @@ def test_undo_of_a_queue_decision_puts_the_label_back_and_reopens(tmp_path, anno
     r = client.post(f"/api/suspects/{first.pk}/undo/")
     assert r.status_code == 409 and "changed after your decision" in r.json()["detail"]
     assert Suspect.objects.get(pk=first.pk).status == Suspect.Status.RETAGGED
+
+
+def test_test_time_flips_are_on_by_default_and_checked_as_the_fold_runs_option():
+    assert suspects.validate_config({})["flip"] is True
+    assert suspects.validate_config({"flip": "off"})["flip"] is False
+    assert suspects.validate_config({"flip": False})["flip"] is False
+    with pytest.raises(suspects.SuspectError, match="flip must be true or false"):
+        suspects.validate_config({"flip": "maybe"})

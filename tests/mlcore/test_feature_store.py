@@ -27,6 +27,7 @@ def _folds(manifest, out, k=3, **kw):
 def test_folds_after_the_first_run_no_backbone_and_train_what_a_fresh_pass_gives(tmp_path, monkeypatch):
     manifest = write_colour_set(tmp_path / "d", per_class=5, test_per_class=1, corrupt=1)
     readable = 3 * 5  # the fold manifests hold the train rows; the broken one is skipped
+    readable *= 2  # and fold runs predict with test-time flips: each image and its mirror
     seen = _count_backbone_images(monkeypatch)
     per_fold, runs = [], []
     for c in _folds(manifest, tmp_path / "shared"):

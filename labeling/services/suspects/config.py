@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 DEFAULTS = {"k": 4, "fold_epochs": None, "method": "fused", "cluster_threshold": None, "knn": 10,
-            "duplicate_threshold": 0.97, "core_share": None, "decision": None, "embeddings": "folds"}
+            "duplicate_threshold": 0.97, "core_share": None, "decision": None, "embeddings": "folds", "flip": True}
 # embeddings: "folds" (kNN and clusters of each image in the fold model that held it out: never
 # saw its label) or "run" (the main run's, which trained on every label). decision None:
-# mlcore.suspects.DEFAULT_DECISION. Both defaults: bench/suspects_cifar10n.py.
+# mlcore.suspects.DEFAULT_DECISION. flip: the folds' held-out probabilities average each image
+# and its mirror (mlcore.folds.fold_configs). The defaults: bench/suspects_cifar10n.py.
 EMBEDDINGS = ("folds", "run")
 
 
@@ -45,6 +46,12 @@ def validate_config(config: dict | None) -> dict:
         raise SuspectError(f"unknown method {out['method']!r}; choose one of {', '.join(METHODS)}")
     if out["decision"] not in (None, *DECISIONS):
         raise SuspectError(f"unknown decision {out['decision']!r}; choose one of {', '.join(DECISIONS)}")
+    from mlcore.config import OPTIONS, check_value
+
+    try:
+        out["flip"] = check_value(OPTIONS["tta_flip"], out["flip"])  # it is the fold runs' tta_flip
+    except ValueError as e:
+        raise SuspectError(f"flip {e}") from None
     if out["embeddings"] not in EMBEDDINGS:
         raise SuspectError(f"unknown embeddings {out['embeddings']!r}; choose one of {', '.join(EMBEDDINGS)}")
     return out

@@ -99,7 +99,8 @@ def prepare_folds(sr_id: int, *, enqueue: bool = True) -> SuspectRun | None:
             return sr
         run = sr.run
         try:
-            configs = fold_configs(base_config(sr), sr.config["k"], storage.join(sr.output_uri, "folds"))
+            configs = fold_configs(base_config(sr), sr.config["k"], storage.join(sr.output_uri, "folds"),
+                                   tta_flip=sr.config.get("flip", True))
         except Exception as e:  # noqa: BLE001 - shown on the suspects run
             logger.exception("suspects %s: fold configs failed", sr_id)
             _fail(sr, f"fold configs: {type(e).__name__}: {e}")
