@@ -24,12 +24,13 @@ def fake_train(config, progress=None):
         {"test": {"accuracy": 0.5 + 0.1 * len(fake_train.trained), "macro": {"f1": 0.5}}}).encode())
 
 
-def test_autoclean_excludes_core_outliers_keeps_them_listed_and_stops_when_stable(tmp_path, monkeypatch):
+def two_red_labelled_green(tmp_path, monkeypatch):
+    """Colour images with two red train images labelled green (they sit in the red cluster,
+    outside green's core), the fake training, and the config: (config, manifest, rows, bad rows)."""
     from tests.mlcore.helpers import write_colour_set
 
     manifest = write_colour_set(tmp_path / "data", per_class=6)
     rows = manifest.read_text().splitlines()
-    # two red train images labelled green: they sit in the red cluster, outside green's core
     bad = [i for i, r in enumerate(rows) if "red" in r and ",train," in r][:2]
     for i in bad:
         rows[i] = rows[i].replace(",red", ",green")
@@ -38,6 +39,11 @@ def test_autoclean_excludes_core_outliers_keeps_them_listed_and_stops_when_stabl
     monkeypatch.setattr(clean, "train", fake_train)
     config = TrainConfig(manifest_uri=str(manifest), output_uri=str(tmp_path / "clean"),
                          labels=["red", "green", "blue"])
+    return config, manifest, rows, bad
+
+
+def test_autoclean_excludes_core_outliers_keeps_them_listed_and_stops_when_stable(tmp_path, monkeypatch):
+    config, manifest, rows, bad = two_red_labelled_green(tmp_path, monkeypatch)
     result = clean.autoclean(config, rounds=3, threshold=0.3)
     assert fake_train.trained == [18, 16]  # round 0, round 1; round 2 would exclude the same: converged
     assert result["stopped"] == "converged" and len(result["rounds"]) == 2
@@ -75,18 +81,7 @@ def test_each_class_is_cut_from_its_own_noise():
 
 
 def test_autoclean_by_default_cuts_each_class_from_the_data(tmp_path, monkeypatch):
-    from tests.mlcore.helpers import write_colour_set
-
-    manifest = write_colour_set(tmp_path / "data", per_class=6)
-    rows = manifest.read_text().splitlines()
-    bad = [i for i, r in enumerate(rows) if "red" in r and ",train," in r][:2]
-    for i in bad:
-        rows[i] = rows[i].replace(",red", ",green")
-    manifest.write_text("\n".join(rows) + "\n")
-    fake_train.trained = []
-    monkeypatch.setattr(clean, "train", fake_train)
-    config = TrainConfig(manifest_uri=str(manifest), output_uri=str(tmp_path / "clean"),
-                         labels=["red", "green", "blue"])
+    config, manifest, rows, bad = two_red_labelled_green(tmp_path, monkeypatch)
     result = clean.autoclean(config, rounds=3)
     assert result["threshold"] is None
     assert result["rounds"][1]["excluded_per_class"] == {"red": 0, "green": 2, "blue": 0}
