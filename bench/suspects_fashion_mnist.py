@@ -11,13 +11,20 @@ it runs the whole pipeline through mlcore's public API on PNG files and manifest
    ``cleanlab.filter.find_label_issues`` (and cleanlab's self-confidence ranking for
    AUROC) on the same probabilities; precision / recall / F1 of the flagged set, precision
    at k (k = number of injected errors) and AUROC against the injected errors;
-3. a retrain after applying the suggested labels to the flagged images;
+3. retrains after the flagged images are worked: every suggestion taken (``retrained``), or
+   only those a reviewer agrees with: one who errs like the labellers (an independent draw of
+   the same noise, ``reviewed_crowd``) or one who knows the truth (``reviewed``);
 4. ``clean.autoclean`` from the main run;
 and one model on the clean labels. Figures: test accuracy on the full 10,000 test images.
 
 Budget (2 shared CPU cores): a stratified subset of ``--train-size`` train images, ``--epochs``
-for main/retrained/clean/autoclean runs and ``--fold-epochs`` for the fold runs. Partial
-JSON is written after every step. ``--quick`` only measures ``clustering_60k_s`` (60,000
+for main/retrained/clean/autoclean runs and ``--fold-epochs`` for the fold runs, ``--seeds``
+seeds (the noise drawn, the fold assignment, the initial weights; means and spread). The
+default ``--backbone frozen`` is the app's freeze_backbone run on the shared ImageNet
+MobileNetV2: the backbone runs once per image (and its mirror, for the folds' test-time flips)
+on this machine and every run trains its linear head on the cache, which is what makes 20,000
+images x 3 seeds fit on 2 cores; ``--backbone resnet18`` trains a small-input ResNet-18
+whole (minutes per run). Partial JSON is written after every step. ``--quick`` only measures ``clustering_60k_s`` (60,000
 structured synthetic 512-d embeddings, 6,000 per class, unless --real-embeddings-from gives a
 run) and ``similar_query_p95_ms`` (1,000,000 synthetic embeddings), merged into the JSON.
 
@@ -25,7 +32,8 @@ Any labelled image set works: ``--manifest M.csv --given-col noisy --true-col la
 (columns ``uri, split`` plus both label columns).
 
     .venv/bin/python bench/suspects_fashion_mnist.py --quick
-    nohup .venv/bin/python bench/suspects_fashion_mnist.py > /tmp/suspects_bench.log 2>&1 &
+    nohup .venv/bin/python bench/suspects_fashion_mnist.py --train-size 20000 --test-size 0 --seeds 3 \
+        --epochs 10 --fold-epochs 10 --image-size 96 --batch-size 128 --lr 0.1 > /tmp/suspects_bench.log 2>&1 &
 """
 from __future__ import annotations
 
@@ -54,6 +62,9 @@ CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
            "Ankle boot"]
 SIMILAR_GROUPS = [[0, 2, 4, 6], [5, 7, 9]]  # tops; shoes
 OUT_NAME = "suspects_fashion_mnist.json"
+PROTOCOL = ("nothing tuned here: the suspects defaults come from bench/suspects_cifar10n.py (CIFAR-10N half A); "
+            "the train subset is fixed (--seed), each of --seeds draws the noise, the folds and the initial weights; "
+            "accuracies on the test images' true labels; clean: a model on the true train labels, same seed")
 
 
 # --------------------------------------------------------------------------- data
@@ -146,13 +157,23 @@ def detection(flagged: np.ndarray, score: np.ndarray, errors: np.ndarray) -> dic
 
 # --------------------------------------------------------------------------- runs
 
-def base_config(args, manifest: str, out: Path, labels: list[str]):
+WEIGHTS = "weights/mobilenet_v2_imagenet_features_torchvision_keys.pth"
+
+
+def base_config(args, manifest: str, out: Path, labels: list[str], seed: int = 0):
+    """The runs' settings: ResNet-18 trained whole (``--backbone resnet18``), or the shared
+    ImageNet MobileNetV2 frozen with its features cached (``--backbone frozen``: the app's
+    freeze_backbone runs; the backbone runs once per image on this machine, every run after the
+    first trains heads on the cache)."""
     from mlcore.train import TrainConfig
-    return TrainConfig(manifest_uri=manifest, output_uri=str(out), labels=labels, arch="resnet18",
-                       small_input=True, maxpool=True, image_size=args.image_size, epochs=args.epochs,
-                       batch_size=args.batch_size, lr=args.lr, weight_decay=5e-4, warmup_epochs=0.5,
-                       label_smoothing=0.1, class_weights="none", device="cpu", amp=True, channels_last=True,
-                       workers=0, seed=0)
+    common = dict(manifest_uri=manifest, output_uri=str(out), labels=labels, image_size=args.image_size,
+                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, label_smoothing=0.1,
+                  class_weights="none", device="cpu", amp=True, channels_last=True, workers=0, seed=seed)
+    if args.backbone == "frozen":
+        return TrainConfig(**common, arch="mobilenet_v2", weights=str(args.data.parent / WEIGHTS),
+                           freeze_backbone=True, cache_features=True, weight_decay=1e-4, warmup_epochs=1.0)
+    return TrainConfig(**common, arch="resnet18", small_input=True, maxpool=True, weight_decay=5e-4,
+                       warmup_epochs=0.5)
 
 
 def test_accuracy(run: Path | str) -> float:
@@ -181,7 +202,9 @@ def progress_printer():
     return log
 
 
-def run_setting(name: str, ds: dict, args, work: Path, result: dict, save) -> dict:
+def run_setting(name: str, ds: dict, args, work: Path, seed: int, save) -> dict:
+    """One noise setting at one seed (the noise drawn, the fold assignment and the initial
+    weights); a dict of its figures."""
     import cleanlab.filter
     import cleanlab.rank
 
@@ -195,16 +218,16 @@ def run_setting(name: str, ds: dict, args, work: Path, result: dict, save) -> di
     train = np.asarray(ds["splits"]) == "train"
     given = ds["given"].copy() if ds["given"] is not None else true.copy()
     if ds["given"] is None:
-        given[train] = inject(true[train], name, args.seed, len(labels))
-    sdir = work / name
+        given[train] = inject(true[train], name, seed, len(labels))
+    sdir = work / f"seed{seed}" / name
     manifest = write_manifest(str(sdir / "manifest.csv"), ds["uris"], ds["splits"],
                               [labels[v] if v >= 0 else "" for v in given])
-    entry = {"name": name, "injected_errors": int((given != true)[train].sum()), "train_images": int(train.sum())}
-    result["settings"] = [s for s in result["settings"] if s["name"] != name] + [entry]
+    entry = {"name": name, "seed": seed, "injected_errors": int((given != true)[train].sum()),
+             "train_images": int(train.sum())}
     log = progress_printer()
 
-    base = base_config(args, manifest, sdir / "main", labels)
-    oos_uri = out_of_sample(base, k=args.folds, fold_epochs=args.fold_epochs, progress=log)
+    base = base_config(args, manifest, sdir / "main", labels, seed)
+    oos_uri = out_of_sample(base, k=args.folds, fold_epochs=args.fold_epochs, progress=log, seed=seed)
     entry["test_accuracy"] = {"noisy": test_accuracy(sdir / "main")}
     save()
 
@@ -240,31 +263,56 @@ def run_setting(name: str, ds: dict, args, work: Path, result: dict, save) -> di
     issues = cleanlab.filter.find_label_issues(g[tr], oos["prob"][tr])
     quality = cleanlab.rank.get_label_quality_scores(g[tr], oos["prob"][tr])
     entry["cleanlab"] = detection(np.asarray(issues, dtype=bool), 1 - quality, errors)
-    save()
-    print(f"{name}: fused {entry['fused']} cleanlab {entry['cleanlab']}", flush=True)
+    print(f"{name} seed {seed}: fused {entry['fused']} cleanlab {entry['cleanlab']}", flush=True)
 
-    # retrain with the suggested labels on the flagged images
-    fixed = given.copy()
+    # retrains after the flagged images are worked: every suggestion taken unreviewed ("retrained"),
+    # or only where a reviewer agrees with it: one who errs as the labellers did (an independent draw
+    # of the same noise, "reviewed_crowd"), or one who knows the true label ("reviewed")
     flagged_rows = pos[tr][s["flagged"][tr]]
-    fixed[flagged_rows] = s["suggested"][tr][s["flagged"][tr]]
-    m2 = write_manifest(str(sdir / "retrained" / "manifest.csv"), ds["uris"], ds["splits"],
-                        [labels[v] if v >= 0 else "" for v in fixed])
-    train_once(base_config(args, m2, sdir / "retrained", labels), log)
-    entry["test_accuracy"]["retrained"] = test_accuracy(sdir / "retrained")
-    entry["label_errors_after_retag"] = int((fixed != true)[train].sum())
-    save()
+    suggested = s["suggested"][tr][s["flagged"][tr]]
+    crowd = inject(true, name, 1000 + seed, len(labels)) if ds["given"] is None else true
+    for kind, take in (("retrained", np.ones(len(flagged_rows), dtype=bool)),
+                       ("reviewed_crowd", suggested == crowd[flagged_rows]),
+                       ("reviewed", suggested == true[flagged_rows])):
+        fixed = given.copy()
+        fixed[flagged_rows[take]] = suggested[take]
+        m2 = write_manifest(str(sdir / kind / "manifest.csv"), ds["uris"], ds["splits"],
+                            [labels[v] if v >= 0 else "" for v in fixed])
+        train_once(base_config(args, m2, sdir / kind, labels, seed), log)
+        entry["test_accuracy"][kind] = test_accuracy(sdir / kind)
+        entry[f"label_errors_after_{kind}"] = int((fixed != true)[train].sum())
 
     if args.autoclean_rounds:
-        ac = autoclean(base_config(args, manifest, sdir / "autoclean", labels), rounds=args.autoclean_rounds,
-                       threshold=args.cluster_threshold or 0.5, start_run=str(sdir / "main"), progress=log)
+        ac = autoclean(base_config(args, manifest, sdir / "autoclean", labels, seed), rounds=args.autoclean_rounds,
+                       threshold=args.cluster_threshold, start_run=str(sdir / "main"), progress=log)
         excluded = np.array([uri_pos[u] for u in ac["excluded"]], dtype=np.int64)
         entry["autoclean_test_accuracy"] = round(ac["rounds"][-1]["test_accuracy"], 4)
         entry["autoclean"] = {"rounds": [{k: r[k] for k in ("round", "excluded", "test_accuracy", "test_macro_f1")}
                                          for r in ac["rounds"]], "stopped": ac["stopped"],
                               "excluded_that_were_errors": int((given[excluded] != true[excluded]).sum())}
+    clean_manifest = write_manifest(str(work / "clean" / "manifest.csv"), ds["uris"], ds["splits"],
+                                    [labels[v] for v in true])
+    train_once(base_config(args, clean_manifest, work / "clean" / f"seed{seed}", labels, seed), log)
+    entry["test_accuracy"]["clean"] = test_accuracy(work / "clean" / f"seed{seed}")
     entry["wall_s"] = round(time.time() - t0, 1)
-    save()
     return entry
+
+
+def mean_std(entries: list[dict]) -> dict:
+    """Means over seeds of every number in ``entries`` (nested dicts alike), with ``std`` beside each dict's numbers."""
+    first = entries[0]
+    out, std = {}, {}
+    for k, v in first.items():
+        if isinstance(v, dict):
+            out[k] = mean_std([e[k] for e in entries])
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed":
+            vals = [float(e[k]) for e in entries]
+            out[k], std[k] = round(float(np.mean(vals)), 4), round(float(np.std(vals)), 4)
+        elif k != "seed":
+            out[k] = v
+    if std and len(entries) > 1:
+        out["std"] = std
+    return out
 
 
 # --------------------------------------------------------------------------- quick measurements
@@ -348,12 +396,14 @@ def main(argv=None):
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--autoclean-rounds", type=int, default=1)
     ap.add_argument("--cluster-threshold", type=float, default=None,
-                    help="fixed cut; default: per class from the estimated error rate (autoclean: 0.5)")
+                    help="fixed cut; default: per class from the estimated error rate")
     ap.add_argument("--knn", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--image-size", type=int, default=28)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the stratified subset (the same for every --seeds)")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1: the noise drawn, the folds, the weights")
+    ap.add_argument("--backbone", choices=("resnet18", "frozen"), default="frozen")
     ap.add_argument("--work", type=Path, default=Path("/tmp/retag_suspects_bench"))
     ap.add_argument("--out", default=OUT_NAME)
     ap.add_argument("--quick", action="store_true", help="only clustering_60k_s and similar_query_p95_ms")
@@ -383,27 +433,37 @@ def main(argv=None):
     result["command"] = cmd
     result["budget"] = {"train_images": args.train_size, "test_images": args.test_size or "all",
                         "epochs": args.epochs, "fold_epochs": args.fold_epochs, "folds": args.folds,
-                        "autoclean_rounds": args.autoclean_rounds, "cluster_threshold": args.cluster_threshold,
-                        "knn": args.knn, "model": "resnet18 small_input (3x3 stride-1 stem + max-pool), "
-                        f"SGD lr {args.lr} bs {args.batch_size} wd 5e-4, label smoothing 0.1, bf16 autocast, 2 CPU threads",
+                        "seeds": args.seeds, "autoclean_rounds": args.autoclean_rounds,
+                        "cluster_threshold": args.cluster_threshold, "knn": args.knn,
+                        "model": ("ImageNet MobileNetV2 (shared weights) frozen, features cached, linear head; "
+                                  if args.backbone == "frozen" else
+                                  "resnet18 small_input (3x3 stride-1 stem + max-pool), ")
+                        + f"{args.image_size} px, SGD lr {args.lr or 'default'} bs {args.batch_size}, "
+                          "label smoothing 0.1, bf16 autocast, 2 CPU threads",
                         "val_images": args.val_size}
+    result.pop("notes", None)  # an earlier run's
+    result["protocol"] = PROTOCOL
     work = args.work
     ds = manifest_dataset(args) if args.manifest else fashion_dataset(args, work)
     result["data"] = ds["source"]
+    names = [s for s in args.settings.split(",") if s]
+    per_seed: dict[str, list] = {n: [] for n in names}
+    result["settings"] = []
     save()
-    for i, name in enumerate([s for s in args.settings.split(",") if s]):
-        run_setting(name, ds, args, work, result, save)
-        if i == 0 and ds["given"] is None:  # the clean-label model, shared by every setting
-            clean_manifest = write_manifest(str(work / "clean" / "manifest.csv"), ds["uris"], ds["splits"],
-                                            [ds["labels"][v] for v in ds["true"]])
-            train_once(base_config(args, clean_manifest, work / "clean" / "run", ds["labels"]), progress_printer())
-        clean_run = work / "clean" / "run"
-        for s in result["settings"]:
-            if (clean_run / "metrics.json").exists() and "test_accuracy" in s:
-                s["test_accuracy"]["clean"] = test_accuracy(clean_run)
-        result["budget"]["wall_s"] = round(time.time() - t0, 1)
-        save()
-    print(json.dumps(result, indent=1, default=float))
+    for seed in range(args.seeds):
+        for name in names:
+            per_seed[name].append(run_setting(name, ds, args, work, seed, save))
+            result["settings"] = [{"name": n, "seeds": len(v), **mean_std(v), "per_seed": v}
+                                  for n, v in per_seed.items() if v]
+            result["budget"]["wall_s"] = round(time.time() - t0, 1)
+            save()
+    for s in result["settings"]:
+        s["default_beats_cleanlab_beyond_seed_spread"] = {
+            k: bool(s["fused"][k] - s["cleanlab"][k] > s["fused"].get("std", {}).get(k, 0)
+                    + s["cleanlab"].get("std", {}).get(k, 0)) for k in ("f1", "precision_at_k")}
+    save()
+    print(json.dumps([{k: s[k] for k in ("name", "fused", "cleanlab", "test_accuracy")} for s in result["settings"]],
+                     indent=1, default=float))
 
 
 if __name__ == "__main__":
