@@ -66,14 +66,15 @@ def test_cached_features_keep_the_mirror_and_the_heads_average_it(views):
         head_infer(model, only_mirror, idx, flip=True)
 
 
-@pytest.mark.parametrize("frozen", [True, False])
-def test_a_run_with_flips_trains_the_same_model_and_predicts_with_both_views(tmp_path, frozen):
+@pytest.mark.parametrize("frozen,workers", [(True, 2), (False, 0)])
+def test_a_run_with_flips_trains_the_same_model_and_predicts_with_both_views(tmp_path, frozen, workers):
+    """Loader workers > 0 too: the mirrored view is a dataset of its own that they must carry."""
     manifest = write_colour_set(tmp_path / "d", per_class=4, test_per_class=1)
     runs = {}
     for flip in (False, True):
         out = tmp_path / f"flip{flip}"
         train(TrainConfig(manifest_uri=str(manifest), output_uri=str(out), labels=list(COLOURS), arch="resnet18",
-                          small_input=True, image_size=32, epochs=1, batch_size=4, device="cpu", workers=0, seed=1,
+                          small_input=True, image_size=32, epochs=1, batch_size=4, device="cpu", workers=workers, seed=1,
                           freeze_backbone=frozen, tta_flip=flip))
         runs[flip] = (torch.load(out / "model.pt"), load_npz((out / "predictions.npz").read_bytes()))
     (w0, p0), (w1, p1) = runs[False], runs[True]
