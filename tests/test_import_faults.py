@@ -24,10 +24,11 @@ from tests.test_import_integration import make_folder, watch
 Kind = ImportJob.Kind
 
 
-def _lock_waiters() -> int:
+def _waiting_on(pid: int) -> int:
+    """Sessions blocked by the session ``pid`` (the test's locker): the import's worker, nobody
+    else's lock waits (a slow worker once let another waiter stand in for it)."""
     with connection.cursor() as cur:
-        cur.execute("select count(*) from pg_stat_activity where datname = current_database() "
-                    "and wait_event_type = 'Lock'")
+        cur.execute("select count(*) from pg_stat_activity where %s = any(pg_blocking_pids(pid))", [pid])
         return cur.fetchone()[0]
 
 
@@ -52,10 +53,12 @@ def test_worker_killed_mid_import_is_taken_over_and_nothing_is_imported_twice(ce
         lock = "select id from labeling_project where id = %s for no key update"
         locker.execute(lock, [project.pk])
         job = start_import(project=project, kind=Kind.FOLDER, source_uri=str(tmp_path / "ds"))
-        wait_for(lambda: _lock_waiters() >= 1, timeout=90, what="the worker to wait for its first chunk")
+        wait_for(lambda: _waiting_on(locker.info.backend_pid) >= 1, timeout=90,
+                 what="the worker to wait for its first chunk")
         locker.rollback()
         locker.execute(lock, [project.pk])  # granted once the worker's first chunk is committed
-        wait_for(lambda: _lock_waiters() >= 1, timeout=30, what="the worker to wait for its second chunk")
+        wait_for(lambda: _waiting_on(locker.info.backend_pid) >= 1, timeout=30,
+                 what="the worker to wait for its second chunk")
         committed = Image.objects.filter(project=project).count()
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(30)
