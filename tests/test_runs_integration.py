@@ -122,6 +122,9 @@ def test_run_from_the_api_in_a_worker_then_its_suspects_queue_and_a_retag(fashio
     folds = list(TrainingRun.objects.filter(pk__in=sr.fold_run_ids))
     assert len(folds) == 2 and all(f.state == "done" and f.parent_id == run.id for f in folds)
     assert sr.config["flip"] is True and all(f.config["tta_flip"] is True for f in folds)  # test-time flips
+    from labeling.services.suspect_quality import fold_health
+    health = fold_health(sr)  # each fold's macro-F1 on the fold it held out, from the real fold runs
+    assert len(health["folds"]) == 2 and all(0 < f["macro_f1"] <= 1 for f in health["folds"])
     assert sr.counts["scored"] == 300 and sr.counts["clusters"] >= 10
     assert sr.index_uri and sr.oos_uri
     assert Suspect.objects.filter(suspect_run=sr).count() == sr.counts["suspects"] > 0

@@ -158,9 +158,11 @@ def make_folds(sr, f1s, collapsed=()):
     ids = []
     for i, f1 in enumerate(f1s):
         confusion = [[5, 0, 0], [0, 5, 0], [0, 0, 5]] if i not in collapsed else [[5, 0, 0], [5, 0, 0], [5, 0, 0]]
+        # as a real fold run stores them: its held-out fold is its val split, it has no test split
         f = TrainingRun.objects.create(project_id=sr.project_id, task_id=sr.task_id, parent=sr.run,
-                                       state=TrainingRun.State.DONE, test_macro_f1=f1,
-                                       metrics={"test": {"confusion": confusion}}, config={"epochs": 1})
+                                       state=TrainingRun.State.DONE, test_macro_f1=None,
+                                       metrics={"val": {"macro": {"f1": f1}, "confusion": confusion}},
+                                       config={"epochs": 1})
         ids.append(f.pk)
     SuspectRun.objects.filter(pk=sr.pk).update(fold_run_ids=ids)
     sr.refresh_from_db()

@@ -27,7 +27,8 @@ ones, come from the run's ``scores.npz`` (written by services.suspects.store_res
 split come from the K fold models; a fold model that learnt nothing (one epoch that collapsed
 to one class: macro-F1 0.019 on ten classes) makes every image of its fold look mislabelled
 while the run still says "done". Each fold model's quality is its macro-F1 on its held-out fold
-(the fold run's test split), shown beside the main run's test macro-F1. The rule
+(the fold run's ``val`` split: a fold manifest holds its fold out as ``val``,
+:func:`mlcore.folds.write_fold_manifest`), shown beside the main run's test macro-F1. The rule
 (:data:`WEAK_RATIO`, :data:`CHANCE_FACTOR`): a fold is *weak* when its held-out macro-F1 is
 below half the main run's test macro-F1, or not above what guessing gets (1/C for C classes),
 or when it predicted a single class for its whole held-out fold (*collapsed*). One weak fold
@@ -225,9 +226,14 @@ def truth_quality(sr: SuspectRun) -> dict | None:
 
 # --------------------------------------------------------------------------- evidence health
 
-def _collapsed(metrics: dict) -> bool:
-    """True when the model predicted one class (or none) for every image of its test split."""
-    confusion = (metrics.get("test") or {}).get("confusion")
+def held_out(metrics: dict) -> dict:
+    """A fold run's metrics on the fold it held out (its ``val`` split)."""
+    return metrics.get("val") or {}
+
+
+def _collapsed(split: dict) -> bool:
+    """True when the model predicted one class (or none) for every image of the split."""
+    confusion = split.get("confusion")
     if not confusion:
         return False
     columns = np.asarray(confusion, dtype=np.int64).sum(0)
@@ -241,8 +247,9 @@ def fold_health(sr: SuspectRun) -> dict:
     floor = CHANCE_FACTOR / c
     folds = []
     for f in TrainingRun.objects.filter(pk__in=sr.fold_run_ids).order_by("pk"):
-        f1 = f.test_macro_f1
-        collapsed = _collapsed(f.metrics or {})
+        fold = held_out(f.metrics or {})
+        f1 = (fold.get("macro") or {}).get("f1")
+        collapsed = _collapsed(fold)
         why = []
         if f.state == TrainingRun.State.DONE:
             if collapsed:
