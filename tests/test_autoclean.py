@@ -26,7 +26,7 @@ def trained(transactional_db, tmp_path, settings, scientist):
     return project, task, labels, run
 
 
-def test_rounds_exclude_outliers_retrain_and_put_back(trained, scientist, client):
+def test_rounds_exclude_outliers_retrain_and_put_back(trained, scientist, client, api_client_for):
     project, task, labels, run = trained
     # A cut far below any distance between two different images: every image is a cluster of
     # its own, the class's core is one image, the other train images are its outliers.
@@ -55,6 +55,15 @@ def test_rounds_exclude_outliers_retrain_and_put_back(trained, scientist, client
     html = client.get(f"/cleaning/{job.pk}/").content.decode()
     assert f"run {run1.pk}" in html and f"{run1.test_macro_f1:.3f}" in html and "red: 3" in html
     assert "cut at cosine distance 0.000001" in html and "Cut per class" in html
+    summary = autoclean.summary(job)
+    assert [r["state"] for r in summary["rounds"]] == ["done", "done"]  # the runs' states now
+    best = max(summary["rounds"], key=lambda r: r["test_macro_f1"])["round"]
+    assert summary["best_round"] == best and 'data-testid="best-round"' in html
+    api = api_client_for(scientist)
+    for missing in (0, 2, 99):  # only round 1 left images out
+        r = api.post(f"/api/cleaning-runs/{job.pk}/restore/", {"round": missing}, format="json")
+        assert r.status_code == 400 and "no round" in r.json()["detail"]
+    assert TrainingExclusion.objects.filter(task=task, active=True).count() == 9
     r = client.post(f"/cleaning/{job.pk}/restore", {"round": "1"})
     assert r.status_code == 302
     assert TrainingExclusion.objects.filter(task=task, active=True).count() == 0
@@ -79,6 +88,11 @@ def test_bad_starts_are_refused_with_the_reason(trained, scientist, api_client_f
     api = api_client_for(scientist)
     r = api.post("/api/cleaning-runs/", {"run": run.pk, "config": {"rounds": 0}}, format="json")
     assert r.status_code == 400 and "rounds" in r.json()["detail"]
+    for bad, says in (({"rounds": True}, "rounds must be an integer"), ({"rounds": 1.5}, "rounds must be an integer"),
+                      ({"cluster_threshold": True}, "cluster_threshold must be a number"),
+                      ({"cluster_threshold": "x" * 5000}, "cluster_threshold must be a number")):
+        r = api.post("/api/cleaning-runs/", {"run": run.pk, "config": bad}, format="json")
+        assert r.status_code == 400 and r.json()["detail"] == says, bad  # the field and the rule, not the value
     r = api.post("/api/cleaning-runs/", {"run": run.pk, "config": {"cut": 1}}, format="json")
     assert r.status_code == 400 and "unknown" in r.json()["detail"]
     r = api.post("/api/cleaning-runs/", {"run": run.pk, "config": [1]}, format="json")

@@ -36,6 +36,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from mlcore import storage
+from mlcore.config import Option, check_value
 
 from ..models import CleaningRun, Label, Prediction, TrainingExclusion, TrainingRun
 from . import runs as run_svc
@@ -52,22 +53,28 @@ class CleaningError(ValueError):
     """Cleaning cannot start (run not done, no embeddings, bad number of rounds...)."""
 
 
+# Checked as training options are (mlcore.config.check_value): an integer is an integer, not
+# true or 1.5; the message names the field and the rule, never the value.
+ROUNDS = Option("rounds", int, DEFAULT_ROUNDS, False, "cleaning rounds", 1, MAX_ROUNDS, None, None, ())
+CUT = Option("cluster_threshold", float, None, True, "one cosine cut for every class", 0.0, 2.0, None, None, ())
+
+
 def validate(config: dict | None) -> dict:
     given = dict(config or {})
     unknown = sorted(set(given) - {"rounds", "cluster_threshold"})
     if unknown:
         raise CleaningError(f"unknown field(s) {', '.join(unknown)}; known: cluster_threshold, rounds")
-    try:
-        rounds = int(given["rounds"]) if given.get("rounds") not in (None, "") else DEFAULT_ROUNDS
-        cut = given.get("cluster_threshold")
-        cut = None if cut in (None, "") else float(cut)
-    except (TypeError, ValueError) as e:
-        raise CleaningError(f"bad number: {e}") from None
-    if not 1 <= rounds <= MAX_ROUNDS:
-        raise CleaningError(f"rounds must be between 1 and {MAX_ROUNDS}")
-    if cut is not None and not 0 < cut <= 2:
+    out = {}
+    for o in (ROUNDS, CUT):
+        value = given.get(o.name)
+        try:
+            out[o.name] = o.default if value in (None, "") else check_value(o, value)
+        except ValueError as e:
+            raise CleaningError(f"{o.name} {e}") from None
+    cut = out["cluster_threshold"]
+    if cut is not None and not 0 < cut <= 2:  # also NaN
         raise CleaningError("cluster_threshold is a cosine distance in (0, 2]")
-    return {"rounds": rounds, "cluster_threshold": cut}
+    return out
 
 
 def start_cleaning(*, run: TrainingRun, by=None, config: dict | None = None, enqueue: bool = True) -> CleaningRun:
@@ -190,7 +197,11 @@ def _finish(job: CleaningRun, stopped: str) -> None:
 
 
 def restore_cleaning(job: CleaningRun, *, round: int | None = None) -> int:
-    """Put back the images a cleaning run left out (all rounds, or one)."""
+    """Put back the images a cleaning run left out (all rounds, or one of its rounds 1..N)."""
+    made = [r["round"] for r in job.rounds if r["round"] >= 1]
+    if round is not None and round not in made:
+        raise CleaningError(f"cleaning {job.pk} has no round {round} that left images out"
+                            + (f"; its rounds: {', '.join(map(str, made))}" if made else ""))
     qs_ids = TrainingExclusion.objects.filter(cleaning_run=job, active=True)
     if round is not None:
         qs_ids = qs_ids.filter(round=round)
@@ -201,7 +212,11 @@ def summary(job: CleaningRun) -> dict:
     """The page's table: rounds with their exclusions still active per round."""
     active = dict(TrainingExclusion.objects.filter(cleaning_run=job, active=True).values_list("round")
                   .annotate(n=Count("id")).order_by())
-    rows = [{**r, "still_excluded": active.get(r["round"], 0)} for r in job.rounds]
+    live = dict(TrainingRun.objects.filter(pk__in=[r["run"] for r in job.rounds]).values_list("pk", "state"))
+    rows = [{**r, "state": live.get(r["run"], r.get("state")), "still_excluded": active.get(r["round"], 0)}
+            for r in job.rounds]  # a round's run state as it is now, not as it was when the round began
+    scored = [r for r in rows if r.get("test_macro_f1") is not None]
+    best = max(scored, key=lambda r: r["test_macro_f1"])["round"] if len(scored) > 1 else None
     return {"id": job.pk, "state": job.state, "state_reason": job.state_reason, "stopped": job.stopped,
-            "config": job.config, "run": job.run_id, "rounds": rows,
+            "config": job.config, "run": job.run_id, "rounds": rows, "best_round": best,
             "still_excluded": sum(active.values()), "finished": job.state in CleaningRun.FINAL_STATES}

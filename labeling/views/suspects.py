@@ -231,6 +231,10 @@ def cleaning_run(request, job_id):
 def cleaning_restore(request, job_id):
     job = _job(job_id)
     r = request.POST.get("round", "")
-    n = autoclean.restore_cleaning(job, round=int(r) if r.isdigit() else None)
+    try:
+        n = autoclean.restore_cleaning(job, round=int(r) if r.isdigit() else None)
+    except autoclean.CleaningError as e:
+        messages.error(request, f"Nothing put back: {e}")
+        return redirect("cleaning_run", job_id=job.pk)
     messages.success(request, f"{n} image(s) are back in training.")
     return redirect("cleaning_run", job_id=job.pk)
