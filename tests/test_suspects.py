@@ -403,3 +403,13 @@ def test_test_time_flips_are_on_by_default_and_checked_as_the_fold_runs_option()
     assert suspects.validate_config({"flip": False})["flip"] is False
     with pytest.raises(suspects.SuspectError, match="flip must be true or false"):
         suspects.validate_config({"flip": "maybe"})
+
+
+def test_config_numbers_name_the_field_and_the_rule_not_the_value():
+    for bad, says in (({"k": True}, "k must be an integer"), ({"k": 2.5}, "k must be an integer"),
+                      ({"fold_epochs": "x" * 5000}, "fold_epochs must be an integer"),
+                      ({"cluster_threshold": "NaN"}, "cluster_threshold is a cosine distance in (0, 2]")):
+        with pytest.raises(suspects.SuspectError) as e:
+            suspects.validate_config(bad)
+        assert str(e.value) == says
+    assert suspects.validate_config({"k": "3", "fold_epochs": "2"})["k"] == 3

@@ -17,7 +17,7 @@ def test_new_options_are_validated():
     assert ok["decision"] == "cleanlab" and ok["embeddings"] == "run" and ok["core_share"] == 0.9
     assert suspects.validate_config({})["embeddings"] == suspects.DEFAULTS["embeddings"]
     for bad, why in (({"decision": "vote"}, "decision"), ({"embeddings": "pixels"}, "embeddings"),
-                     ({"core_share": 1.5}, "core_share"), ({"core_share": "lots"}, "bad number"),
+                     ({"core_share": 1.5}, "core_share"), ({"core_share": "lots"}, "core_share must be a number"),
                      ({"method": "magic"}, "method")):
         with pytest.raises(suspects.SuspectError, match=why):
             suspects.validate_config(bad)

@@ -8,6 +8,8 @@ DEFAULTS = {"k": 4, "fold_epochs": None, "method": "fused", "cluster_threshold":
 # mlcore.suspects.DEFAULT_DECISION. flip: the folds' held-out probabilities average each image
 # and its mirror (mlcore.folds.fold_configs). The defaults: bench/suspects_cifar10n.py.
 EMBEDDINGS = ("folds", "run")
+NUMBERS = {"k": int, "knn": int, "fold_epochs": int, "cluster_threshold": float, "duplicate_threshold": float,
+           "core_share": float}
 
 
 class SuspectError(ValueError):
@@ -21,21 +23,24 @@ def validate_config(config: dict | None) -> dict:
     if unknown:
         raise SuspectError(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(DEFAULTS))}")
     out = {**DEFAULTS, **{k: v for k, v in given.items() if v not in ("",)}}
-    try:
-        out["k"] = int(out["k"])
-        out["knn"] = int(out["knn"])
-        out["fold_epochs"] = None if out["fold_epochs"] in (None, "") else int(out["fold_epochs"])
-        out["cluster_threshold"] = None if out["cluster_threshold"] in (None, "") else float(out["cluster_threshold"])
-        out["duplicate_threshold"] = float(out["duplicate_threshold"])
-        out["core_share"] = None if out["core_share"] in (None, "") else float(out["core_share"])
-    except (TypeError, ValueError) as e:
-        raise SuspectError(f"bad number in config: {e}") from None
+    from mlcore.config import OPTIONS, Option, check_value
+
+    # Numbers are checked as training options are: an integer is not true or 1.5, and a message
+    # names the field and the rule, never the value. The ranges follow.
+    for name, kind in NUMBERS.items():
+        o = Option(name, kind, DEFAULTS[name], DEFAULTS[name] is None, "", None, None, None, None, ())
+        try:
+            out[name] = check_value(o, out[name])
+        except ValueError as e:
+            raise SuspectError(f"{name} {e}") from None
     if not 2 <= out["k"] <= 20:
         raise SuspectError("k (folds) must be between 2 and 20")
     if out["fold_epochs"] is not None and not 1 <= out["fold_epochs"] <= 1000:
         raise SuspectError("fold_epochs must be between 1 and 1000")
     if not 1 <= out["knn"] <= 100:
         raise SuspectError("knn must be between 1 and 100")
+    if out["cluster_threshold"] is not None and not 0 < out["cluster_threshold"] <= 2:  # also NaN
+        raise SuspectError("cluster_threshold is a cosine distance in (0, 2]")
     if not 0 < out["duplicate_threshold"] <= 1:
         raise SuspectError("duplicate_threshold must be in (0, 1]")
     from mlcore.suspects import DECISIONS, METHODS
@@ -46,8 +51,6 @@ def validate_config(config: dict | None) -> dict:
         raise SuspectError(f"unknown method {out['method']!r}; choose one of {', '.join(METHODS)}")
     if out["decision"] not in (None, *DECISIONS):
         raise SuspectError(f"unknown decision {out['decision']!r}; choose one of {', '.join(DECISIONS)}")
-    from mlcore.config import OPTIONS, check_value
-
     try:
         out["flip"] = check_value(OPTIONS["tta_flip"], out["flip"])  # it is the fold runs' tta_flip
     except ValueError as e:
