@@ -550,6 +550,10 @@ if os.environ.get("RETAG_LOAD_CONFIG") and __name__ != "__main__":
         weight = int(os.environ.get("RETAG_LOAD_SCIENTISTS", "10"))
         wait_time = between(1, 3)  # reading
 
+        def on_start(self):
+            super().on_start()
+            self.dashboard()  # a scientist opens the run first: every page is then hit in a short run too
+
         @task(3)
         def dashboard(self):
             self.read(f"/runs/{WORLD['run']}/", "/runs/[id]/")
