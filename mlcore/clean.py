@@ -63,7 +63,7 @@ def outliers(emb: np.ndarray, labels: np.ndarray, *, threshold: float | None = N
     e, y = np.asarray(emb, dtype=np.float32)[idx], labels[idx]
     share = None
     if threshold is None:
-        k = max(1, min(knn, int(np.bincount(y).max(initial=2)) - 1))  # a small class's neighbours are not all elsewhere
+        k = max(1, min(knn, int(np.bincount(y).max(initial=2)) - 1))  # never more neighbours than the largest class can give
         witnesses = {"knn": knn_label_distribution(e, y, k, c), "prior": np.full((len(y), c), 1.0 / c, np.float32)}
         if prob is not None:
             witnesses["prob"] = np.asarray(prob, dtype=np.float32)[idx]

@@ -38,7 +38,7 @@ from mlcore import storage
 from ...models import SuspectRun, TrainingRun
 from ..enqueue import send_on_commit
 from ..projects import project_storage_uri
-from .config import SuspectError, validate_config
+from .config import DEFAULTS, SuspectError, validate_config
 from .results import store_results
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def prepare_folds(sr_id: int, *, enqueue: bool = True) -> SuspectRun | None:
         run = sr.run
         try:
             configs = fold_configs(base_config(sr), sr.config["k"], storage.join(sr.output_uri, "folds"),
-                                   tta_flip=sr.config.get("flip", True))
+                                   tta_flip=sr.config.get("flip", DEFAULTS["flip"]))
         except Exception as e:  # noqa: BLE001 - shown on the suspects run
             logger.exception("suspects %s: fold configs failed", sr_id)
             _fail(sr, f"fold configs: {type(e).__name__}: {e}")
